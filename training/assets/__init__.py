@@ -1,0 +1,1 @@
+"""3D characters in: loaders (VRM / glTF / OBJ), posing and framing."""
