@@ -62,3 +62,9 @@ class Character:
 
     def num_faces(self) -> int:
         return sum(len(p.faces) for p in self.primitives)
+
+    def with_positions(self, positions: list[np.ndarray]) -> "Character":
+        """A copy with new vertex positions per primitive; materials/textures are shared, meta is copied."""
+        import copy
+        prims = [dataclasses.replace(p, positions=np.asarray(q, np.float32)) for p, q in zip(self.primitives, positions)]
+        return dataclasses.replace(self, primitives=prims, meta=copy.deepcopy(self.meta))
