@@ -1,0 +1,19 @@
+"""The seed's full-body alias of generate_ortho_mask: defaults to the NOVA-Human dataset name.
+
+    python -m _scripts.train.generate_human_ortho_mask [--dataset human_rutileEB] [--renderset NAME]
+"""
+from __future__ import annotations
+
+from _scripts.train.generate_ortho_mask import run
+from training.errors import cli_main
+
+DEFAULT_DATASET = "human_rutileEB"
+
+
+@cli_main
+def main(argv=None):
+    run("ortho", argv, default_dataset=DEFAULT_DATASET)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""Training samples read from the rendered tree (docs/DESIGN.md "Training sample").
+
+One item = one character: the front/back conditioning images on white, the
+orthographic targets with alpha, surface points (framed metres) and cameras,
+one perspective view with its mask and camera, and optionally precomputed
+encoder features.  Horizontal mirroring is the one augmentation: it maps the
+world x -> -x, so images flip, left and right swap, cameras go through
+``cameras.mirror`` and the x of every surface point changes sign.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import cameras, paths, preprocess
+from .errors import UserError, fail, load_image
+
+SWAP_LR = {"left": "right", "right": "left"}
+
+
+def _area(t: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Area resize of a [C,H,W] tensor to size x size (no-op when it already is)."""
+    if not size or t.shape[-1] == size and t.shape[-2] == size:
+        return t
+    return F.interpolate(t[None], size=(size, size), mode="area")[0]
+
+
+def _rgba(path) -> torch.Tensor:
+    """[4,H,W] float in [0,1] (an RGB file gets an opaque alpha)."""
+    im = load_image(path, "RGBA")
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 255.0
+
+
+def _on_white(rgba: torch.Tensor) -> torch.Tensor:
+    return rgba[:3] * rgba[3:4] + (1.0 - rgba[3:4])
+
+
+def _mask(path, fallback_alpha: torch.Tensor, size: int | None) -> torch.Tensor:
+    """[1,H,W] in {0,1}: a precomputed mask file when there is one, else alpha > 200."""
+    if path.exists():
+        m = torch.from_numpy(np.asarray(load_image(path, "L")) > 127).float()[None]
+    else:
+        m = (fallback_alpha * 255.0 > preprocess.MASK_THRESHOLD).float()
+    return (_area(m, size) > 0.5).float()
+
+
+def decode_xyz(xyza: torch.Tensor, box: float, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """xyza [4,H,W] in [0,1] -> (xyz [3,h,w] framed metres, coverage [1,h,w]).
+
+    Resizing averages the points weighted by coverage, so silhouette pixels do
+    not get pulled towards the background; uncovered pixels hold 0 (the origin).
+    """
+    a = xyza[3:4]
+    xyz = (xyza[:3] * box - box / 2.0) * a
+    if size:
+        xyz, a = _area(xyz, size), _area(a, size)
+    return torch.where(a > 1e-6, xyz / a.clamp_min(1e-6), torch.zeros_like(xyz)), a
+
+
+class CharacterDataset(torch.utils.data.Dataset):
+    """Characters of ``renders/<renderset>`` listed by ``subsets/<dataset>_<split>.csv``.
+
+    ``dataset=None`` takes every finished character of the renderset (split
+    ignored); ``ids`` gives an explicit list.  ``resolution`` area-resizes
+    every image (``cond_resolution`` overrides it for the conditioning pair).
+    ``random_views`` draws the perspective view at random (else view 0);
+    ``mirror_prob`` is the chance of the horizontal-mirror augmentation.
+    Randomness comes from torch's generator, which DataLoader seeds per worker.
+    """
+
+    def __init__(self, root, renderset: str, dataset: str | None = None, split: str = "train",
+                 resolution: int | None = None, ortho_views=("front", "back", "left", "right"),
+                 random_views: bool = True, mirror_prob: float = 0.0, use_features: bool = False,
+                 cond_resolution: int | None = None, allow_random_features: bool = False,
+                 rgb_dtype: str = "rgb", ids=None):
+        self.root = paths.data_root(root)
+        self.renderset = renderset
+        self.dataset, self.split = dataset, split
+        self.resolution = resolution
+        self.cond_resolution = cond_resolution or resolution
+        self.ortho_views = tuple(ortho_views)
+        bad = [v for v in self.ortho_views if v not in cameras.ORTHO_VIEWS]
+        if bad:
+            raise UserError(f"ortho_views: unknown view(s) {bad}, expected some of {list(cameras.ORTHO_VIEWS)}")
+        self.random_views = random_views
+        if not 0.0 <= mirror_prob <= 1.0:
+            raise UserError(f"mirror_prob: expected a probability in [0, 1], got {mirror_prob}")
+        self.mirror_prob = float(mirror_prob)
+        self.rgb_dtype = rgb_dtype
+        self.xyz_dtype = {"rgb": "xyza", "rgb60": "xyza60"}.get(rgb_dtype, "xyza")
+        self.mask_dtype = f"{rgb_dtype}_mask"
+        rd = paths.renders_dir(self.root, renderset)
+        if not rd.is_dir():
+            raise fail(rd, "renderset not found (render it with `python -m _scripts.data.render`)")
+        self.ids = list(ids) if ids is not None else preprocess.select_ids(self.root, renderset, dataset, split)
+        if not self.ids:
+            where = paths.subset_csv(self.root, dataset, split) if dataset else rd / "meta"
+            raise fail(where, "no characters")
+        missing = [c for c in self.ids if not paths.char_meta_path(self.root, renderset, c).exists()]
+        if missing:
+            raise fail(paths.char_meta_path(self.root, renderset, missing[0]),
+                       f"render missing ({len(missing)} of {len(self.ids)} characters are not rendered; "
+                       "re-run the render or data_clean)")
+        self.rs_meta = preprocess.load_renderset_meta(self.root, renderset)
+        self.use_features = use_features
+        self.feature_info = None
+        if use_features:
+            info = preprocess.load_feature_info(self.root, renderset)
+            fdir = preprocess.feature_dir(self.root, renderset)
+            if info is None:
+                raise fail(fdir / preprocess.FEATURE_INFO,
+                           "no precomputed features (run `python -m _scripts.train.generate_feature`)")
+            if info.get("random_init") and not allow_random_features:
+                raise fail(fdir / preprocess.FEATURE_INFO, "features come from a randomly initialised encoder; "
+                           "recompute them with real weights or allow random features explicitly")
+            self.feature_info = info
+        self._meta_cache: dict[str, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    # ---------------------------------------------------------- pieces
+
+    def _views(self, char_id: str, dtype: str) -> dict[str, dict]:
+        meta = self._meta_cache.get(char_id)
+        if meta is None:
+            meta = self._meta_cache[char_id] = preprocess.load_char_meta(self.root, self.renderset, char_id)
+        views = preprocess.meta_views(meta, dtype, char_id, self.rs_meta)
+        if not views:
+            raise fail(paths.char_meta_path(self.root, self.renderset, char_id), f"no {dtype} cameras")
+        return views
+
+    def _path(self, dtype: str, char_id: str, view: str):
+        return paths.render_path(self.root, self.renderset, dtype, char_id, view)
+
+    @staticmethod
+    def _box(view: dict, cam: np.ndarray) -> float:
+        if "boxwarp" in view:
+            return float(view["boxwarp"])
+        return 1.0 / abs(float(cam[16]))        # orthographic extent
+
+    def _ortho(self, char_id: str, view: str, ortho_meta: dict, size: int | None, cond_size: int | None):
+        if view not in ortho_meta:
+            raise fail(paths.char_meta_path(self.root, self.renderset, char_id), f"no camera for ortho view {view!r}")
+        vj = ortho_meta[view]
+        cam = preprocess.view_cam25(vj)
+        rgba = _rgba(self._path("ortho", char_id, view))
+        xyz, _ = decode_xyz(_rgba(self._path("ortho_xyza", char_id, view)), self._box(vj, cam), size)
+        white = _on_white(rgba)
+        return {"rgb": _area(white, size) * 2 - 1, "alpha": _area(rgba[3:4], size).clamp(0, 1), "xyz": xyz,
+                "cam": torch.from_numpy(cam), "box": self._box(vj, cam), "rgba": rgba,
+                "cond": _area(white, cond_size) * 2 - 1}
+
+    def _feature(self, char_id: str, view: str, mirrored: bool) -> torch.Tensor:
+        path = preprocess.feature_path(self.root, self.renderset, char_id, view)
+        mpath = preprocess.feature_path(self.root, self.renderset, char_id, view + "_mirror")
+        if mirrored and mpath.exists():
+            return torch.load(mpath, weights_only=True).float()
+        if not path.exists():
+            raise fail(path, "feature file missing (run `python -m _scripts.train.generate_feature`)")
+        f = torch.load(path, weights_only=True).float()
+        return f.flip(-1) if mirrored else f    # approximate when no mirrored features were stored
+
+    # ---------------------------------------------------------- item
+
+    def __getitem__(self, index: int) -> dict:
+        char_id = self.ids[index]
+        mirrored = self.mirror_prob > 0 and bool(torch.rand(()) < self.mirror_prob)
+        src = (lambda v: SWAP_LR.get(v, v)) if mirrored else (lambda v: v)
+        ortho_meta = self._views(char_id, "ortho")
+        size, csize = self.resolution, self.cond_resolution
+        loaded = {v: self._ortho(char_id, src(v), ortho_meta, size, csize)
+                  for v in dict.fromkeys(self.ortho_views + ("front", "back"))}
+
+        def flip(t):
+            return t.flip(-1) if mirrored else t
+
+        def mirror_xyz(t):
+            return t * torch.tensor([-1.0, 1.0, 1.0])[:, None, None] if mirrored else t
+
+        def cam_of(c):
+            return cameras.mirror(c[None])[0] if mirrored else c
+
+        out = {"id": char_id, "mirrored": torch.tensor(mirrored), "box": torch.tensor(loaded["front"]["box"])}
+        for v in ("front", "back"):
+            o = loaded[v]
+            out[f"cond_{v}"] = flip(o["cond"])
+            out[f"cond_{v}_mask"] = flip(_mask(self._path("ortho_mask", char_id, src(v)), o["rgba"][3:4], csize))
+        vs = [loaded[v] for v in self.ortho_views]
+        out["ortho_rgb"] = torch.stack([flip(o["rgb"]) for o in vs])
+        out["ortho_alpha"] = torch.stack([flip(o["alpha"]) for o in vs])
+        out["ortho_xyz"] = torch.stack([mirror_xyz(flip(o["xyz"])) for o in vs])
+        out["ortho_cam"] = torch.stack([cam_of(o["cam"]) for o in vs])
+
+        rgb_meta = self._views(char_id, self.rgb_dtype)
+        names = sorted(rgb_meta)
+        name = names[int(torch.randint(len(names), ()))] if self.random_views else names[0]
+        rgba = _rgba(self._path(self.rgb_dtype, char_id, name))
+        xyza_path = self._path(self.xyz_dtype, char_id, name)
+        mask_path = self._path(self.mask_dtype, char_id, name)
+        cov = _rgba(xyza_path)[3:4] if not mask_path.exists() else None
+        out["rgb"] = flip(_area(_on_white(rgba), size) * 2 - 1)
+        out["rgb_mask"] = flip(_mask(mask_path, cov, size))
+        out["rgb_cam"] = cam_of(torch.from_numpy(preprocess.view_cam25(rgb_meta[name])))
+        if self.use_features:
+            out["feat_front"] = self._feature(char_id, "front", mirrored)
+            out["feat_back"] = self._feature(char_id, "back", mirrored)
+        return out
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack tensors along a new batch axis; strings (ids) become lists."""
+    out = {}
+    for k in batch[0]:
+        vals = [b[k] for b in batch]
+        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    return out
+
+
+class InfiniteSampler(torch.utils.data.Sampler):
+    """Endless index stream, one reshuffle per pass, split across ranks.
+
+    Same arguments and ``set_epoch`` as ``DistributedSampler``: every rank
+    builds the same permutation from ``seed + epoch`` and takes every
+    ``num_replicas``-th index from ``rank``, so ranks never overlap within a
+    pass and together cover the dataset (padded by wrapping).
+    """
+
+    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
+        self.dataset, self.num_replicas, self.rank = dataset, num_replicas, rank
+        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+        n = len(dataset)
+        # drop_last on a set smaller than the world would starve every rank: wrap instead
+        self.num_samples = max(n // num_replicas, 1 if n else 0) if drop_last else math.ceil(n / num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def pass_indices(self, epoch: int) -> list[int]:
+        n = len(self.dataset)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        total = self.num_samples * self.num_replicas
+        order = (order * math.ceil(total / max(n, 1)))[:total] if total > n else order[:total]
+        return order[self.rank::self.num_replicas]
+
+    def __iter__(self):
+        if len(self.dataset) == 0:
+            return
+        for epoch in itertools.count(self.epoch):
+            yield from self.pass_indices(epoch)
+
+
+def make_loader(dataset, batch_size: int, rank: int = 0, num_replicas: int = 1, num_workers: int = 2,
+                seed: int = 0, pin_memory: bool = False):
+    """An endless iterator of collated batches for one rank (batch_size = per-rank batch)."""
+    sampler = InfiniteSampler(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                                         num_workers=num_workers, pin_memory=pin_memory,
+                                         persistent_workers=num_workers > 0,
+                                         generator=torch.Generator().manual_seed(seed * 1000 + rank))
+    return iter(loader)
