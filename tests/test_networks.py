@@ -1,0 +1,268 @@
+"""Tiny-size CPU tests of the StyleGAN2 layers, triplane backbone, encoders, super-resolution, discriminators."""
+import pytest
+import torch
+import torchvision
+
+from training import networks_stylegan2 as nets
+from training.dual_discriminator import DualDiscriminator, MaskDualDiscriminator
+from training.encoders import MaskEncoder, PatchAggregationEncoder, ResNetEncoder, imagenet_weights_file
+from training.errors import UserError
+from training.superresolution import SuperresolutionHybrid
+
+torch.set_num_threads(1)
+
+
+def tiny_backbone(**kw):
+    args = dict(z_dim=8, w_dim=16, plane_resolution=32, plane_channels=4, channel_base=256, channel_max=32,
+                cond_resolution=32, enc_channels=16, enc_resolution=8, inject_image_resolutions=(8, 16, 32))
+    args.update(kw)
+    return nets.TriplaneBackbone(**args)
+
+
+def tiny_d(cls=DualDiscriminator, **kw):
+    return cls(c_dim=25, img_resolution=32, channel_base=128, channel_max=16, mapping_layers=2, **kw)
+
+
+# --- FIR filters and bias_act ---------------------------------------------------------------
+
+def test_fir_constant_stays_constant_and_up_down_align():
+    f = nets.setup_filter([1, 3, 3, 1])
+    c = torch.full([1, 2, 8, 8], 0.7)
+    up = nets.upsample2d(c, f)
+    assert up.shape == (1, 2, 16, 16)
+    assert torch.allclose(up[..., 2:-2, 2:-2], torch.full_like(up[..., 2:-2, 2:-2], 0.7), atol=1e-6)
+    down = nets.downsample2d(c, f)
+    assert down.shape == (1, 2, 4, 4)
+    assert torch.allclose(down[..., 1:-1, 1:-1], torch.full_like(down[..., 1:-1, 1:-1], 0.7), atol=1e-6)
+    # a linear ramp sampled at pixel centres: upsampling gives the ramp at the fine centres,
+    # downsampling that gives the coarse ramp back (no half-pixel shift either way)
+    i = torch.arange(8.0)
+    ramp = (i[:, None] + 2 * i[None, :]).expand(1, 1, 8, 8)
+    j = (torch.arange(16.0) + 0.5) / 2 - 0.5
+    fine = (j[:, None] + 2 * j[None, :]).expand(1, 1, 16, 16)
+    assert torch.allclose(nets.upsample2d(ramp, f)[..., 2:-2, 2:-2], fine[..., 2:-2, 2:-2], atol=1e-5)
+    assert torch.allclose(nets.downsample2d(fine, f)[..., 1:-1, 1:-1], ramp[..., 1:-1, 1:-1], atol=1e-5)
+    # the conv_transpose fast path equals the zero-insertion definition
+    x = torch.randn(2, 3, 5, 7)
+    ref = nets.upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4)
+    assert torch.allclose(nets.upsample2d(x, f), ref, atol=1e-6)
+    assert nets.filter2d(x, f).shape == x.shape
+
+
+def test_bias_act_gain_and_clamp():
+    x = torch.tensor([[-1.0, 2.0, 300.0]])
+    y = nets.bias_act(x, torch.tensor([0.0, 0.0, 0.0]), act="lrelu", clamp=256)
+    assert torch.allclose(y, torch.tensor([[-0.2 * 2 ** 0.5, 2 * 2 ** 0.5, 256.0]]))
+    assert torch.equal(nets.bias_act(x, torch.ones(3), dim=1), x + 1)
+
+
+# --- modulated convolution -----------------------------------------------------------------
+
+def _modconv_loop(x, weight, styles, up, demodulate, f):
+    outs = []
+    for b in range(x.shape[0]):  # the textbook definition: modulate the weights of each sample
+        w = weight * styles[b][None, :, None, None]
+        if demodulate:
+            w = w / w.square().sum(dim=[1, 2, 3], keepdim=True).add(1e-8).sqrt()
+        outs.append(nets.conv2d_resample(x[b:b + 1], w, f=f, up=up, padding=1))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_conv_matches_per_sample_loop(up, demodulate):
+    torch.manual_seed(0)
+    f = nets.setup_filter([1, 3, 3, 1])
+    x, weight, styles = torch.randn(3, 5, 6, 6), torch.randn(7, 5, 3, 3), torch.randn(3, 5)
+    ref = _modconv_loop(x, weight, styles, up, demodulate, f)
+    for fused in (True, False):
+        y = nets.modulated_conv2d(x, weight, styles, up=up, padding=1, resample_filter=f, demodulate=demodulate,
+                                  fused_modconv=fused)
+        assert y.shape == (3, 7, 6 * up, 6 * up)
+        assert torch.allclose(y, ref, atol=1e-4, rtol=1e-4)
+    if demodulate:  # demodulation makes each output channel's weights unit-norm: scale-invariant in styles
+        y2 = nets.modulated_conv2d(x, weight, styles * 3, up=up, padding=1, resample_filter=f)
+        assert torch.allclose(y2, ref, atol=1e-4, rtol=1e-4)
+
+
+# --- mapping and triplane backbone ---------------------------------------------------------
+
+def test_mapping_shapes_and_truncation():
+    m = nets.MappingNetwork(z_dim=8, c_dim=25, w_dim=16, num_ws=5)
+    z, c = torch.randn(4, 8), torch.randn(4, 25)
+    ws = m(z, c, update_emas=True)
+    assert ws.shape == (4, 5, 16) and torch.equal(ws[:, 0], ws[:, 4])
+    assert m.w_avg.abs().sum() > 0
+    assert torch.allclose(m(z, c, truncation_psi=0), m.w_avg.expand(4, 5, 16))
+
+
+def test_backbone_shapes_and_conditioning():
+    torch.manual_seed(0)
+    G = tiny_backbone().eval()
+    z = torch.randn(2, 8)
+    cond = torch.rand(2, 3, 32, 32) * 2 - 1
+    enc = torch.randn(2, 16, 8, 8)
+    planes, ws = G(z, cond, enc, noise_mode="const")
+    assert planes.shape == (2, 3, 4, 32, 32) and ws.shape == (2, G.num_ws, 16)
+    assert torch.isfinite(planes).all() and planes.std() > 0
+    # different condition image -> different planes; so does a different encoder feature
+    p_cond, _ = G(z, cond.flip(3), enc, noise_mode="const")
+    p_enc, _ = G(z, cond, enc * -1, noise_mode="const")
+    assert (p_cond - planes).abs().mean() > 1e-3 * planes.abs().mean()
+    assert (p_enc - planes).abs().mean() > 1e-3 * planes.abs().mean()
+    # deterministic with const noise
+    assert torch.equal(G(z, cond, enc, noise_mode="const")[0], planes)
+    # unconditioned call works too (no hooks)
+    assert G(z, noise_mode="const")[0].shape == planes.shape
+    # multi-layer triplane (NOVA: 3 layers of 16 channels) just widens the channel axis
+    G3 = tiny_backbone(plane_layers=3)
+    assert G3(z, cond, enc)[0].shape == (2, 3, 12, 32, 32)
+
+
+def test_cross_average_constant_along_axes():
+    G = tiny_backbone()
+    seen = []
+    for name, mod in G.named_modules():
+        if isinstance(mod, nets.CrossAverage):
+            mod.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    G(torch.randn(2, 8), torch.randn(2, 3, 32, 32), torch.randn(2, 16, 8, 8))
+    assert len(seen) == 3  # one per injection resolution
+    for o in seen:
+        n = o.shape[1] // 8
+        rows, cols, rest = o[:, :n], o[:, n:2 * n], o[:, 2 * n:]
+        assert torch.allclose(rows, rows[..., :1].expand_as(rows))  # row means: constant along W
+        assert torch.allclose(cols, cols[..., :1, :].expand_as(cols))  # column means: constant along H
+        assert (rows - rows[..., :1, :]).abs().max() > 0  # but vary along H
+        assert (rest - rest[..., :1]).abs().max() > 0
+    G_plain = tiny_backbone(cross_average=False)
+    assert not any(isinstance(m, nets.CrossAverage) for m in G_plain.modules())
+
+
+def test_bf16_autocast_runs_close_to_fp32():
+    torch.manual_seed(0)
+    G = tiny_backbone().eval()
+    args = (torch.randn(2, 8), torch.randn(2, 3, 32, 32), torch.randn(2, 16, 8, 8))
+    ref, _ = G(*args, noise_mode="const")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, _ = G(*args, noise_mode="const")
+    assert torch.isfinite(low).all()
+    assert (low.float() - ref).abs().mean() < 0.1 * ref.abs().mean()
+
+
+# --- encoders --------------------------------------------------------------------------------
+
+def test_encoders_output_contract():
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    pat = PatchAggregationEncoder(out_channels=16, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), highres_channels=8)
+    feat, hr = pat(x, return_highres=True)
+    assert feat.shape == (2, 16, 2, 2) and hr.shape == (2, 8, 16, 16)
+    assert torch.isfinite(feat).all()
+    assert MaskEncoder(out_channels=16, base_channels=4, max_channels=16)(torch.rand(2, 1, 64, 64)).shape == (2, 16, 2, 2)
+    r = ResNetEncoder(depth=18, out_channels=16)
+    assert r.weights_source == "random init"
+    assert r(x).shape == (2, 16, 2, 2)
+    assert ResNetEncoder(depth=18, out_channels=16, in_channels=1)(x[:, :1]).shape == (2, 16, 2, 2)
+
+
+def test_resnet_weights_imagenet_missing_and_paths(tmp_path, monkeypatch):
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        url, expected = imagenet_weights_file(18)
+        with pytest.raises(UserError) as e:
+            ResNetEncoder(depth=18, weights="imagenet")
+        msg = str(e.value)
+        assert str(expected) in msg and url in msg and "resnet18-f37072fd.pth" in msg
+        # put a (random) torchvision state dict where torchvision caches it: it is used
+        ref = torchvision.models.resnet18(weights=None)
+        expected.parent.mkdir(parents=True)
+        torch.save(ref.state_dict(), expected)
+        enc = ResNetEncoder(depth=18, out_channels=8, weights="imagenet")
+        assert torch.equal(enc.net.conv1.weight, ref.conv1.weight)
+        assert enc.weights_source.startswith("imagenet")
+    finally:
+        torch.hub.set_dir(old)
+    # a path: torchvision state dict, or a saved encoder
+    p = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), p)
+    enc = ResNetEncoder(depth=18, out_channels=8, weights=str(p))
+    assert torch.equal(enc.net.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
+    q = tmp_path / "enc.pth"
+    torch.save(enc.state_dict(), q)
+    enc2 = ResNetEncoder(depth=18, out_channels=8, weights=q)
+    assert torch.equal(enc2.proj.weight, enc.proj.weight)
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="bad.pth"):
+        ResNetEncoder(depth=18, weights=bad)
+    with pytest.raises(UserError, match="not a resnet50"):
+        ResNetEncoder(depth=50, weights=p)
+
+
+# --- super-resolution and discriminators ----------------------------------------------------
+
+@pytest.mark.parametrize("n,inp,out", [(16, 16, 32), (8, 8, 32), (12, 8, 32), (16, 16, 16)])
+def test_superresolution_shapes(n, inp, out):
+    sr = SuperresolutionHybrid(channels=6, img_resolution=out, input_resolution=inp, w_dim=16, block_channels=(8, 4))
+    y = sr(torch.rand(2, 3, n, n) * 2 - 1, torch.randn(2, 6, n, n), torch.randn(2, 5, 16))
+    assert y.shape == (2, 3, out, out) and torch.isfinite(y).all()
+    with pytest.raises(ValueError):
+        SuperresolutionHybrid(channels=6, img_resolution=512, input_resolution=96)
+
+
+def test_discriminators_shapes_and_camera_conditioning():
+    torch.manual_seed(0)
+    D = tiny_d()
+    img = dict(image=torch.randn(4, 3, 32, 32), image_raw=torch.randn(4, 3, 16, 16))
+    c = torch.randn(4, 25)
+    out = D(img, c)
+    assert out.shape == (4, 1) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert not torch.allclose(D(img, c + 1), out)  # camera-conditioned
+    assert not torch.allclose(D(img, c, blur_sigma=2.0), out)  # blur changes the input
+    MD = tiny_d(MaskDualDiscriminator, mask_resolution=16)
+    img["image_mask"] = torch.rand(4, 1, 32, 32)
+    parts = MD(img, c, return_parts=True)
+    assert set(parts) == {"logits", "logits_image", "logits_mask"}
+    assert torch.allclose(parts["logits"], parts["logits_image"] + parts["logits_mask"])
+    img2 = dict(img, image_mask=1 - img["image_mask"])
+    assert torch.equal(MD(img2, c, return_parts=True)["logits_image"], parts["logits_image"])
+    assert not torch.allclose(MD(img2, c), parts["logits"])
+
+
+def test_gradients_reach_every_parameter_group():
+    torch.manual_seed(0)
+    front_enc = ResNetEncoder(depth=18, out_channels=16)
+    back_enc = PatchAggregationEncoder(out_channels=16, dims=(8, 16), depths=(1, 1), highres_channels=4)
+    mask_enc = MaskEncoder(out_channels=16, base_channels=4, max_channels=16)
+    G = tiny_backbone(c_dim=25)
+    sr = SuperresolutionHybrid(channels=12, img_resolution=32, input_resolution=16, w_dim=16, block_channels=(8, 4))
+    D = tiny_d(MaskDualDiscriminator, mask_resolution=16)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    enc = front_enc(x) + back_enc(x) + mask_enc((x[:, :1] > 0).float())
+    c = torch.randn(2, 25)
+    planes, ws = G(torch.randn(2, 8), x, enc, c=c)
+    feat = planes.flatten(1, 2)[:, :, ::2, ::2]  # stand-in for the rendered feature image
+    raw = feat[:, :3]
+    image = sr(raw, feat, ws)
+    logits = D(dict(image=image, image_raw=raw, image_mask=torch.sigmoid(feat[:, 3:4])), c)
+    logits.sum().backward()
+    for name, mod in [("front_enc", front_enc), ("back_enc", back_enc), ("mask_enc", mask_enc), ("G", G),
+                      ("sr", sr), ("D", D)]:
+        for pname, p in mod.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}.{pname} got no gradient"
+
+
+def test_r1_second_order_gradient_on_both_branches():
+    torch.manual_seed(0)
+    D = tiny_d(MaskDualDiscriminator, mask_resolution=16)
+    img = {k: v.requires_grad_() for k, v in dict(image=torch.randn(4, 3, 32, 32), image_raw=torch.randn(4, 3, 16, 16),
+                                                  image_mask=torch.rand(4, 1, 32, 32)).items()}
+    parts = D(img, torch.randn(4, 25), return_parts=True)
+    g_img = torch.autograd.grad(parts["logits_image"].sum(), [img["image"], img["image_raw"]], create_graph=True)
+    (g_mask,) = torch.autograd.grad(parts["logits_mask"].sum(), [img["image_mask"]], create_graph=True)
+    r1 = sum(g.square().sum([1, 2, 3]).mean() for g in g_img) * 5.0 / 2 + g_mask.square().sum([1, 2, 3]).mean() * 1.0 / 2
+    r1.backward()
+    w_img = D.blocks[0].conv0.weight.grad
+    w_mask = D.mask_blocks[0].conv0.weight.grad
+    assert w_img is not None and w_img.abs().sum() > 0
+    assert w_mask is not None and w_mask.abs().sum() > 0
