@@ -1,0 +1,357 @@
+"""Losses of the conditional EG3D training (REFERENCE section 4).
+
+One ``ReconGANLoss`` object runs the four phases of a StyleGAN2-style step:
+
+- ``Gmain``: non-saturating GAN loss on a random perspective view plus the
+  reconstruction of the orthographic views (LPIPS, L1, alpha L2 outside the
+  silhouette band, depth L2 on mutually opaque pixels), per-view weights.
+- ``Greg``: density total-variation regulariser (lazy, every ``tv_interval``).
+- ``Dmain``: non-saturating GAN loss on real and fake images.
+- ``Dreg``: R1 on real images (lazy, every ``r1_interval``), on ``image`` and
+  ``image_raw`` like EG3D, plus the mask-branch R1 of the mask discriminator.
+
+The loss only calls backward; the loop owns optimisers and gradient sync.
+Randomness that decides results (z, regulariser points) is drawn per sample
+from (seed, step, sample id), so 1 process and N processes with the same
+global batch compute the same gradients.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+OPAQUE = 0.5  # alpha above which a pixel counts as surface (depth term, silhouette)
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Every weight of the objective; each is a CLI flag of the trainer."""
+    gan_weight: float = 1.0            # generator adversarial term (0: pure reconstruction)
+    r1_gamma: float = 5.0              # NOVA-3D 5 (EG3D R1 on image and image_raw)
+    r1_gamma_mask: float = 1.0         # R1 of the mask branch (MaskDualDiscriminator)
+    r1_interval: int = 16              # lazy R1: every N steps, scaled by N
+    blur_init_sigma: float = 10.0      # discriminator input blur at kimg 0 (pixels)
+    blur_fade_kimg: float = 200.0      # blur fades linearly to 0 over this many kimg
+    lpips_weight: float = 20.0         # NOVA-3D 20, PAniC-3D 10
+    lpips_net: str = "vgg"             # lpips backbone: vgg | alex
+    lpips_random_init: bool = False    # tests only: random LPIPS backbone, no download
+    l1_weight: float = 4.0
+    alpha_weight: float = 1.0          # alpha L2 outside the silhouette band
+    alpha_band_px: int = 2             # half width of the excluded band around the GT silhouette
+    depth_weight: float = 1000.0       # L2 (metres^2) of surface points where both alphas are opaque
+    recon_sr_weight: float = 1.0       # relative weight of LPIPS/L1 on the super-resolved image
+    recon_raw_weight: float = 1.0      # ... and on the raw neural rendering
+    view_weights: str = "front=1"      # per ortho view; NOVA: front=1,back=1,left=1,right=1
+    tv_weight: float = 0.5             # density total variation
+    tv_interval: int = 4
+    tv_points: int = 1000
+    tv_perturb: float = 0.004          # in triplane units ([-1, 1] spans the box)
+
+
+def parse_view_weights(spec: str) -> dict[str, float]:
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, w = part.partition("=")
+        try:
+            out[name.strip()] = float(w) if w else 1.0
+        except ValueError:
+            raise UserError(f"--view-weights: {part!r} is not name=weight") from None
+    return out
+
+
+# ----------------------------------------------------------------- helpers
+
+def sample_generator(seed: int, step: int, sample_id: str, tag: str, device) -> torch.Generator:
+    """A generator fixed by (seed, step, sample, purpose): same noise on any number of ranks."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(zlib.crc32(f"{seed}/{step}/{sample_id}/{tag}".encode()))
+    return g
+
+
+def per_sample_randn(ids, shape, seed: int, step: int, tag: str, device) -> torch.Tensor:
+    rows = [torch.randn(shape, generator=sample_generator(seed, step, i, tag, device)) for i in ids]
+    return torch.stack(rows).to(device)
+
+
+def per_sample_rand(ids, shape, seed: int, step: int, tag: str, device) -> torch.Tensor:
+    rows = [torch.rand(shape, generator=sample_generator(seed, step, i, tag, device)) for i in ids]
+    return torch.stack(rows).to(device)
+
+
+def blur_sigma(cfg: LossConfig, cur_nimg: float) -> float:
+    if cfg.blur_fade_kimg <= 0:
+        return 0.0
+    return max(1.0 - cur_nimg / (cfg.blur_fade_kimg * 1e3), 0.0) * cfg.blur_init_sigma
+
+
+def resize(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased resize to size x size (area-like when shrinking)."""
+    if img.shape[-1] == size and img.shape[-2] == size:
+        return img
+    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=img.shape[-1] > size)
+
+
+def silhouette_band(alpha: torch.Tensor, px: int) -> torch.Tensor:
+    """1 on pixels within ``px`` pixels of the silhouette edge of ``alpha`` [B,1,H,W], else 0."""
+    if px <= 0:
+        return torch.zeros_like(alpha)
+    inside = (alpha > OPAQUE).float()
+    k = 2 * px + 1
+    dilated = F.max_pool2d(inside, k, stride=1, padding=px)
+    eroded = 1.0 - F.max_pool2d(1.0 - inside, k, stride=1, padding=px)
+    return dilated - eroded
+
+
+def alpha_loss(pred_alpha: torch.Tensor, gt_alpha: torch.Tensor, band_px: int) -> torch.Tensor:
+    """L2 between alphas, ignoring the band around the GT silhouette (antialiasing, thin hair)."""
+    keep = 1.0 - silhouette_band(gt_alpha, band_px)
+    return ((pred_alpha - gt_alpha).square() * keep).sum() / keep.sum().clamp_min(1.0)
+
+
+def depth_loss(pred_xyz, pred_alpha, gt_xyz, gt_alpha) -> torch.Tensor:
+    """L2 of surface points (metres) on pixels opaque in both the rendering and the GT."""
+    both = ((pred_alpha.detach() > OPAQUE) & (gt_alpha > OPAQUE)).float()
+    err = (pred_xyz - gt_xyz).square().sum(1, keepdim=True)
+    return (err * both).sum() / both.sum().clamp_min(1.0)
+
+
+def r1_penalty(outputs: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """Per-sample squared gradient norm of sum(outputs) w.r.t. inputs [B]."""
+    grads = torch.autograd.grad(outputs.sum(), inputs, create_graph=True, only_inputs=True)
+    return sum(g.square().flatten(1).sum(1) for g in grads)
+
+
+def density_tv(G, planes, ids, seed: int, step: int, box, n_points: int, perturb: float) -> torch.Tensor:
+    """EG3D density regulariser: L1 between densities at random points and slightly moved points.
+
+    ``box``: the ROI side (float, or [B] per sample); points are drawn in the ROI cube.
+    """
+    dev = next(iter(G.parameters())).device
+    u = per_sample_rand(ids, (n_points, 3), seed, step, "tv", dev) * 2 - 1
+    du = per_sample_randn(ids, (n_points, 3), seed, step, "tv_p", dev) * perturb
+    half = torch.as_tensor(box, dtype=u.dtype, device=dev).reshape(-1, 1, 1) / 2
+    pts = torch.cat([u, u + du], 1) * half               # triplane units -> framed metres
+    sigma = G.sample_density(planes, pts)
+    return (sigma[:, :n_points] - sigma[:, n_points:]).abs().mean()
+
+
+# ----------------------------------------------------------------- LPIPS
+
+LPIPS_BACKBONE_FILES = {
+    "vgg": "vgg16-397923af.pth",
+    "alex": "alexnet-owt-7be5be79.pth",
+}
+
+
+def load_lpips(net: str, random_init: bool = False):
+    """The LPIPS metric as a frozen module; its backbone comes from torchvision's hub cache."""
+    try:
+        import lpips
+    except ImportError:
+        raise UserError("lpips: package not installed (pip install lpips==0.1.4), or pass --lpips-weight 0") from None
+    if net not in LPIPS_BACKBONE_FILES:
+        raise UserError(f"--lpips-net: {net!r} is not one of {sorted(LPIPS_BACKBONE_FILES)}")
+    if not random_init:
+        ckpt = Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILES[net]
+        if not ckpt.exists():
+            url = f"https://download.pytorch.org/models/{LPIPS_BACKBONE_FILES[net]}"
+            raise UserError(f"{ckpt}: LPIPS backbone weights missing; download {url} to that path, "
+                            "or train with --lpips-weight 0")
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):  # lpips prints its setup
+        m = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_init, verbose=False)
+    m.eval().requires_grad_(False)
+    return m
+
+
+# ----------------------------------------------------------------- discriminator call
+
+def run_D(D, img: dict, c: torch.Tensor, sigma: float):
+    """(image-branch logits [B,1], mask-branch logits [B,1] or None); D blurs its inputs by ``sigma`` (blur fade)."""
+    if "image_mask" in img:
+        out = D(img, c, blur_sigma=sigma, return_parts=True)
+        return out["logits_image"], out["logits_mask"]
+    return D(img, c, blur_sigma=sigma), None
+
+
+# ----------------------------------------------------------------- the loss
+
+class ReconGANLoss:
+    """Runs one phase of a training step on this rank's part of the batch and calls backward."""
+
+    def __init__(self, G, D, cfg: LossConfig, box: float, seed: int = 0,
+                 neural_rendering_resolution: int | None = None, use_mask_d: bool = False,
+                 autocast_dtype: torch.dtype | None = None, lpips_module=None,
+                 ortho_views=("front", "back", "left", "right"), render_kwargs: dict | None = None):
+        self.G, self.D, self.cfg, self.box, self.seed = G, D, cfg, box, seed
+        self.ortho_views = list(ortho_views)
+        self.render_kwargs = dict(render_kwargs or {})
+        self.nrr = neural_rendering_resolution
+        self.use_mask_d = use_mask_d
+        self.autocast_dtype = autocast_dtype
+        self.view_weights = parse_view_weights(cfg.view_weights)
+        self.lpips = lpips_module
+        if self.lpips is None and cfg.lpips_weight > 0:
+            self.lpips = load_lpips(cfg.lpips_net, cfg.lpips_random_init)
+        self._fake = None  # fakes of the last Gmain, reused (detached) by Dmain
+
+    # -- generator side
+
+    def _autocast(self, device):
+        enabled = self.autocast_dtype is not None
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype or torch.bfloat16, enabled=enabled)
+
+    def _z(self, batch, step):
+        z_dim = int(getattr(self.G, "z_dim", 0) or 0)
+        if z_dim <= 0:
+            return None
+        return per_sample_randn(batch["id"], (z_dim,), self.seed, step, "z", batch["rgb_cam"].device)
+
+    @staticmethod
+    def cond_of(batch) -> dict:
+        cond = {"front": batch["cond_front"], "back": batch["cond_back"]}
+        if "cond_front_mask" in batch:
+            cond["front_mask"] = batch["cond_front_mask"]
+            cond["back_mask"] = batch["cond_back_mask"]
+        if "feat_front" in batch:
+            cond["feat_front"] = batch["feat_front"]
+        return cond
+
+    def _render(self, planes, c):
+        kw = dict(self.render_kwargs)
+        if self.nrr is not None:
+            kw["neural_rendering_resolution"] = self.nrr
+        return self.G.render(planes, c, **kw)
+
+    def _fake_for_D(self, out) -> dict:
+        img = {"image": out["image"], "image_raw": out["image_raw"]}
+        if self.use_mask_d:
+            img["image_mask"] = out["image_alpha"]
+        return img
+
+    def real_for_D(self, batch, out_like: dict | None = None) -> dict:
+        rgb = batch["rgb"]
+        S = out_like["image"].shape[-1] if out_like else rgb.shape[-1]
+        n = out_like["image_raw"].shape[-1] if out_like else (self.nrr or rgb.shape[-1])
+        img = {"image": resize(rgb, S), "image_raw": resize(rgb, n)}
+        if self.use_mask_d:
+            img["image_mask"] = resize(batch["rgb_mask"].float(), n)
+        return img
+
+    def reconstruction(self, planes, batch) -> tuple[torch.Tensor, dict]:
+        """Weighted reconstruction of the ortho views present in the batch."""
+        cfg, stats = self.cfg, {}
+        names = self.ortho_views
+        total = batch["ortho_rgb"].new_zeros(())
+        for v, name in enumerate(names):
+            w = self.view_weights.get(name, 0.0)
+            if w <= 0:
+                continue
+            out = self._render(planes, batch["ortho_cam"][:, v])
+            gt_rgb, gt_alpha, gt_xyz = batch["ortho_rgb"][:, v], batch["ortho_alpha"][:, v], batch["ortho_xyz"][:, v]
+            n = out["image_raw"].shape[-1]
+            terms = {}
+            for key, rel in (("image", cfg.recon_sr_weight), ("image_raw", cfg.recon_raw_weight)):
+                if rel <= 0:
+                    continue
+                pred = out[key].float()
+                gt = resize(gt_rgb, pred.shape[-1])
+                if cfg.l1_weight > 0:
+                    terms[f"l1_{key}"] = rel * cfg.l1_weight * (pred - gt).abs().mean()
+                if cfg.lpips_weight > 0:
+                    terms[f"lpips_{key}"] = rel * cfg.lpips_weight * self.lpips(pred, gt).mean()
+            a_gt = resize(gt_alpha, n)
+            if cfg.alpha_weight > 0:
+                terms["alpha"] = cfg.alpha_weight * alpha_loss(out["image_alpha"].float(), a_gt, cfg.alpha_band_px)
+            if cfg.depth_weight > 0:
+                # nearest keeps surface points on the surface (no blending across depth edges)
+                xyz_gt = F.interpolate(gt_xyz, size=(n, n), mode="nearest") if gt_xyz.shape[-1] != n else gt_xyz
+                a_gt_n = F.interpolate(gt_alpha, size=(n, n), mode="nearest") if gt_alpha.shape[-1] != n else gt_alpha
+                terms["depth"] = cfg.depth_weight * depth_loss(out["image_xyz"].float(), out["image_alpha"].float(),
+                                                               xyz_gt, a_gt_n)
+            view_total = sum(terms.values())
+            total = total + w * view_total
+            for k, t in terms.items():
+                stats[f"recon/{name}/{k}"] = float(t.detach())
+        stats["recon/total"] = float(total.detach())
+        return total, stats
+
+    def accumulate_gradients(self, phase: str, batch: dict, gain: float, step: int, cur_nimg: float) -> dict:
+        cfg, stats = self.cfg, {}
+        dev = batch["rgb_cam"].device
+        sigma = blur_sigma(cfg, cur_nimg)
+
+        if phase == "Gmain":
+            with self._autocast(dev):
+                planes = self.G.synthesize(self.cond_of(batch), z=self._z(batch, step))
+                loss = batch["rgb"].new_zeros(())
+                out = None
+                if cfg.gan_weight > 0:
+                    out = self._render(planes, batch["rgb_cam"])
+                    logits, mask_logits = run_D(self.D, self._fake_for_D(out), batch["rgb_cam"], sigma)
+                    l_gan = F.softplus(-logits.float()).mean()
+                    if mask_logits is not None:
+                        l_gan = l_gan + F.softplus(-mask_logits.float()).mean()
+                    loss = loss + cfg.gan_weight * l_gan
+                    stats["G/gan"] = float(l_gan.detach())
+                    self._fake = {k: v.detach().float() for k, v in self._fake_for_D(out).items()}
+                else:
+                    self._fake = None
+                rec, rs = self.reconstruction(planes, batch)
+            stats.update(rs)
+            loss = loss + rec
+            stats["G/loss"] = float(loss.detach())
+            loss.mul(gain).backward()
+
+        elif phase == "Greg":
+            if cfg.tv_weight <= 0:
+                return stats
+            planes = self.G.synthesize(self.cond_of(batch), z=self._z(batch, step))
+            box = batch["box"].float() if "box" in batch else self.box
+            tv = density_tv(self.G, planes, batch["id"], self.seed, step, box, cfg.tv_points, cfg.tv_perturb)
+            stats["G/tv"] = float(tv.detach())
+            (tv * cfg.tv_weight).mul(gain).backward()
+
+        elif phase == "Dmain":
+            if cfg.gan_weight <= 0 or self._fake is None:
+                return stats
+            fake = self._fake
+            with self._autocast(dev):
+                f_logits, f_mask = run_D(self.D, fake, batch["rgb_cam"], sigma)
+                real = self.real_for_D(batch, fake)
+                r_logits, r_mask = run_D(self.D, real, batch["rgb_cam"], sigma)
+            loss = F.softplus(f_logits.float()).mean() + F.softplus(-r_logits.float()).mean()
+            if f_mask is not None:
+                loss = loss + F.softplus(f_mask.float()).mean() + F.softplus(-r_mask.float()).mean()
+            stats["D/loss"] = float(loss.detach())
+            stats["D/real"] = float(r_logits.detach().float().mean())
+            stats["D/fake"] = float(f_logits.detach().float().mean())
+            loss.mul(gain).backward()
+
+        elif phase == "Dreg":
+            if cfg.gan_weight <= 0 or (cfg.r1_gamma <= 0 and cfg.r1_gamma_mask <= 0):
+                return stats
+            # R1 in full precision: double backward through bf16 is not stable
+            real = {k: v.detach().requires_grad_(True) for k, v in self.real_for_D(batch, self._fake).items()}
+            logits, mask_logits = run_D(self.D, real, batch["rgb_cam"], sigma)
+            pen = r1_penalty(logits, [real["image"], real["image_raw"]])
+            loss = pen.mean() * (cfg.r1_gamma / 2)
+            stats["D/r1"] = float(pen.detach().mean())
+            if mask_logits is not None and cfg.r1_gamma_mask > 0:
+                pen_m = r1_penalty(mask_logits, [real["image_mask"]])
+                loss = loss + pen_m.mean() * (cfg.r1_gamma_mask / 2)
+                stats["D/r1_mask"] = float(pen_m.detach().mean())
+            # logits*0 keeps every D parameter in the graph (unused-parameter safety)
+            (loss + logits.sum() * 0).mul(gain).backward()
+        else:
+            raise ValueError(f"unknown phase {phase!r}")
+        return stats

@@ -1,0 +1,634 @@
+"""Conditional EG3D training loop: one GPU, many GPUs (torchrun) or CPU.
+
+Reads top to bottom: config -> distributed setup -> run folder -> data ->
+networks -> optimisers -> resume -> loop (phases, EMA, ticks, snapshots,
+previews) -> final snapshot.  Hyperparameters: REFERENCE section 4.
+
+Multi-process: started by torchrun (RANK/WORLD_SIZE/LOCAL_RANK in the
+environment).  Gradients are averaged with one flat all_reduce per phase
+(the EG3D/StyleGAN2 approach) instead of wrapping in DistributedDataParallel:
+R1 needs a double backward, which DDP's reducer does not support, and the
+flat all_reduce also gives every rank the same finite/NaN decision.
+Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import itertools
+import json
+import math
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from . import cameras, paths
+from .errors import UserError, atomic_write, fail, save_json_atomic, save_png_atomic
+from .loss import LossConfig, ReconGANLoss, resize
+
+SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
+# Keys that may change when a run resumes (where/how long it runs, not what it learns).
+RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
+                "data_root", "runs_dir", "progress", "tensorboard", "preview_count"}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # run
+    run_name: str = "debug"
+    runs_dir: str = ""                  # default <project>/_train/eg3dc/runs
+    resume: str = "auto"                # auto (latest snapshot of this run name) | none | <snapshot path>
+    device: str = "auto"                # auto | cpu | cuda
+    seed: int = 0
+    # data
+    data_root: str = ""
+    renderset: str = "rutileE"
+    dataset: str = "rutileEB"
+    split: str = "train"
+    resolution: int = 0                 # target image size (0: as rendered)
+    cond_resolution: int = 0            # conditioning image size (0: --resolution)
+    ortho_views: str = "front,back,left,right"  # target ortho views loaded (weights: --view-weights)
+    random_views: bool = True           # random perspective view per sample (else view 0000)
+    mirror_prob: float = 0.5            # horizontal-mirror augmentation (swaps left/right, mirrors cameras)
+    use_features: bool = False          # precomputed encoder features (feat_front/feat_back)
+    workers: int = 3
+    # networks
+    generator: str = ""                 # TriPlaneGenerator | _v0 | _v1 ('' : the preset's own)
+    preset: str = "nova_body"           # key of training.triplane.PRESETS ('' : --generator with --g-kwargs only)
+    g_kwargs: str = "{}"                # JSON overrides of the generator constructor (sizes, encoder_weights, ...)
+    discriminator: str = "MaskDualDiscriminator"  # DualDiscriminator | MaskDualDiscriminator
+    d_kwargs: str = "{}"                # JSON overrides of the discriminator constructor
+    neural_rendering_resolution: int = 0  # 0: the generator's own
+    ray_perturb: bool = True            # stratified jitter + random importance samples (off: deterministic)
+    freeze_bn: bool = True              # BatchNorm of the image encoders in eval mode (small per-GPU batches)
+    # optimisation
+    batch: int = 16                     # global batch (all GPUs); per-GPU = batch / world size
+    glr: float = 0.0025
+    dlr: float = 0.002
+    beta1: float = 0.0
+    beta2: float = 0.99
+    eps: float = 1e-8
+    ema_kimg: float = -1.0              # EMA half-life; < 0: batch * 10 / 32
+    ema_rampup: float = 0.0             # 0: off; else half-life <= cur_nimg * rampup
+    bf16: str = "auto"                  # auto (on for CUDA) | on | off; never used in R1
+    # schedule
+    kimg: float = 25000.0
+    tick_kimg: float = 4.0
+    snap_ticks: int = 50
+    preview_ticks: int = 10
+    preview_count: int = 4
+    progress: bool = True
+    tensorboard: bool = True
+    # losses
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "TrainConfig":
+        d = dict(d)
+        loss = LossConfig(**d.pop("loss", {}))
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        extra = set(d) - known
+        if extra:
+            raise UserError(f"config: unknown keys {sorted(extra)}")
+        return TrainConfig(loss=loss, **d)
+
+
+def learning_config(d: dict) -> dict:
+    """The part of a config that must not change when a run resumes."""
+    return {k: v for k, v in d.items() if k not in RUNTIME_KEYS}
+
+
+# ---------------------------------------------------------------- distributed
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_arg: str) -> Dist:
+    """From torchrun's environment: NCCL on GPUs, gloo on CPU; single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_arg not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device: {device_arg!r} is not auto, cpu or cuda")
+    use_cuda = torch.cuda.is_available() if device_arg == "auto" else device_arg == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device visible")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                **({"device_id": device} if use_cuda else {}))
+    return Dist(rank, world, local, device)
+
+
+def broadcast_object(obj, d: Dist):
+    if d.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sync_params(module: torch.nn.Module, d: Dist) -> None:
+    """Every rank starts from rank 0's parameters and buffers."""
+    if d.world == 1:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
+def sync_grads_and_check(params: list[torch.Tensor], d: Dist) -> bool:
+    """Average gradients over ranks with one flat all_reduce; False if any is NaN/Inf (same on all ranks)."""
+    if not params:
+        return True
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+    if d.world > 1:
+        dist.all_reduce(flat)
+        flat /= d.world
+    if not bool(torch.isfinite(flat).all()):
+        return False
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = g.view_as(p).clone() if p.grad is None else p.grad.copy_(g.view_as(p))
+    return True
+
+
+# ---------------------------------------------------------------- run folder
+
+def runs_root(cfg: TrainConfig) -> Path:
+    return Path(cfg.runs_dir) if cfg.runs_dir else paths.project_dir() / "_train" / "eg3dc" / "runs"
+
+
+def latest_snapshot(run_dir: Path) -> Path | None:
+    snaps = [p for p in run_dir.glob("network-snapshot-*.pt") if SNAPSHOT_RE.search(p.name)]
+    return max(snaps, key=lambda p: (int(SNAPSHOT_RE.search(p.name).group(1)), p.stat().st_mtime)) if snaps else None
+
+
+def numbered_dirs(name_dir: Path) -> list[Path]:
+    return sorted((p for p in name_dir.glob("[0-9]" * 5) if p.is_dir()), key=lambda p: p.name)
+
+
+def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
+    """(run folder, snapshot to resume from).  auto: latest folder holding a snapshot, else a new one."""
+    name_dir = runs_root(cfg) / cfg.run_name
+    existing = numbered_dirs(name_dir)
+    if cfg.resume == "auto":
+        for run_dir in reversed(existing):
+            snap = latest_snapshot(run_dir)
+            if snap is not None:
+                return run_dir, snap
+        snap = None
+    elif cfg.resume == "none":
+        snap = None
+    else:
+        snap = Path(cfg.resume)
+        if not snap.is_file():
+            raise fail(snap, "snapshot to resume from not found")
+    nxt = int(existing[-1].name) + 1 if existing else 0
+    run_dir = name_dir / f"{nxt:05d}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir, snap
+
+
+# ---------------------------------------------------------------- networks
+
+def build_networks(cfg: TrainConfig):
+    """Generator from a preset of training.triplane (optionally another variant, JSON overrides); D sized to it."""
+    triplane = importlib.import_module("training.triplane")
+    try:
+        g_over = json.loads(cfg.g_kwargs)
+        d_over = json.loads(cfg.d_kwargs)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--g-kwargs/--d-kwargs: not JSON ({e})") from None
+    if cfg.generator and cfg.generator not in triplane.GENERATORS:
+        raise UserError(f"--generator: {cfg.generator!r} is not one of {sorted(triplane.GENERATORS)}")
+    try:
+        if cfg.preset:
+            if cfg.preset not in triplane.PRESETS:
+                raise UserError(f"--preset: {cfg.preset!r} is not one of {sorted(triplane.PRESETS)}")
+            G = triplane.build_preset(cfg.preset, cfg.generator or None, **g_over)
+        else:
+            G = triplane.GENERATORS[cfg.generator or "TriPlaneGenerator"](**g_over)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--g-kwargs: {e}") from None
+    ddm = importlib.import_module("training.dual_discriminator")
+    if not hasattr(ddm, cfg.discriminator):
+        raise UserError(f"--discriminator: {cfg.discriminator!r} not in training.dual_discriminator")
+    try:
+        D = getattr(ddm, cfg.discriminator)(**discriminator_kwargs(G, d_over))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--d-kwargs: {e}") from None
+    return G, D
+
+
+def discriminator_kwargs(G, overrides: dict) -> dict:
+    """Discriminator sizes follow the generator's output unless overridden."""
+    gc = getattr(G, "config", {}) or {}
+    kw = {"c_dim": 25, "img_resolution": gc.get("img_resolution", 512), "img_channels": 3}
+    kw.update(overrides)
+    return kw
+
+
+def set_train_mode(module: torch.nn.Module, freeze_bn: bool) -> None:
+    """Train mode; with freeze_bn, BatchNorm keeps its running statistics (batch-size independent, so 1 and
+    N processes compute the same thing, and 2-4 images per GPU give no usable batch statistics)."""
+    module.train()
+    if freeze_bn:
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def use_mask_discriminator(D) -> bool:
+    return "Mask" in type(D).__name__
+
+
+# ---------------------------------------------------------------- data
+
+def build_dataset(cfg: TrainConfig):
+    dsm = importlib.import_module("training.dataset")
+    views = tuple(v.strip() for v in cfg.ortho_views.split(",") if v.strip())
+    ds = dsm.CharacterDataset(cfg.data_root or None, cfg.renderset, cfg.dataset or None, cfg.split,
+                              resolution=cfg.resolution or None, cond_resolution=cfg.cond_resolution or None,
+                              ortho_views=views, random_views=cfg.random_views, mirror_prob=cfg.mirror_prob,
+                              use_features=cfg.use_features)
+    if len(ds) < cfg.batch:
+        raise UserError(f"{cfg.dataset}_{cfg.split}: {len(ds)} characters, fewer than --batch {cfg.batch}")
+    return ds
+
+
+class SkipSampler(torch.utils.data.Sampler):
+    """An endless sampler with its first ``skip`` indices dropped: a resumed run sees the same data order."""
+
+    def __init__(self, sampler, skip: int):
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+
+def rank_batches(ds, cfg: TrainConfig, d: Dist, per_gpu: int, step: int):
+    """Endless iterator of this rank's batches from ``step`` on: rank r takes every world-th index of a
+    shared permutation, so the union over ranks is the global batch a single process would take."""
+    dsm = importlib.import_module("training.dataset")
+    sampler = dsm.InfiniteSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
+                                  drop_last=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=per_gpu, sampler=SkipSampler(sampler, step * per_gpu),
+                                         num_workers=cfg.workers, collate_fn=dsm.collate,
+                                         pin_memory=d.device.type == "cuda", persistent_workers=cfg.workers > 0,
+                                         generator=torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + step))
+    return iter(loader)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------- snapshots
+
+def rng_state(device) -> dict:
+    st = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(
+        np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy())}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def _np_state():
+    s = np.random.get_state()
+    return [s[0], s[1].tolist(), int(s[2]), int(s[3]), float(s[4])]
+
+
+def set_rng_state(st: dict, device) -> None:
+    torch.set_rng_state(st["torch"])
+    s = json.loads(bytes(st["numpy"].tolist()).decode())
+    np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def save_snapshot(path: Path, nets: dict, opts: dict, step: int, cur_nimg: int, cfg: TrainConfig, extra: dict,
+                  device) -> None:
+    """Atomic: a kill during the write leaves the previous snapshots untouched."""
+    ckpt = importlib.import_module("training.checkpoint")
+    state = {"step": step, "nimg": cur_nimg, "rng": rng_state(device), **extra}
+    ckpt.save_checkpoint(path, modules={**nets, **opts}, step=step, kimg=cur_nimg / 1000,
+                         training_config=cfg.to_dict(), extra=state)
+
+
+def load_snapshot(path: Path, nets: dict, opts: dict, device) -> dict:
+    ckpt = importlib.import_module("training.checkpoint")
+    data = ckpt.load_checkpoint(path, map_location=device)
+    mods = data["modules"]
+    for name, m in nets.items():
+        if name not in mods:
+            raise fail(path, f"snapshot has no {name}")
+        try:
+            m.load_state_dict(mods[name]["state_dict"])
+        except RuntimeError as e:
+            raise fail(path, f"{name} does not match this configuration ({str(e).splitlines()[0]})") from None
+    for name, o in opts.items():
+        if name in mods:
+            o.load_state_dict(mods[name]["state_dict"])
+    return data
+
+
+# ---------------------------------------------------------------- previews
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[3,H,W] in [-1,1] -> HxWx3 uint8."""
+    return ((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def preview_grid(G, batch: dict, view_index: dict, size: int, nrr) -> np.ndarray:
+    """Rows: samples.  Columns: input front/back, prediction front/back/side, ground truth front/back/side."""
+    cond = ReconGANLoss.cond_of(batch)
+    planes = G.synthesize(cond, z=None if not getattr(G, "z_dim", 0) else torch.zeros(
+        batch["cond_front"].shape[0], G.z_dim, device=batch["cond_front"].device))
+    kw = {} if not nrr else {"neural_rendering_resolution": nrr}
+    cols = [resize(batch["cond_front"], size), resize(batch["cond_back"], size)]
+    names = [n for n in ("front", "back", "left") if n in view_index]
+    for n in names:
+        cols.append(resize(G.render(planes, batch["ortho_cam"][:, view_index[n]], **kw)["image"].float(), size))
+    for n in names:
+        cols.append(resize(batch["ortho_rgb"][:, view_index[n]], size))
+    rows = [np.concatenate([to_uint8(c[i]) for c in cols], 1) for i in range(cols[0].shape[0])]
+    return np.concatenate(rows, 0)
+
+
+# ---------------------------------------------------------------- EMA
+
+@torch.no_grad()
+def update_ema(G_ema, G, beta: float) -> None:
+    for pe, p in zip(G_ema.parameters(), G.parameters()):
+        pe.copy_(p.detach().lerp(pe, beta))
+    for be, b in zip(G_ema.buffers(), G.buffers()):
+        be.copy_(b)
+
+
+def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
+    ema_nimg = (cfg.ema_kimg if cfg.ema_kimg >= 0 else cfg.batch * 10 / 32) * 1000
+    if cfg.ema_rampup > 0:
+        ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
+    return 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+
+
+# ---------------------------------------------------------------- signals
+
+class StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop finishes its step, writes a snapshot and exits."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = {}
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def _handler(self, signum, frame):
+        self.stop = True
+
+    def agreed(self, d: Dist) -> bool:
+        if d.world == 1:
+            return self.stop
+        t = torch.tensor([float(self.stop)], device=d.device)
+        dist.all_reduce(t)
+        return bool(t.item() > 0)
+
+    def restore(self):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------- training
+
+def resolve_bf16(cfg: TrainConfig, device) -> bool:
+    if cfg.bf16 not in ("auto", "on", "off"):
+        raise UserError(f"--bf16: {cfg.bf16!r} is not auto, on or off")
+    if cfg.bf16 == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return cfg.bf16 == "on"
+
+
+def make_optimizer(params, lr, cfg: TrainConfig, reg_interval: int):
+    """Adam; with lazy regularisation every N steps, lr and betas are scaled as in StyleGAN2."""
+    ratio = reg_interval / (reg_interval + 1) if reg_interval > 0 else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio), eps=cfg.eps)
+
+
+def train(cfg: TrainConfig) -> Path:
+    d = setup_distributed(cfg.device)
+    if cfg.batch % d.world:
+        raise UserError(f"--batch {cfg.batch}: not divisible by the {d.world} processes")
+    per_gpu = cfg.batch // d.world
+    lc = cfg.loss
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if d.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+    ds = build_dataset(cfg)  # first: a bad data path must not leave an empty run folder
+
+    # run folder (rank 0 decides, others follow)
+    run_dir, resume_from = broadcast_object(prepare_run_dir(cfg) if d.main else None, d)
+    run_dir = Path(run_dir)
+
+    # networks: same seed everywhere, then rank 0's weights broadcast
+    G, D = build_networks(cfg)
+    G, D = G.to(d.device), D.to(d.device)
+    set_train_mode(G, cfg.freeze_bn)
+    set_train_mode(D, cfg.freeze_bn)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    G.requires_grad_(False)
+    D.requires_grad_(False)
+    use_tv = lc.tv_weight > 0 and lc.tv_interval > 0
+    use_r1 = lc.gan_weight > 0 and lc.r1_interval > 0 and (lc.r1_gamma > 0 or lc.r1_gamma_mask > 0)
+    opt_G = make_optimizer(G.parameters(), cfg.glr, cfg, lc.tv_interval if use_tv else 0)
+    opt_D = make_optimizer(D.parameters(), cfg.dlr, cfg, lc.r1_interval if use_r1 else 0)
+    nets = {"G": G, "G_ema": G_ema, "D": D}
+    opts = {"opt_G": opt_G, "opt_D": opt_D}
+
+    # resume: identical counters, config checked
+    step, cur_nimg, tick, nan_skips = 0, 0, 0, 0
+    if resume_from is not None:
+        data = load_snapshot(resume_from, nets, opts, d.device)
+        saved = data.get("training_config") or {}
+        if cfg.resume == "auto" and learning_config(saved) != learning_config(cfg.to_dict()):
+            diff = sorted(k for k in set(learning_config(saved)) | set(learning_config(cfg.to_dict()))
+                          if saved.get(k) != cfg.to_dict().get(k))
+            raise fail(resume_from, f"run {cfg.run_name!r} was started with other settings ({', '.join(diff)}); "
+                       "pass the same flags, or --resume none for a new run")
+        extra = data.get("extra") or {}
+        step, cur_nimg = int(extra.get("step", data.get("step", 0))), int(extra.get("nimg", data["kimg"] * 1000))
+        tick, nan_skips = int(extra.get("tick", 0)), int(extra.get("nan_skips", 0))
+        if "rng" in extra:
+            set_rng_state(extra["rng"], d.device)
+    for m in nets.values():
+        sync_params(m, d)
+
+    # data: a resumed run skips what it has seen
+    batches = rank_batches(ds, cfg, d, per_gpu, step)
+
+    autocast = torch.bfloat16 if resolve_bf16(cfg, d.device) else None
+    box = float(G.config.get("box_warp") or cameras.get_framing(G.config.get("framing", "head")).box)
+    nrr = cfg.neural_rendering_resolution or None
+    loss = ReconGANLoss(G, D, lc, box=box, seed=cfg.seed, neural_rendering_resolution=nrr,
+                        render_kwargs={"perturb": cfg.ray_perturb},
+                        use_mask_d=use_mask_discriminator(D), autocast_dtype=autocast, ortho_views=ds.ortho_views)
+    phases = [("Gmain", G, opt_G, 1)]
+    if use_tv:
+        phases.append(("Greg", G, opt_G, lc.tv_interval))
+    if lc.gan_weight > 0:
+        phases.append(("Dmain", D, opt_D, 1))
+    if use_r1:
+        phases.append(("Dreg", D, opt_D, lc.r1_interval))
+
+    # logging (rank 0)
+    writer = pbar = None
+    preview_batch = None
+    if d.main:
+        save_json_atomic(run_dir / "config.json", cfg.to_dict())
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                writer = SummaryWriter(str(run_dir))
+            except ImportError:
+                writer = None
+        if cfg.progress:
+            try:
+                from tqdm import tqdm
+                pbar = tqdm(total=int(cfg.kimg * 1000), initial=cur_nimg, unit="img", unit_scale=True,
+                            dynamic_ncols=True, desc=cfg.run_name)
+            except ImportError:
+                pbar = None
+        n_prev = min(cfg.preview_count, len(ds))
+        samples = [ds[i] for i in range(n_prev)]
+        preview_batch = to_device(importlib.import_module("training.dataset").collate(samples), d.device)
+        preview_views = {n: i for i, n in enumerate(ds.ortho_views)}
+        print(f"run folder: {run_dir}" + (f" (resuming {resume_from.name}, step {step})" if resume_from else ""))
+        print(f"{d.world} process(es) on {d.device.type}, batch {cfg.batch} ({per_gpu} per process), "
+              f"G {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M params, "
+              f"D {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M, bf16 {autocast is not None}")
+
+    stopper = StopFlag()
+    tick_start_nimg, tick_start_time = cur_nimg, time.time()
+    start_nimg = cur_nimg
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    done = cur_nimg >= cfg.kimg * 1000
+    if d.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(d.device)
+    try:
+        while not done:
+            batch = to_device(next(batches), d.device)
+
+            # one step: each phase on its own interval, gradients averaged over ranks
+            for name, module, opt, interval in phases:
+                if step % interval:
+                    continue
+                module.requires_grad_(True)
+                opt.zero_grad(set_to_none=True)
+                stats = loss.accumulate_gradients(name, batch, gain=interval, step=step, cur_nimg=cur_nimg)
+                module.requires_grad_(False)
+                params = [p for p in module.parameters()]
+                if sync_grads_and_check(params, d):
+                    opt.step()
+                else:
+                    nan_skips += 1
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+
+            update_ema(G_ema, G, ema_beta(cfg, cur_nimg))
+            step += 1
+            cur_nimg += cfg.batch
+            done = cur_nimg >= cfg.kimg * 1000
+            stop = stopper.agreed(d)
+            if pbar is not None:
+                pbar.update(cfg.batch)
+            # the first tick of a process ends after one step (early feedback), later ones every tick_kimg
+            if not (done or stop or cur_nimg - start_nimg == cfg.batch
+                    or cur_nimg >= tick_start_nimg + cfg.tick_kimg * 1000):
+                continue
+
+            # ---- end of tick: log, snapshot, preview
+            now = time.time()
+            tick_kimg = (cur_nimg - tick_start_nimg) / 1000
+            rec = {"tick": tick, "step": step, "kimg": cur_nimg / 1000,
+                   "sec_per_tick": now - tick_start_time,
+                   "sec_per_kimg": (now - tick_start_time) / max(tick_kimg, 1e-9),
+                   "nan_skips": nan_skips, "ema_beta": ema_beta(cfg, cur_nimg)}
+            if d.device.type == "cuda":
+                rec["gpu_mem_gb"] = torch.cuda.max_memory_allocated(d.device) / 2 ** 30
+            rec.update({k: sums[k] / counts[k] for k in sums})
+            sums, counts = {}, {}
+            if d.main:
+                with open(run_dir / "metrics.jsonl", "a") as f:  # append-only log: a cut line is harmless
+                    f.write(json.dumps(rec) + "\n")
+                if writer is not None:
+                    for k, v in rec.items():
+                        if isinstance(v, (int, float)) and k not in ("tick", "step"):
+                            writer.add_scalar(k, v, global_step=int(cur_nimg))
+                    writer.flush()
+                if pbar is not None:
+                    short = {k.split("/")[-1] if k.startswith("recon/") else k: v for k, v in rec.items()
+                             if k in ("G/gan", "D/loss", "recon/total", "G/tv", "D/r1")}
+                    pbar.set_postfix({"kimg": f"{cur_nimg / 1000:.4g}", "s/kimg": f"{rec['sec_per_kimg']:.1f}",
+                                      **{k: f"{v:.3g}" for k, v in short.items()}}, refresh=False)
+                elif cfg.progress:
+                    print(json.dumps(rec), flush=True)
+            if done or stop or tick % max(cfg.snap_ticks, 1) == 0:
+                if d.main:
+                    kimg_i = int(cur_nimg // 1000)
+                    save_snapshot(run_dir / f"network-snapshot-{kimg_i:06d}.pt", nets, opts, step, cur_nimg, cfg,
+                                  {"tick": tick + 1, "nan_skips": nan_skips}, d.device)
+            if d.main and (done or tick % max(cfg.preview_ticks, 1) == 0):
+                G_ema.eval()
+                grid = preview_grid(G_ema, preview_batch, preview_views, 128, nrr)
+                save_png_atomic(run_dir / f"preview-{int(cur_nimg // 1000):06d}.png", grid)
+            tick += 1
+            tick_start_nimg, tick_start_time = cur_nimg, time.time()
+            if stop:
+                if d.main:
+                    print(f"stopped by signal at step {step}; snapshot written", flush=True)
+                break
+    finally:
+        stopper.restore()
+        if pbar is not None:
+            pbar.close()
+        if writer is not None:
+            writer.close()
+    if d.world > 1:
+        dist.barrier()
+    return run_dir
+
+
+def cleanup_distributed():
+    if dist.is_initialized():
+        dist.destroy_process_group()
