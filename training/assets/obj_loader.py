@@ -167,7 +167,8 @@ def _auto_drop(verts: np.ndarray, parts: list[_Part]) -> tuple[list[_Part], list
             pext = phi - plo
             if np.any(plo < lo - margin) or np.any(phi > hi + margin):
                 dropped.append({"name": p.name, "reason": "far outside the main body", "faces": len(p.v) // 3})
-            elif len(p.v) // 3 <= 4 and pext.min() < 0.02 * pext.max() and pext.max() > 0.5 * ext.max():
+            elif (len(p.v) // 3 <= 4 and pext.min() < 0.02 * pext.max() and pext.max() > 0.9 * ext.max()
+                  and ext.min() > 0.05 * ext.max()):     # a body-sized card beside a solid body
                 dropped.append({"name": p.name, "reason": "big flat quad", "faces": len(p.v) // 3})
             else:
                 out.append(p)
