@@ -112,6 +112,8 @@ def test_godette_framing(godette):
     assert np.allclose((lo + hi) / 2, 0, atol=1e-5) and body.box == pytest.approx(2.1)
     assert body.inside_fraction() == 1.0
     assert body.character.meta["framing"]["origin"] == pytest.approx(list(body.origin))
+    ch, info = body                                                  # unpacks as (character, info)
+    assert ch is body.character and info["box"] == 2.1 and info["head_estimated"] is False
     # without a skeleton the head is estimated and still covers the face
     est = frame(type(godette)(**{**godette.__dict__, "skeleton": None}), "head")
     assert est.head_estimated and "estimated" in " ".join(est.character.meta["notes"])

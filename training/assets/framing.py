@@ -35,6 +35,10 @@ class FramedCharacter:
         return {"framing": self.framing, "origin": [float(v) for v in self.origin], "box": float(self.box),
                 "head_estimated": bool(self.head_estimated), "head_source": self.head_source}
 
+    def __iter__(self):
+        """``character, info = frame(...)`` unpacks to the framed character and ``to_dict()``."""
+        return iter((self.character, self.to_dict()))
+
     def inside_fraction(self) -> float:
         """Fraction of vertices inside the ROI cube (1.0 = nothing cut off)."""
         pts = self.character.all_positions()
