@@ -1,0 +1,749 @@
+"""Ground-truth rasteriser: unlit OpenGL renders of a Character (moderngl, headless EGL).
+
+One GL context per process (creating one is slow), one upload per character,
+many views per upload.  Cameras come from ``training.cameras`` and the GL
+projection is built from the same intrinsics and near/far, so pixel centres
+sit at ``(i + 0.5) / res`` (u right, v down) exactly as ``cameras.rays`` and
+``cameras.project`` assume.
+
+Shading (REFERENCE section 3): colour = texture x base colour factor x vertex
+colour, no lighting; MASK materials discard below their cutoff; BLEND
+materials are drawn after the opaque ones with (premultiplied) alpha
+blending and no depth writes; every face is double-sided.  Images are
+rendered at ``supersample`` x the output size and box-filtered down on
+premultiplied values, so edges are anti-aliased and alpha is coverage.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from . import cameras
+from .assets.character import Character
+from .errors import UserError
+
+# ---------------------------------------------------------------- GL context
+
+_CTX = None
+
+
+def gl_context():
+    """The process-wide headless context (EGL: Mesa llvmpipe on CPU, the NVIDIA driver on GPUs)."""
+    global _CTX
+    if _CTX is None:
+        import moderngl
+        try:
+            _CTX = moderngl.create_standalone_context(backend="egl", require=330)
+        except Exception as e:  # noqa: BLE001 - any driver failure is an environment problem
+            raise UserError(f"OpenGL (EGL): cannot create a headless context ({e}); "
+                            "install libegl1 + libgl1-mesa-dri (make/setup does) or an NVIDIA driver") from None
+    return _CTX
+
+
+def gl_renderer_name() -> str:
+    return gl_context().info.get("GL_RENDERER", "?")
+
+
+# ---------------------------------------------------------------- camera -> GL
+
+def view_matrices(cam25) -> tuple[np.ndarray, np.ndarray]:
+    """(world->camera 4x4 in OpenCV axes, camera->clip 4x4) for a 25-d camera.
+
+    Clip y is 2v - 1 with v pointing down, so GL's framebuffer row 0 is the
+    image's top row and a plain read-back needs no flip.
+    """
+    c = np.asarray(cam25, np.float64).reshape(-1)
+    c2w, K = c[:16].reshape(4, 4), c[16:25].reshape(3, 3)
+    w2c = np.linalg.inv(c2w)
+    return w2c, K
+
+
+def projection(K: np.ndarray, near: float, far: float) -> np.ndarray:
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    P = np.zeros((4, 4))
+    if fx < 0:  # orthographic: u = |fx| x + cx
+        P[0, 0], P[0, 3] = 2 * abs(fx), 2 * cx - 1
+        P[1, 1], P[1, 3] = 2 * abs(fy), 2 * cy - 1
+        P[2, 2], P[2, 3] = 2 / (far - near), -(far + near) / (far - near)
+        P[3, 3] = 1
+    else:       # perspective: u = fx x / z + cx
+        P[0, 0], P[0, 2] = 2 * fx, 2 * cx - 1
+        P[1, 1], P[1, 2] = 2 * fy, 2 * cy - 1
+        P[2, 2], P[2, 3] = (far + near) / (far - near), -2 * far * near / (far - near)
+        P[3, 2] = 1
+    return P
+
+
+def _camera(view) -> tuple[np.ndarray, np.ndarray, float]:
+    """View (or (cam25, near, far, box)) -> (world->cam, world->clip, box)."""
+    if isinstance(view, cameras.View):
+        cam, near, far, box = view.cam25(), view.near, view.far, view.box
+    else:
+        cam, near, far, box = view
+    w2c, K = view_matrices(cam)
+    return w2c, projection(K, near, far) @ w2c, box
+
+
+# ---------------------------------------------------------------- shaders
+
+_VERT = """
+#version 330
+uniform mat4 u_world2clip;
+uniform mat4 u_world2cam;
+uniform vec3 u_origin;
+in vec3 in_pos;
+in vec2 in_uv;
+in vec4 in_color;
+out vec3 v_framed;
+out vec3 v_cam;
+out vec2 v_uv;
+out vec4 v_color;
+void main() {
+    vec3 p = in_pos - u_origin;
+    v_framed = p;
+    v_cam = (u_world2cam * vec4(p, 1.0)).xyz;
+    v_uv = in_uv;
+    v_color = in_color;
+    gl_Position = u_world2clip * vec4(p, 1.0);
+}
+"""
+
+# Outputs: 0 colour (premultiplied), 1 framed xyz (premultiplied) + coverage,
+# 2 camera-space normal facing the viewer + view depth, 3 object id (lines only).
+# In the BLEND pass outputs 2 and 3 are vec4(0): with blend (ONE, ONE_MINUS_SRC_ALPHA)
+# that leaves them untouched, so contours come from the solid surfaces.
+_FRAG = """
+#version 330
+uniform sampler2D u_tex;
+uniform bool u_has_tex;
+uniform vec4 u_factor;
+uniform int u_mode;        // 0 OPAQUE, 1 MASK, 2 BLEND
+uniform float u_cutoff;
+uniform float u_object;
+uniform bool u_ortho;
+in vec3 v_framed;
+in vec3 v_cam;
+in vec2 v_uv;
+in vec4 v_color;
+layout(location = 0) out vec4 f_color;
+layout(location = 1) out vec4 f_xyza;
+layout(location = 2) out vec4 f_aux;
+layout(location = 3) out vec4 f_id;
+void main() {
+    vec4 c = u_factor * v_color;
+    if (u_has_tex) c *= texture(u_tex, v_uv);
+    if (u_mode == 1) { if (c.a < u_cutoff) discard; c.a = 1.0; }
+    else if (u_mode == 0) { c.a = 1.0; }
+    else if (c.a < 1.0 / 512.0) discard;
+    float a = clamp(c.a, 0.0, 1.0);
+    f_color = vec4(c.rgb * a, a);
+    f_xyza = vec4(v_framed * a, a);
+    if (u_mode == 2) { f_aux = vec4(0.0); f_id = vec4(0.0); return; }
+    vec3 n = normalize(cross(dFdx(v_cam), dFdy(v_cam)));   // flat: creases are face-normal jumps
+    vec3 to_eye = u_ortho ? vec3(0.0, 0.0, -1.0) : -v_cam;
+    if (dot(n, to_eye) < 0.0) n = -n;   // double-sided: the side facing the viewer
+    f_aux = vec4(n, v_cam.z);
+    f_id = vec4(u_object, 0.0, 0.0, 1.0);
+}
+"""
+
+# Face ids for visibility: global face index + 1 (0 = background).
+_ID_FRAG = """
+#version 330
+uniform sampler2D u_tex;
+uniform bool u_has_tex;
+uniform vec4 u_factor;
+uniform int u_mode;
+uniform float u_cutoff;
+uniform uint u_face_offset;
+in vec2 v_uv;
+in vec4 v_color;
+out uint f_face;
+void main() {
+    vec4 c = u_factor * v_color;
+    if (u_has_tex) c *= texture(u_tex, v_uv);
+    if (u_mode != 0 && c.a < u_cutoff) discard;
+    f_face = u_face_offset + uint(gl_PrimitiveID) + 1u;
+}
+"""
+
+_ALPHA_MODES = {"OPAQUE": 0, "MASK": 1, "BLEND": 2}
+
+
+# ---------------------------------------------------------------- scene
+
+@dataclasses.dataclass
+class _Draw:
+    vao: object
+    id_vao: object
+    texture: object | None
+    factor: tuple
+    mode: int
+    cutoff: float
+    object_id: float
+    face_offset: int
+    num_faces: int
+
+
+class Scene:
+    """A character's meshes and textures on the GPU; render as many views as wanted, then release()."""
+
+    def __init__(self, rast: "Rasteriser", character: Character, origin=(0.0, 0.0, 0.0)):
+        self.rast, self.character = rast, character
+        self.origin = np.asarray(origin, np.float32).reshape(3)
+        ctx = rast.ctx
+        self._objects, self.draws = [], []
+        textures = {}
+        offset = 0
+        for pi, prim in enumerate(character.primitives):
+            n_faces = len(prim.faces)
+            if n_faces == 0:
+                continue
+            mat = character.materials[prim.material] if character.materials else None
+            pos = np.ascontiguousarray(prim.positions, np.float32)
+            n = pos.shape[0]
+            uv = np.zeros((n, 2), np.float32) if prim.uvs is None else np.ascontiguousarray(prim.uvs, np.float32)
+            col = np.ones((n, 4), np.float32) if prim.colors is None else np.ascontiguousarray(prim.colors, np.float32)
+            if col.shape[1] == 3:
+                col = np.concatenate([col, np.ones((n, 1), np.float32)], 1)
+            bufs = [ctx.buffer(a.tobytes()) for a in (pos, uv, col)]
+            ibo = ctx.buffer(np.ascontiguousarray(prim.faces, np.uint32).tobytes())
+            vao = ctx.vertex_array(rast.prog, [(bufs[0], "3f", "in_pos"), (bufs[1], "2f", "in_uv"),
+                                               (bufs[2], "4f", "in_color")], ibo)
+            id_vao = ctx.vertex_array(rast.id_prog, [(bufs[0], "3f", "in_pos"), (bufs[1], "2f", "in_uv"),
+                                                     (bufs[2], "4f", "in_color")], ibo)
+            self._objects += bufs + [ibo, vao, id_vao]
+            tex = None
+            if mat is not None and mat.texture is not None and prim.uvs is not None:
+                key = id(mat.texture)
+                if key not in textures:
+                    textures[key] = self._texture(mat.texture)
+                tex = textures[key]
+            factor = tuple(float(x) for x in (mat.base_color_factor if mat is not None else np.ones(4)))
+            mode = _ALPHA_MODES.get((mat.alpha_mode if mat is not None else "OPAQUE").upper(), 0)
+            cutoff = float(mat.alpha_cutoff) if mat is not None else 0.5
+            self.draws.append(_Draw(vao, id_vao, tex, factor, mode, cutoff, float(pi + 1), offset, n_faces))
+            offset += n_faces
+        self.prim_face_offsets = {}
+        off = 0
+        for pi, prim in enumerate(character.primitives):
+            self.prim_face_offsets[pi] = off
+            off += len(prim.faces)
+        self.total_faces = off
+        self._objects += list(textures.values())
+        # opaque and alpha-tested first, blended last (depth writes off for those)
+        self.draws.sort(key=lambda d: d.mode == 2)
+
+    def _texture(self, img: np.ndarray):
+        img = np.asarray(img)
+        if img.dtype != np.uint8:
+            img = np.clip(img * (255.0 if img.dtype.kind == "f" else 1.0), 0, 255).astype(np.uint8)
+        if img.ndim == 2:
+            img = img[..., None]
+        if img.shape[2] == 1:
+            img = np.repeat(img, 3, 2)
+        if img.shape[2] == 3:
+            img = np.concatenate([img, np.full(img.shape[:2] + (1,), 255, np.uint8)], 2)
+        ctx = self.rast.ctx
+        # glTF UV (0,0) is the image's top-left = first row of the array = GL texture row 0
+        tex = ctx.texture((img.shape[1], img.shape[0]), 4, np.ascontiguousarray(img).tobytes())
+        tex.build_mipmaps()
+        import moderngl
+        tex.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
+        tex.repeat_x = tex.repeat_y = True
+        return tex
+
+    def render(self, view, *, lines: bool = False, line_width: float | None = None, **kw) -> dict:
+        return self.rast.render(self, view, lines=lines, line_width=line_width, **kw)
+
+    def release(self):
+        for o in self._objects:
+            o.release()
+        self._objects, self.draws = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ---------------------------------------------------------------- rasteriser
+
+def downsample(img: np.ndarray, factor: int) -> np.ndarray:
+    """Box filter by an integer factor (on premultiplied values)."""
+    if factor == 1:
+        return img
+    h, w = img.shape[:2]
+    return img.reshape(h // factor, factor, w // factor, factor, -1).mean((1, 3))
+
+
+def unpremultiply(p: np.ndarray) -> np.ndarray:
+    a = p[..., 3:4]
+    rgb = np.where(a > 1e-6, p[..., :3] / np.maximum(a, 1e-6), 0.0)
+    return np.concatenate([np.clip(rgb, 0, None), np.clip(a, 0, 1)], -1)
+
+
+def encode_xyza(xyz: np.ndarray, alpha: np.ndarray, box: float) -> np.ndarray:
+    """Framed xyz (metres) + coverage -> xyza colours ((p + box/2) / box, clipped to [0, 1])."""
+    enc = np.clip((xyz + box / 2) / box, 0, 1) * (alpha[..., None] > 0)
+    return np.concatenate([enc, alpha[..., None]], -1).astype(np.float32)
+
+
+def decode_xyza(xyza: np.ndarray, box: float) -> tuple[np.ndarray, np.ndarray]:
+    """xyza image (floats in [0,1] or uint8) -> framed xyz (metres), alpha in [0,1]."""
+    x = np.asarray(xyza, np.float32)
+    if np.asarray(xyza).dtype == np.uint8:
+        x = x / 255.0
+    return x[..., :3] * box - box / 2, x[..., 3]
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """Straight-alpha RGBA -> RGB composited on white."""
+    a = rgba[..., 3:4]
+    return rgba[..., :3] * a + (1 - a)
+
+
+def contour_mask(aux: np.ndarray, obj: np.ndarray, box: float, *, crease_deg: float = 60.0,
+                 depth_tol: float = 0.02) -> np.ndarray:
+    """Screen-space toon contours: object-id changes (silhouettes included), depth jumps
+    larger than ``depth_tol * box`` and normal creases sharper than ``crease_deg``."""
+    n, d = aux[..., :3], aux[..., 3]
+    edge = np.zeros(obj.shape, bool)
+    cos_t = math.cos(math.radians(crease_deg))
+    for sl_a, sl_b in (((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
+                       ((slice(1, None), slice(None)), (slice(None, -1), slice(None)))):
+        oa, ob = obj[sl_a], obj[sl_b]
+        both = (oa > 0) & (ob > 0)
+        e = oa != ob
+        e |= both & (np.abs(d[sl_a] - d[sl_b]) > depth_tol * box)
+        e |= both & ((n[sl_a] * n[sl_b]).sum(-1) < cos_t)
+        edge[sl_a] |= e
+        edge[sl_b] |= e
+    return edge
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius <= 0:
+        return mask
+    from scipy.ndimage import binary_dilation
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return binary_dilation(mask, structure=(xx ** 2 + yy ** 2) <= radius ** 2 + 0.5)
+
+
+LINE_COLOR = (0.08, 0.06, 0.07)
+
+
+class Rasteriser:
+    """Renders uploaded Scenes at ``size`` px (``supersample`` x internally)."""
+
+    def __init__(self, size: int = 512, supersample: int = 2):
+        if size < 1 or supersample < 1:
+            raise ValueError("size and supersample must be positive")
+        self.size, self.ss = int(size), int(supersample)
+        self.ctx = gl_context()
+        self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
+        self.id_prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_ID_FRAG)
+        self._fbos = {}
+
+    def upload(self, character: Character, origin=(0.0, 0.0, 0.0)) -> Scene:
+        """Put a character on the GPU; ``origin`` is subtracted from positions (framed space)."""
+        return Scene(self, character, origin)
+
+    def _fbo(self, kind: str, res: int):
+        key = (kind, res)
+        if key not in self._fbos:
+            ctx = self.ctx
+            if kind == "main":
+                atts = [ctx.texture((res, res), 4, dtype="f1"), ctx.texture((res, res), 4, dtype="f4"),
+                        ctx.texture((res, res), 4, dtype="f4"), ctx.texture((res, res), 4, dtype="f4")]
+            else:
+                atts = [ctx.texture((res, res), 1, dtype="u4")]
+            depth = ctx.depth_renderbuffer((res, res))
+            self._fbos[key] = (ctx.framebuffer(color_attachments=atts, depth_attachment=depth), atts, depth)
+        return self._fbos[key]
+
+    def _set_common(self, prog, scene, view):
+        w2c, w2clip, box = _camera(view)
+        prog["u_world2clip"].write(w2clip.T.astype("f4").tobytes())
+        if "u_world2cam" in prog:
+            prog["u_world2cam"].write(w2c.T.astype("f4").tobytes())
+        prog["u_origin"].value = tuple(float(x) for x in scene.origin)
+        return w2c, box
+
+    @staticmethod
+    def _set_material(prog, d: _Draw):
+        if d.texture is not None:
+            d.texture.use(0)
+            prog["u_tex"].value = 0
+        prog["u_has_tex"].value = d.texture is not None
+        prog["u_factor"].value = d.factor
+        prog["u_mode"].value = d.mode
+        prog["u_cutoff"].value = d.cutoff
+
+    def render(self, scene: Scene, view, *, lines: bool = False, line_width: float | None = None,
+               crease_deg: float = 60.0, depth_tol: float = 0.02) -> dict:
+        """Render one view (a ``cameras.View`` or ``(cam25, near, far, box)``).
+
+        Returns float32 arrays at ``size``: ``rgba`` (straight alpha, transparent
+        background), ``xyza`` (encoded framed position + coverage), ``xyz`` (framed
+        metres), ``depth`` (view depth of the nearest solid surface at the centre
+        sample, 0 on background) and, with ``lines``, ``lines_rgba`` (dark contour
+        lines composited over ``rgba``; width in output pixels, default ``max(1, size/512)``).
+        """
+        import moderngl
+        ctx, res = self.ctx, self.size * self.ss
+        fbo, atts, _ = self._fbo("main", res)
+        fbo.use()
+        ctx.viewport = (0, 0, res, res)
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        ctx.disable(moderngl.CULL_FACE)
+        ctx.enable(moderngl.DEPTH_TEST)
+        prog = self.prog
+        w2c, box = self._set_common(prog, scene, view)
+        prog["u_ortho"].value = bool(not isinstance(view, cameras.View) and np.asarray(view[0])[16] < 0
+                                     or isinstance(view, cameras.View) and view.ortho)
+        ctx.disable(moderngl.BLEND)
+        ctx.depth_mask = True
+        blending = False
+        for d in scene.draws:
+            if d.mode == 2 and not blending:
+                ctx.enable(moderngl.BLEND)
+                ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
+                ctx.depth_mask = False
+                blending = True
+            self._set_material(prog, d)
+            prog["u_object"].value = d.object_id
+            d.vao.render(moderngl.TRIANGLES)
+        ctx.disable(moderngl.BLEND)
+        ctx.depth_mask = True
+
+        color = np.frombuffer(atts[0].read(), np.uint8).reshape(res, res, 4).astype(np.float32) / 255.0
+        xyza_p = np.frombuffer(atts[1].read(), np.float32).reshape(res, res, 4)
+        aux = np.frombuffer(atts[2].read(), np.float32).reshape(res, res, 4)
+        out = {}
+        rgba = unpremultiply(downsample(color, self.ss))
+        xp = downsample(xyza_p, self.ss)
+        a = np.clip(xp[..., 3], 0, 1)
+        xyz = np.where(a[..., None] > 1e-6, xp[..., :3] / np.maximum(xp[..., 3:4], 1e-6), 0.0)
+        out["rgba"] = rgba.astype(np.float32)
+        out["xyz"] = xyz.astype(np.float32)
+        out["xyza"] = encode_xyza(xyz, a, box)
+        c = self.ss // 2
+        out["depth"] = aux[c::self.ss, c::self.ss, 3].copy()
+        if lines:
+            obj = np.frombuffer(atts[3].read(), np.float32).reshape(res, res, 4)[..., 0]
+            edge = contour_mask(aux, obj, box, crease_deg=crease_deg, depth_tol=depth_tol)
+            # an edge marks the pixels on both sides of a discontinuity: 2 px thick before dilation
+            lw = max(1.0, self.size / 512.0) if line_width is None else line_width
+            edge = dilate(edge, max(0, int(math.floor(lw * self.ss / 2 - 1 + 0.5))))
+            line_p = np.zeros_like(color)
+            line_p[..., :3], line_p[..., 3] = LINE_COLOR, 1.0
+            comp = np.where(edge[..., None], line_p, color)   # opaque lines over premultiplied colour
+            out["lines_rgba"] = unpremultiply(downsample(comp, self.ss)).astype(np.float32)
+        return out
+
+    def face_ids(self, scene: Scene, view, res: int | None = None) -> np.ndarray:
+        """[res,res] uint32 image of global face index + 1 (0 = background), alpha-tested."""
+        import moderngl
+        ctx = self.ctx
+        res = res or self.size * self.ss
+        fbo, atts, _ = self._fbo("id", res)
+        fbo.use()
+        ctx.viewport = (0, 0, res, res)
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        ctx.disable(moderngl.BLEND)
+        ctx.disable(moderngl.CULL_FACE)
+        ctx.enable(moderngl.DEPTH_TEST)
+        ctx.depth_mask = True
+        prog = self.id_prog
+        self._set_common(prog, scene, view)
+        for d in scene.draws:
+            self._set_material(prog, d)
+            prog["u_face_offset"].value = d.face_offset
+            d.id_vao.render(moderngl.TRIANGLES)
+        return np.frombuffer(atts[0].read(), np.uint32).reshape(res, res)
+
+
+_RASTERS: dict = {}
+
+
+def rasteriser(size: int = 512, supersample: int = 2) -> Rasteriser:
+    """A cached Rasteriser per (size, supersample) sharing the process's GL context."""
+    key = (size, supersample)
+    if key not in _RASTERS:
+        _RASTERS[key] = Rasteriser(size, supersample)
+    return _RASTERS[key]
+
+
+def render_views(character: Character, views, *, size: int = 512, supersample: int = 2,
+                 origin=(0.0, 0.0, 0.0), lines: bool = False) -> list[dict]:
+    """Convenience: upload once, render every view, release."""
+    with rasteriser(size, supersample).upload(character, origin) as scene:
+        return [scene.render(v, lines=lines) for v in views]
+
+
+def visibility_views(framing: str = "body") -> list:
+    """Default views for ``visible_faces``: the 60-view grid, the ortho set and straight up/down."""
+    fr = cameras.get_framing(framing)
+    extra = [cameras.make_view("bottom", -90.0, 0.0, fr, True)]
+    return cameras.view_set("rgb60", fr) + cameras.view_set("ortho", fr) + extra
+
+
+def visible_faces(character: Character, views=None, *, res: int = 1024, origin=(0.0, 0.0, 0.0),
+                  framing: str = "body") -> list[np.ndarray]:
+    """Per primitive, a boolean mask of faces seen (alpha-tested, depth-tested) from any view.
+
+    ``views`` are ``cameras.View`` objects (or ``(cam25, near, far, box)``) in the
+    character's framed space (positions minus ``origin``); default
+    ``visibility_views(framing)``.  Faces smaller than a pixel at ``res`` can be
+    missed: raise ``res`` for finely tessellated meshes.
+    """
+    views = visibility_views(framing) if views is None else views
+    r = rasteriser(512, 2)
+    seen = np.zeros(character.num_faces() + 1, bool)
+    with r.upload(character, origin) as scene:
+        for v in views:
+            ids = r.face_ids(scene, v, res)
+            seen[np.unique(ids)] = True
+    seen = seen[1:]
+    out, off = [], 0
+    for prim in character.primitives:
+        out.append(seen[off:off + len(prim.faces)].copy())
+        off += len(prim.faces)
+    return out
+
+
+# ---------------------------------------------------------------- dataset renders
+# (library side of `python -m _scripts.data.render`; the data tree layout is training.paths)
+
+VIEW_SET_OF = {"ortho": "ortho", "ortho_xyza": "ortho", "ortho_lines": "ortho",
+               "rgb": "rgb", "xyza": "rgb", "rgb60": "rgb60", "xyza60": "rgb60"}
+DTYPES = tuple(VIEW_SET_OF)
+DEFAULT_DTYPES = ("ortho", "ortho_xyza", "rgb", "xyza")
+CHARACTER_SUFFIXES = (".vrm", ".glb", ".gltf", ".obj")
+OBJ_OPTIONS = ("up_axis", "forward_axis", "include", "exclude", "texture")
+GLTF_OPTIONS = ("facing",)
+
+
+@dataclasses.dataclass
+class RenderSettings:
+    renderset: str
+    framing: str
+    size: int = 512
+    dtypes: tuple = DEFAULT_DTYPES
+    seed: int = 0
+    arm_angle: float = 60.0
+    supersample: int = 2
+    load_options: dict = dataclasses.field(default_factory=dict)   # loader keywords given by the user
+
+    def __post_init__(self):
+        cameras.get_framing(self.framing)
+        bad = [d for d in self.dtypes if d not in VIEW_SET_OF]
+        if bad:
+            raise UserError(f"--dtypes: unknown {', '.join(bad)} (known: {', '.join(DTYPES)})")
+        if self.size < 8:
+            raise UserError(f"--size: {self.size} is too small (at least 8)")
+
+
+def find_characters(src) -> list[tuple[str, "Path"]]:
+    """(id, file) for a character file or every character file under a folder (id = file stem)."""
+    from pathlib import Path
+    from .errors import fail
+    src = Path(src)
+    if src.is_file():
+        if src.suffix.lower() not in CHARACTER_SUFFIXES:
+            raise fail(src, f"not a character file (expected {', '.join(CHARACTER_SUFFIXES)})")
+        files = [src]
+    elif src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in CHARACTER_SUFFIXES
+                       and p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts))
+    else:
+        raise fail(src, "no such file or folder")
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise fail(f, f"character id {f.stem!r} is also used by {seen[f.stem]} (ids are file stems)")
+        seen[f.stem] = f
+    return list(seen.items())
+
+
+def loader_options(path, options: dict) -> dict:
+    """The subset of user loader options that applies to this file type (None = not given)."""
+    from pathlib import Path
+    keys = OBJ_OPTIONS if Path(path).suffix.lower() == ".obj" else GLTF_OPTIONS
+    return {k: v for k, v in options.items() if k in keys and v is not None}
+
+
+def prepare_character(path, framing: str, arm_angle: float, options: dict | None = None):
+    """Load, lower the arms (when a humanoid skeleton exists), frame.
+    Returns ``training.assets.framing.FramedCharacter`` (geometry in framed space)."""
+    from .assets.framing import frame
+    from .assets.load import load_character
+    from .assets.pose import lower_arms
+    from .errors import fail
+    ch = load_character(path, **loader_options(path, options or {}))
+    if ch.num_faces() == 0:
+        raise fail(path, "empty mesh (no triangles to render)")
+    if arm_angle:
+        ch = lower_arms(ch, arm_angle)
+    return frame(ch, framing)
+
+
+def load_framed_character(meta, posed: bool = True):
+    """Rebuild the rendered ground truth from a per-character meta json (dict or path): the same
+    file, loader options, arm angle and framing.  Returns a FramedCharacter whose geometry matches
+    the renders' xyza.  ``posed=False``: the bind pose (arms not lowered), moved by the recorded
+    origin, so it sits in the same framed space."""
+    import dataclasses as dc
+    import json
+    from pathlib import Path
+    from .assets.framing import FramedCharacter
+    from .assets.load import load_character
+    from .errors import fail
+    if not isinstance(meta, dict):
+        p = Path(meta)
+        try:
+            meta = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise fail(p, f"unreadable render meta ({e})") from None
+    opts, origin = meta["options"], np.asarray(meta["origin"], np.float64)
+    if posed:
+        framed = prepare_character(meta["source_file"], meta["framing"], opts["arm_angle"], opts["load"])
+        if np.abs(framed.origin - origin).max() > 1e-4:
+            raise fail(meta["source_file"], "the file changed since it was rendered (framing origin differs)")
+        return framed
+    ch = load_character(meta["source_file"], **loader_options(meta["source_file"], opts["load"]))
+    out = ch.with_positions([p.positions - origin for p in ch.primitives])
+    if out.skeleton is not None:
+        rest = out.skeleton.rest_global.copy()
+        rest[:, :3, 3] -= origin.astype(rest.dtype)
+        out.skeleton = dc.replace(out.skeleton, rest_global=rest)
+    return FramedCharacter(out, meta["framing"], origin, float(meta["box"]), bool(meta.get("head_estimated")),
+                           meta.get("head_source", "recorded"))
+
+
+def _encode(dtype: str, out: dict) -> np.ndarray:
+    if dtype == "ortho":
+        return to_uint8(out["rgba"])
+    if dtype == "ortho_lines":
+        return to_uint8(out["lines_rgba"])
+    if dtype in ("rgb", "rgb60"):
+        return to_uint8(on_white(out["rgba"]))
+    return to_uint8(out["xyza"])   # ortho_xyza, xyza, xyza60
+
+
+def done_dtypes(root, renderset: str, char_id: str) -> set:
+    """Dtypes already complete for a character (its meta json is written last)."""
+    import json
+    from .paths import char_meta_path
+    p = char_meta_path(root, renderset, char_id)
+    if not p.exists():
+        return set()
+    try:
+        return set(json.loads(p.read_text()).get("dtypes", []))
+    except (OSError, ValueError):
+        return set()
+
+
+def render_character(root, settings: RenderSettings, path, char_id: str, source: str | None = None,
+                     rast: Rasteriser | None = None) -> dict | None:
+    """Render the missing dtypes of one character into the data tree; write its meta json last.
+    Returns the meta, or None when it was already complete.  On any error the images written
+    by this call are removed again, so an incomplete character leaves nothing behind."""
+    import json
+    import os
+    from pathlib import Path
+    from .errors import save_json_atomic, save_png_atomic
+    from .paths import char_meta_path, render_path
+    done = done_dtypes(root, settings.renderset, char_id)
+    todo = [d for d in settings.dtypes if d not in done]
+    if not todo:
+        return None
+    rast = rast or rasteriser(settings.size, settings.supersample)
+    framed = prepare_character(path, settings.framing, settings.arm_angle, settings.load_options)
+    ch = framed.character
+    fr = cameras.get_framing(settings.framing)
+    sets = {}
+    for d in todo:
+        sets.setdefault(VIEW_SET_OF[d], []).append(d)
+    written = []
+    try:
+        views_json = {}
+        with rast.upload(ch) as scene:
+            for vs, dtypes in sets.items():
+                views = cameras.view_set(vs, fr, char_id=char_id, seed=settings.seed)
+                views_json[vs] = {v.name: v.to_json() for v in views}
+                for v in views:
+                    out = scene.render(v, lines="ortho_lines" in dtypes)
+                    for d in dtypes:
+                        p = render_path(root, settings.renderset, d, char_id, v.name)
+                        save_png_atomic(p, _encode(d, out))
+                        written.append(p)
+        meta_p = char_meta_path(root, settings.renderset, char_id)
+        old = json.loads(meta_p.read_text()) if done else {}
+        views_json = {**old.get("views", {}), **views_json}
+        lo, hi = ch.bounds()
+        meta = {
+            "id": char_id,
+            "source": source,
+            "source_file": str(Path(path).resolve()),
+            "framing": settings.framing,
+            "box": fr.box,
+            "origin": [float(x) for x in framed.origin],
+            "head_estimated": bool(framed.head_estimated),
+            "head_source": framed.head_source,
+            "inside_fraction": framed.inside_fraction(),
+            "framed_bounds": [[float(x) for x in lo], [float(x) for x in hi]],
+            "size": settings.size,
+            "supersample": settings.supersample,
+            "seed": settings.seed,
+            "dtypes": sorted(done | set(todo)),
+            "options": {"arm_angle": settings.arm_angle,
+                        "load": loader_options(path, settings.load_options)},
+            "loader": _jsonable(ch.meta),
+            "renderer": gl_renderer_name(),
+            "views": views_json,
+        }
+        save_json_atomic(meta_p, meta)
+        return meta
+    except BaseException:
+        for p in written:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        raise
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def renderset_meta(settings: RenderSettings) -> dict:
+    """Renderset-wide settings and the fixed views' cameras (random views are per character)."""
+    fr = cameras.get_framing(settings.framing)
+    fixed = {vs: {v.name: v.to_json() for v in cameras.view_set(vs, fr)}
+             for vs in sorted({VIEW_SET_OF[d] for d in settings.dtypes} - {"rgb"})}
+    return {"renderset": settings.renderset, "framing": settings.framing, "box": fr.box,
+            "dist": fr.dist, "near": fr.near, "far": fr.far, "fov": fr.fov,
+            "size": settings.size, "supersample": settings.supersample, "dtypes": list(settings.dtypes),
+            "seed": settings.seed, "arm_angle": settings.arm_angle,
+            "views": fixed,
+            "random_views": "rgb/xyza: 8 per character, seeded by (seed, id, index); cameras in meta/<shard>/<id>.json"}
