@@ -108,6 +108,7 @@ class _Doc:
                 raise fail(path, f"truncated buffer {i} ({len(data)} of {b['byteLength']} bytes)")
             self.buffers.append(data)
         self._images: dict[int, np.ndarray | None] = {}
+        self._acc_cache: dict[tuple, np.ndarray] = {}
         self.notes: list[str] = []
 
     def view_bytes(self, index: int) -> tuple[bytes, int, int | None]:
@@ -127,7 +128,15 @@ class _Doc:
         return arr.copy()
 
     def accessor(self, index: int, normalize: bool = True) -> np.ndarray:
-        """(count, ncomp) array; normalized integer data -> float32 in [0,1] / [-1,1]."""
+        """(count, ncomp) array; normalized integer data -> float32 in [0,1] / [-1,1].
+
+        Cached (VRM primitives share their vertex accessors): do not modify the result in place."""
+        key = (index, normalize)
+        if key not in self._acc_cache:
+            self._acc_cache[key] = self._accessor(index, normalize)
+        return self._acc_cache[key]
+
+    def _accessor(self, index: int, normalize: bool) -> np.ndarray:
         acc = self.j["accessors"][index]
         dtype = _DTYPES[acc["componentType"]]
         ncomp, count = _NCOMP[acc["type"]], acc["count"]
@@ -145,7 +154,7 @@ class _Doc:
             if n and idx.max() >= count:
                 raise fail(self.path, f"sparse accessor {index} index out of range")
             arr[idx.astype(np.int64)] = vals
-        if acc.get("normalized") and dtype is not np.float32:
+        if normalize and acc.get("normalized") and dtype is not np.float32:
             info = np.iinfo(dtype)
             arr = np.maximum(arr.astype(np.float32) / info.max, -1.0).astype(np.float32)
         return arr
@@ -412,11 +421,21 @@ def _load(path: Path, j: dict, binary: bytes | None, facing: str) -> Character:
             if len(tris) and (tris.max() >= n or tris.min() < 0):
                 raise fail(path, f"mesh {mesh.get('name', node['mesh'])}: index out of range")
             morphs += len(prim.get("targets", []))
+            # primitives often share one vertex buffer: keep only the vertices this one uses
+            used = np.unique(tris)
+            keep = used if len(used) < n else None
+            if keep is not None:
+                remap = np.full(n, -1, np.int64)
+                remap[used] = np.arange(len(used))
+                tris, pos, n = remap[tris], pos[used], len(used)
+
+            def sub(a):
+                return a if keep is None or a is None else a[keep]
             # joints index Skeleton joints = glTF nodes
             infl = _skin_influences(doc, prim) if skin is not None else None
             if infl is not None:
                 any_skin = True
-                sj, w = infl
+                sj, w = sub(infl[0]), sub(infl[1])
                 skin_joints = np.asarray(skin["joints"], np.int64)
                 if sj.max() >= len(skin_joints):
                     raise fail(path, f"mesh {mesh.get('name')}: JOINTS_0 refers past the skin's joints")
@@ -445,13 +464,6 @@ def _load(path: Path, j: dict, binary: bytes | None, facing: str) -> Character:
             if det < 0:                      # mirrored transform flips the winding
                 tris = tris[:, [0, 2, 1]]
             pos = _apply(to_canon, pos)
-            # primitives often share one vertex buffer: keep only the vertices this one uses
-            used = np.unique(tris)
-            keep = used if len(used) < n else None
-            if keep is not None:
-                remap = np.full(n, -1, np.int64)
-                remap[used] = np.arange(len(used))
-                tris, pos, joints, w = remap[tris], pos[used], joints[used], w[used]
             mi = prim.get("material")
             if mi is None:
                 if default_mat is None:
@@ -464,18 +476,15 @@ def _load(path: Path, j: dict, binary: bytes | None, facing: str) -> Character:
                 tt = info.get("extensions", {}).get("KHR_texture_transform", {})
                 key = f"TEXCOORD_{tt.get('texCoord', info.get('texCoord', 0))}"
                 if key in attrs:
-                    uvs = _uv_transform(doc.accessor(attrs[key]).astype(np.float32), info)
+                    uvs = _uv_transform(sub(doc.accessor(attrs[key])).astype(np.float32), info)
             elif "TEXCOORD_0" in attrs:
-                uvs = doc.accessor(attrs["TEXCOORD_0"]).astype(np.float32)
+                uvs = sub(doc.accessor(attrs["TEXCOORD_0"])).astype(np.float32)
             colors = None
             if "COLOR_0" in attrs:
-                c = doc.accessor(attrs["COLOR_0"]).astype(np.float32)
+                c = sub(doc.accessor(attrs["COLOR_0"])).astype(np.float32)
                 if c.shape[1] == 3:
                     c = np.concatenate([c, np.ones((n, 1), np.float32)], 1)
                 colors = np.clip(c, 0, 1)
-            if keep is not None:
-                uvs = None if uvs is None else uvs[keep]
-                colors = None if colors is None else colors[keep]
             name = mesh.get("name", f"mesh{node['mesh']}")
             prims.append(Primitive(name=f"{name}.{pi}" if len(mesh["primitives"]) > 1 else name,
                                    positions=pos.astype(np.float32), faces=tris.astype(np.int32),
