@@ -1,0 +1,79 @@
+"""Render the evaluation views and meshes of a checkpoint for a test set.
+
+    python -m _scripts.eval.generate --generator_module training.triplane.TriPlaneGenerator_v1 \
+        --dataset human --inferquery <run>-<NNNNN>-<kimg>          # or --ckpt PATH
+        [--renderset NAME] [--split test] [--batch 8] [--mesh-resolution 256] [--device auto]
+
+Writes temp/eval/<inferquery>/<renderset>/... (layout: training/metrics/generate.py);
+resumable: finished characters are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from training import paths
+from training.errors import UserError, cli_main, fail
+from training.metrics import generate as gen
+from training.metrics.image import resolve_device
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generator_module", "--generator-module", default=None,
+                   help="expected generator class, e.g. training.triplane.TriPlaneGenerator_v1 (checked)")
+    p.add_argument("--dataset", required=True, help="subset name: subsets/<dataset>_<split>.csv")
+    p.add_argument("--renderset", default=None, help="ground-truth renders (default: the dataset name)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--inferquery", help="<run>-<NNNNN>-<kimg>: _train/eg3dc/runs/<run>/<NNNNN>/network-snapshot-<kimg>.pt")
+    src.add_argument("--ckpt", type=Path, help="checkpoint file (the output name is derived from it)")
+    p.add_argument("--name", default=None, help="output name under temp/eval/ (default: the inferquery)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch", type=int, default=8, help="characters per batch")
+    p.add_argument("--mesh-resolution", type=int, default=256, help="density grid side for marching cubes")
+    p.add_argument("--mesh-level", type=float, default=0.5, help="marching-cubes level on 1 - exp(-density)")
+    p.add_argument("--no-mesh", action="store_true", help="images only")
+    p.add_argument("--samples", type=int, nargs=2, default=[96, 96], metavar=("STRATIFIED", "IMPORTANCE"),
+                   help="samples per ray at evaluation (REFERENCE: 96 + 96)")
+    p.add_argument("--neural-rendering-resolution", type=int, default=None,
+                   help="override the checkpoint's neural rendering resolution")
+    p.add_argument("--limit", type=int, default=None, help="first N characters only (smoke tests)")
+    p.add_argument("--overwrite", action="store_true", help="regenerate finished characters / other settings")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    paths.add_data_root_arg(p)
+    return p.parse_args(argv)
+
+
+def run(argv=None) -> dict:
+    a = parse_args(argv)
+    if a.batch < 1:
+        raise UserError(f"--batch: expected at least 1, got {a.batch}")
+    if a.mesh_resolution < 8:
+        raise UserError(f"--mesh-resolution: expected at least 8, got {a.mesh_resolution}")
+    ckpt = gen.resolve_inferquery(a.inferquery) if a.inferquery else a.ckpt
+    if not Path(ckpt).is_file():
+        raise fail(ckpt, "checkpoint not found")
+    name = a.name or a.inferquery or gen.inferquery_of(ckpt)
+    renderset = a.renderset or a.dataset
+    root = paths.data_root(a.data_root)
+    device = resolve_device(a.device)
+    G = gen.load_eval_generator(Path(ckpt), a.generator_module, device)
+    out_dir = paths.eval_dir(name, renderset)
+    counts = gen.generate(root, renderset, a.dataset, a.split, G, Path(ckpt), out_dir, batch=a.batch,
+                          mesh_resolution=a.mesh_resolution, mesh_level=a.mesh_level, mesh=not a.no_mesh,
+                          render_kw={"depth_resolution": a.samples[0], "depth_resolution_importance": a.samples[1]},
+                          neural_rendering_resolution=a.neural_rendering_resolution, device=device,
+                          limit=a.limit, overwrite=a.overwrite, progress=not a.no_progress)
+    print(json.dumps({"out": str(out_dir), **counts}))
+    return {"out": out_dir, **counts}
+
+
+@cli_main
+def main(argv=None):
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()
