@@ -456,3 +456,28 @@ def test_obj_mtl_texture_uv_flip_and_vertex_colors(tmp_path):
     assert tuple(skin.texture[0, 0]) == (255, 0, 0, 255) and np.allclose(skin.base_color_factor, 1)
     assert glass.alpha_mode == "BLEND" and np.allclose(glass.base_color_factor, [0, 0, 1, 0.5])
     assert _prim(c, "visor").uvs is None
+
+
+def test_vrm0_mtoon_reduction_and_data_uri_buffer(tmp_path):
+    b = _Builder()
+    pos = b.acc(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32), "VEC3", 5126)
+    tex = np.full((2, 2, 4), 90, np.uint8)
+    mtoon = {"name": "Hair", "shader": "VRM/MToon", "floatProperties": {"_BlendMode": 1, "_Cutoff": 0.3, "_CullMode": 0},
+             "vectorProperties": {"_Color": [0.5, 0.25, 1, 1]}, "textureProperties": {"_MainTex": 0},
+             "keywordMap": {"_ALPHATEST_ON": True}, "tagMap": {"RenderType": "TransparentCutout"}}
+    doc = {"asset": {"version": "2.0"},
+           "buffers": [{"uri": "data:application/octet-stream;base64," + base64.b64encode(bytes(b.bin)).decode(),
+                        "byteLength": len(b.bin)}],
+           "bufferViews": b.views, "accessors": b.accessors, "nodes": [{"mesh": 0}], "scenes": [{"nodes": [0]}],
+           "meshes": [{"primitives": [{"attributes": {"POSITION": pos}, "material": 0}]}],
+           "materials": [{"name": "Hair", "doubleSided": False}],       # glTF mirror without texture
+           "textures": [{"source": 0}], "images": [{"uri": _png_data_uri(tex)}],
+           "extensions": {"VRM": {"materialProperties": [mtoon], "humanoid": {"humanBones": []}}}}
+    (tmp_path / "m.gltf").write_text(json.dumps(doc))
+    c = load_character(tmp_path / "m.gltf")
+    m = c.materials[0]
+    assert c.meta["format"] == "vrm0" and "no humanoid bones" in c.meta["notes"]
+    assert m.alpha_mode == "MASK" and m.alpha_cutoff == pytest.approx(0.3) and m.double_sided
+    assert np.allclose(m.base_color_factor, [0.5, 0.25, 1, 1]) and m.texture[0, 0, 0] == 90
+    assert np.allclose(c.primitives[0].positions[1], [-1, 0, 0])      # VRM 0.x turned to face +Z
+    assert frame(c, "head").head_estimated
