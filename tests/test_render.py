@@ -36,9 +36,9 @@ def _char(meshes, materials=None):
     return Character("t", "memory", prims, materials or [Material("m", np.array([1.0, 0.5, 0.25, 1.0], np.float32))])
 
 
-def _pixel_err(xyz, alpha, view, res):
+def _pixel_err(xyz, alpha, view, res, mask=None):
     """Reprojection error (pixels) of the surface points of fully covered pixels."""
-    ys, xs = np.nonzero(alpha >= 0.999)
+    ys, xs = np.nonzero((alpha >= 0.999) if mask is None else mask)
     uv, _ = cameras.project(torch.from_numpy(np.ascontiguousarray(xyz[ys, xs], np.float32))[None],
                             cameras.as_tensor([view]))
     return np.abs(uv[0].numpy() * res - 0.5 - np.stack([xs, ys], 1)).max(1)
@@ -177,3 +177,189 @@ def test_projection_matches_camera_conventions():
         uv, z = cameras.project(torch.tensor(pts, dtype=torch.float32)[None], cameras.as_tensor([v]))
         assert np.allclose((ndc[:, :2] + 1) / 2, uv[0].numpy(), atol=1e-5)
         assert np.all(np.abs(ndc[:, 2]) < 1)   # the box lies between near and far
+
+
+# ---------------------------------------------------------------- real models through the render script
+
+from _scripts.data import render as render_script   # noqa: E402
+
+SIZE = 128
+MODELS = {"godette": (GODETTE, []), "model": (RAI, ["--texture", str(RAI_TEX)])}   # id = file stem
+needs_models = pytest.mark.skipif(not (GODETTE.exists() and RAI.exists()), reason="real models not found")
+
+
+def _render(root, src, framing, *extra):
+    return render_script.run(["--src", str(src), "--renderset", f"rs_{framing}", "--framing", framing,
+                              "--size", str(SIZE), "--data-root", str(root), *extra])
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lustrous")
+    for framing in ("head", "body"):
+        for cid, (src, extra) in MODELS.items():
+            stats = _render(root, src, framing, *extra)
+            assert stats == {"found": 1, "skipped": 0, "rendered": 1, "failed": 0}
+    return root
+
+
+def _img(root, framing, dtype, cid, view):
+    return np.asarray(Image.open(paths.render_path(root, f"rs_{framing}", dtype, cid, view)))
+
+
+def _meta(root, framing, cid):
+    return json.loads(paths.char_meta_path(root, f"rs_{framing}", cid).read_text())
+
+
+CASES = [(f, c) for f in ("head", "body") for c in MODELS]
+
+
+@needs_models
+@pytest.mark.parametrize("framing,cid", CASES)
+def test_tree_files_sizes_and_meta(tree, framing, cid):
+    meta = _meta(tree, framing, cid)
+    assert meta["framing"] == framing and meta["box"] == cameras.get_framing(framing).box
+    assert set(meta["views"]) == {"ortho", "rgb"} and len(meta["views"]["rgb"]) == 8
+    assert Path(meta["source_file"]).exists() and meta["options"]["arm_angle"] == 60.0
+    if cid == "model":
+        assert meta["options"]["load"]["texture"] == str(RAI_TEX.resolve())
+    for dtype, views, channels in (("ortho", cameras.ORTHO_VIEWS, 4), ("ortho_xyza", cameras.ORTHO_VIEWS, 4),
+                                   ("rgb", meta["views"]["rgb"], 3), ("xyza", meta["views"]["rgb"], 4)):
+        for v in views:
+            im = _img(tree, framing, dtype, cid, v)
+            assert im.shape == (SIZE, SIZE, channels), (dtype, v)
+    front = _img(tree, framing, "ortho", cid, "front")
+    assert front[0, 0, 3] == 0 and front[..., 3].max() == 255                      # transparent background
+    rgb = _img(tree, framing, "rgb", cid, "0000")
+    assert np.all(rgb[_img(tree, framing, "xyza", cid, "0000")[..., 3] == 0] == 255)  # white background
+    rs = json.loads(paths.renderset_meta_path(tree, f"rs_{framing}").read_text())
+    assert rs["size"] == SIZE and set(rs["views"]["ortho"]) == set(cameras.ORTHO_VIEWS)
+
+
+@needs_models
+@pytest.mark.parametrize("framing,cid", CASES)
+def test_front_back_mirrored_silhouettes_different_colours(tree, framing, cid):
+    f = _img(tree, framing, "ortho", cid, "front").astype(np.float32) / 255
+    b = _img(tree, framing, "ortho", cid, "back")[:, ::-1].astype(np.float32) / 255
+    fm, bm = f[..., 3] > 0.5, b[..., 3] > 0.5
+    assert fm.mean() > 0.03
+    assert (fm & bm).sum() / (fm | bm).sum() > 0.9
+    both = (f[..., 3] == 1) & (b[..., 3] == 1)
+    assert np.abs(f[..., :3] - b[..., :3])[both].mean() > 0.05
+    # the front view sees the nearer surface: z(front) >= z(back) on the same line of sight
+    zf = raster.decode_xyza(_img(tree, framing, "ortho_xyza", cid, "front"), 1.0)[0][..., 2]
+    zb = raster.decode_xyza(_img(tree, framing, "ortho_xyza", cid, "back")[:, ::-1], 1.0)[0][..., 2]
+    assert np.all(zf[both] >= zb[both] - 2 / 255)
+
+
+@needs_models
+@pytest.mark.parametrize("framing,cid", CASES)
+def test_xyza_inside_box_and_reprojects(tree, framing, cid):
+    meta = _meta(tree, framing, cid)
+    box = meta["box"]
+    lo, hi = (np.array(b) for b in meta["framed_bounds"])
+    q = box / 255
+    for vs, dtype in (("ortho", "ortho_xyza"), ("rgb", "xyza")):
+        for name, vj in meta["views"][vs].items():
+            raw = _img(tree, framing, dtype, cid, name)
+            xyz, a = raster.decode_xyza(raw, box)
+            full = a == 1
+            assert full.sum() > 20
+            pts = xyz[full]
+            # inside the box (and, unclipped, inside the character's own bounds)
+            assert np.all(np.abs(pts) <= box / 2 + 1e-6)
+            inside = np.all((pts >= -box / 2 + q) & (pts <= box / 2 - q), 1)
+            assert np.all((pts[inside] >= lo - q) & (pts[inside] <= hi + q))
+            if framing == "body":
+                assert inside.mean() > 0.999                    # the whole character fits the body box
+            # the camera in the meta puts every (unclipped) surface point back on its own pixel
+            keep = full & np.all(np.abs(xyz) <= box / 2 - q, -1)
+            err = _pixel_err(xyz, a, cameras.View.from_json(vj), SIZE, keep)
+            assert np.quantile(err, 0.99) < 0.75 and err.max() < 2.0, (name, err.max())
+
+
+@needs_models
+def test_meta_rebuilds_the_rendered_character(tree):
+    meta = _meta(tree, "body", "model")
+    framed = raster.load_framed_character(meta)
+    assert np.allclose(framed.origin, meta["origin"])
+    v = cameras.View.from_json(meta["views"]["ortho"]["front"])
+    out = raster.render_views(framed.character, [v], size=SIZE)[0]
+    saved = _img(tree, "body", "ortho", "model", "front").astype(int)
+    assert np.abs(raster.to_uint8(out["rgba"]).astype(int) - saved).max() <= 1
+    # bind pose (arms up) in the same framed space: the file's own positions minus the recorded origin
+    from training.assets.load import load_character
+    bind = raster.load_framed_character(meta, posed=False).character
+    raw = load_character(RAI, **meta["options"]["load"])
+    assert np.allclose(bind.all_positions() + np.array(meta["origin"]), raw.all_positions(), atol=1e-5)
+
+
+@needs_models
+def test_resume_skips_complete_and_adds_new_dtypes(tree):
+    meta_p = paths.char_meta_path(tree, "rs_head", "godette")
+    front_p = paths.render_path(tree, "rs_head", "ortho", "godette", "front")
+    t_meta, t_front = meta_p.stat().st_mtime_ns, front_p.stat().st_mtime_ns
+    assert _render(tree, GODETTE, "head") == {"found": 1, "skipped": 1, "rendered": 0, "failed": 0}
+    assert meta_p.stat().st_mtime_ns == t_meta
+    # asking for more dtypes renders only those
+    assert _render(tree, GODETTE, "head", "--lines")["rendered"] == 1
+    assert front_p.stat().st_mtime_ns == t_front
+    lines = _img(tree, "head", "ortho_lines", "godette", "front")
+    plain = _img(tree, "head", "ortho", "godette", "front")
+    assert lines.shape == plain.shape and np.all(lines[..., 3] >= plain[..., 3])
+    assert (lines[..., :3].max(-1) < 40).sum() > (plain[..., :3].max(-1) < 40).sum() + 50   # dark lines added
+    assert "ortho_lines" in _meta(tree, "head", "godette")["dtypes"]
+    # a renderset keeps its settings
+    with pytest.raises(raster.UserError, match="size"):
+        render_script.run(["--src", str(GODETTE), "--renderset", "rs_head", "--framing", "head",
+                           "--size", "64", "--data-root", str(tree)])
+
+
+@needs_models
+def test_corrupt_file_is_recorded_and_the_run_goes_on(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.vrm").symlink_to(GODETTE)
+    (src / "broken.vrm").write_bytes(GODETTE.read_bytes()[:5000])          # truncated
+    (src / "junk.obj").write_text("v 0 0 0\nthis is not obj\nf 1 2 9\n")
+    root = tmp_path / "root"
+    stats = render_script.run(["--src", str(src), "--renderset", "rs", "--framing", "body", "--size", "32",
+                               "--dtypes", "ortho", "--data-root", str(root), "--workers", "2"])
+    assert stats == {"found": 3, "skipped": 0, "rendered": 1, "failed": 2}
+    fails = [json.loads(line) for line in (paths.renders_dir(root, "rs") / "failures.jsonl").read_text().splitlines()]
+    assert sorted(f["id"] for f in fails) == ["broken", "junk"]
+    for f in fails:
+        assert f["id"] in f["error"] and "\n" not in f["error"]            # one line naming the file
+    assert paths.char_meta_path(root, "rs", "good").exists()
+    assert not paths.char_meta_path(root, "rs", "broken").exists()
+    assert not (paths.renders_dir(root, "rs") / "ortho" / "n" / "broken").exists()  # nothing partial
+    leftovers = [p for p in paths.renders_dir(root, "rs").rglob("*") if p.name.startswith(".")]
+    assert leftovers == []                                                      # no temporary files
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
+    root = tmp_path / "root"
+    root.write_text("a file where the data root folder should be")
+    obj = tmp_path / "tri.obj"
+    obj.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    with pytest.raises(SystemExit) as e:
+        render_script.main(["--src", str(obj), "--renderset", "rs", "--framing", "body", "--data-root", str(root)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(root) in err[0]
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(raster.UserError, match="shard"):
+        render_script.run(["--src", str(tmp_path), "--renderset", "r", "--framing", "head", "--shard", "3/2"])
+    with pytest.raises(raster.UserError, match="dtypes"):
+        render_script.run(["--src", str(tmp_path), "--renderset", "r", "--framing", "head", "--dtypes", "ortho,nope"])
+    with pytest.raises(raster.UserError, match="no such"):
+        render_script.run(["--src", str(tmp_path / "missing"), "--renderset", "r", "--framing", "head"])
+
+
+def test_shards_partition_ids():
+    ids = [f"c{i:03d}" for i in range(200)]
+    parts = [{c for c in ids if render_script.in_shard(c, i, 3)} for i in range(3)]
+    assert set().union(*parts) == set(ids) and sum(map(len, parts)) == len(ids)
+    assert all(len(p) > 40 for p in parts)
