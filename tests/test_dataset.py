@@ -98,6 +98,9 @@ def test_mirror_swaps_left_right_and_mirrors_cameras(tree):
     for i in range(4):
         err, n = own_pixels_reproject(m["ortho_xyz"][i], m["ortho_alpha"][i], m["ortho_cam"][i], RES)
         assert n > 50 and err < 0.1
+    top = CharacterDataset(tree, "toy", ids=["c0003"], ortho_views=("top",), mirror_prob=1.0)[0]
+    err, n = own_pixels_reproject(top["ortho_xyz"][0], top["ortho_alpha"][0], top["ortho_cam"][0], RES)
+    assert n > 20 and err < 0.1
     # perspective view: mirror its decoded xyza the same way and reproject with the mirrored camera
     name = sorted(preprocess.meta_views(preprocess.load_char_meta(tree, "toy", "c0003"), "rgb", "c0003"))[0]
     xyza = torch.from_numpy(np.asarray(
