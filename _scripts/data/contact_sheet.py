@@ -1,0 +1,88 @@
+"""Contact sheet of rendered characters: front and back ortho views side by side, on white.
+
+    python -m _scripts.data.render --src _data/lustrous/raw/synth --renderset synth_body --framing body --size 256
+    python -m _scripts.data.contact_sheet --src synth_body --out docs/images/synth_contact_sheet.png
+
+``--src`` is a renderset name (under the data root) or a renders/<renderset>
+folder (one holding ``ortho/``).  Reads ``ortho/<shard>/<id>/{front,back}.png``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from training import paths
+from training.errors import atomic_write, cli_main, fail, load_image
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m _scripts.data.contact_sheet", description=__doc__.split("\n")[0])
+    p.add_argument("--src", required=True, help="renderset name or renders/<renderset> folder")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--count", type=int, default=16, help="characters on the sheet (default 16)")
+    p.add_argument("--cols", type=int, default=4, help="characters per row (each shows front | back)")
+    p.add_argument("--cell", type=int, default=192, help="pixel size of one view")
+    p.add_argument("--views", default="front,back", help="ortho views per character, comma-separated")
+    p.add_argument("--labels", action="store_true", help="write the character id under each pair")
+    paths.add_data_root_arg(p)
+    return p.parse_args(argv)
+
+
+def renderset_folder(src: str, data_root) -> Path:
+    p = Path(src)
+    if (p / "ortho").is_dir():
+        return p
+    q = paths.renders_dir(paths.data_root(data_root), src)
+    if (q / "ortho").is_dir():
+        return q
+    raise fail(src, f"no ortho/ renders here or in {q} (run `python -m _scripts.data.render` first)")
+
+
+def character_folders(rs: Path, views: list[str]) -> list[Path]:
+    out = [d for d in sorted((rs / "ortho").glob("*/*")) if all((d / f"{v}.png").exists() for v in views)]
+    return sorted(out, key=lambda d: d.name)
+
+
+def make_sheet(folders: list[Path], views: list[str], cols: int, cell: int, labels: bool) -> Image.Image:
+    rows = (len(folders) + cols - 1) // cols
+    gap, lab = cell // 12, (14 if labels else 0)
+    W = cols * (len(views) * cell + gap) + gap
+    H = rows * (cell + gap + lab) + gap
+    sheet = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, d in enumerate(folders):
+        r, c = divmod(i, cols)
+        x0 = gap + c * (len(views) * cell + gap)
+        y0 = gap + r * (cell + gap + lab)
+        for k, v in enumerate(views):
+            im = load_image(d / f"{v}.png", "RGBA").resize((cell, cell), Image.LANCZOS)
+            tile = Image.new("RGB", (cell, cell), (255, 255, 255) if k == 0 else (246, 246, 250))
+            tile.paste(im, (0, 0), im)
+            sheet.paste(tile, (x0 + k * cell, y0))
+        if labels:
+            draw.text((x0 + 2, y0 + cell + 1), d.name, fill=(90, 90, 90))
+    return sheet
+
+
+@cli_main
+def main(argv=None):
+    a = parse_args(argv)
+    views = [v.strip() for v in a.views.split(",") if v.strip()]
+    rs = renderset_folder(a.src, a.data_root)
+    folders = character_folders(rs, views)
+    if not folders:
+        raise fail(rs / "ortho", f"no character has all of {views}")
+    folders = folders[: a.count]
+    sheet = make_sheet(folders, views, a.cols, a.cell, a.labels)
+    # a palette keeps the sheet small enough for the README (< 1 MB)
+    q = sheet.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    out = Path(a.out)
+    with atomic_write(out) as f:
+        q.save(f, format="PNG", optimize=True)
+    print(f"contact sheet: {len(folders)} characters -> {out} ({out.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()
