@@ -75,8 +75,10 @@ def test_generate_then_measure(toy, capsys):
         assert (ev / "meta" / cid[-1] / f"{cid}.json").exists()
     assert generate.run(args)["skipped"] == 2                   # resumable: nothing left to do
 
+    roi = proj / "roi.json"
+    roi.write_text(json.dumps({"upper": [-1, 0, -1, 1, 1, 1]}))
     res = measure.run(["--inferquery", "toyrun-00000-0", "--dataset", "toy", "--data-root", str(root),
-                       "--random-init", "--samples", "2000", "--no-progress", "--device", "cpu"])
+                       "--random-init", "--samples", "2000", "--no-progress", "--device", "cpu", "--roi", str(roi)])
     printed = capsys.readouterr().out
     for sub, met in [("front", "psnr"), ("back", "lpips"), ("360", "clip"), ("geom", "cd"), ("geom", "f1@5")]:
         assert re.search(rf"^{re.escape(sub)}\s+{re.escape(met)}\s+(\S+)$", printed, re.M), (sub, met, printed)
@@ -84,6 +86,7 @@ def test_generate_then_measure(toy, capsys):
     rows = {(r["subset"], r["metric"]): r for r in result["table"]}
     assert rows[("front", "psnr")]["n"] == 2 and 0 < rows[("front", "psnr")]["value"] < 100
     assert rows[("360", "ssim")]["value"] is not None
+    assert rows[("geom:upper", "f1@10")]["n"] == 2
     assert "fid" in result["unavailable"]                        # 32 images < the FID minimum: said, not zero
     js = json.loads((ev / "measure.json").read_text())
     assert set(js["per_character"]) == set(IDS)

@@ -155,3 +155,18 @@ def test_empty_prediction_scores_worst():
     empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), int))
     out = geo.mesh_distances(empty, _sphere(0.3, 2), n=100)
     assert out["cd"] == float("inf") and out["f1@5"] == 0.0
+
+
+def test_roi_file_validation(tmp_path):
+    from training.errors import UserError
+    from training.metrics.measure import load_rois
+    good = tmp_path / "roi.json"
+    good.write_text('{"head": [-0.35, 0.3, -0.35, 0.35, 1.0, 0.35]}')
+    lo, hi = load_rois(good)["head"]
+    assert lo[1] == 0.3 and hi[1] == 1.0
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"head": [1, 1, 1, 0, 0, 0]}')
+    with pytest.raises(UserError, match="bad.json"):
+        load_rois(bad)
+    with pytest.raises(UserError, match="not found"):
+        load_rois(tmp_path / "missing.json")

@@ -196,6 +196,8 @@ class Measurer:
                 continue
             vals = [rec[sub][m] for rec in per_char.values() if isinstance(rec.get(sub), dict) and m in rec[sub]]
             notes = []
+            if sub == "360" and not vals:
+                notes.append(f"no {SPIN_DTYPE} ground truth to compare with (render the set with --grid60)")
             if sub == "geom":
                 errs = [rec["geom"]["error"] for rec in per_char.values() if "error" in rec.get("geom", {})]
                 if errs:
