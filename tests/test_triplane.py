@@ -1,0 +1,370 @@
+"""Renderer, fusion, generators and inference helpers (tiny sizes, CPU)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training import cameras, inference
+from training import volumetric_rendering as vr
+from training.fusion import ConcatFusion, DirectionAwareFusion
+from training.triplane import GENERATORS, TriplaneField, build_preset
+
+torch.set_num_threads(1)
+BOX = 0.7
+R_BALL = 0.2
+
+
+# ---------------------------------------------------------------- analytic triplane: a density ball
+
+def ball_planes(res=64, channels=4, box=BOX):
+    """Every plane holds (a^2 + b^2) of its two in-plane coordinates (metres) in channel 0, so the mean over
+    the three planes is 2/3 |p|^2; channels 1..3 hold a constant colour code."""
+    t = (torch.arange(res) + 0.5) / res * 2 - 1                 # grid pixel centres
+    a = t * box / 2
+    sq = a[None, :] ** 2 + a[:, None] ** 2
+    planes = torch.zeros(1, 3, channels, res, res)
+    planes[:, :, 0] = sq
+    planes[:, :, 1] = 0.3
+    return planes
+
+
+def ball_field(r=R_BALL, box=BOX, fusion=None):
+    f = TriplaneField(plane_channels=4, plane_layers=1, decoder_hidden=4, decoder_features=3, box_warp=box,
+                      fusion=fusion)
+    A, Bw, c = 30000.0, 10.0, 20.0
+    with torch.no_grad():
+        d = f.decoder
+        d.fc1.weight.zero_(); d.fc1.bias.zero_(); d.fc2.weight.zero_(); d.fc2.bias.zero_()
+        # hidden 0 = softplus(A * (2/3 r^2 - mean)) = softplus(2/3 A (r^2 - |p|^2)): > 0 inside the ball only
+        d.fc1.weight[0, 0] = -A
+        d.fc1.bias[0] = A * 2 / 3 * r ** 2
+        # density = softplus(B * h0 - c): ~0 outside, huge inside
+        d.fc2.weight[0, 0] = Bw
+        d.fc2.bias[0] = 1 - c
+        # colour: r from channel 1 (0.3 -> sigmoid(3 * 0.3 * 3)), g, b constant
+        d.fc1.weight[1, 1] = 3.0
+        d.fc2.weight[1, 1] = 3.0
+        d.fc2.bias[2] = 2.0
+        d.fc2.bias[3] = -2.0
+    return f
+
+
+class AnalyticG:
+    """The generator methods the inference helpers use, on hand-built planes."""
+
+    def __init__(self, field, framing="head"):
+        self.field, self.framing = field, framing
+
+    def sample_density(self, planes, xyz, view_dirs=None):
+        dirs = torch.zeros_like(xyz) if view_dirs is None else view_dirs
+        return self.field(planes, xyz, dirs)[0]
+
+    def sample_color(self, planes, xyz, view_dirs=None):
+        return self.field(planes, xyz, view_dirs)[1][..., :3].clamp(0, 1)
+
+    def render(self, planes, c, n, superresolve=False, **kw):
+        fr = cameras.get_framing(self.framing)
+        out = vr.render_image(lambda x, d: self.field(planes, x, d), c, n, box_warp=self.field.box_warp,
+                              ray_start=fr.near, ray_end=fr.far, depth_resolution=32,
+                              depth_resolution_importance=32, perturb=False)
+        return {"image_raw": out["features"][:, :3] * 2 - 1, "image": out["features"][:, :3] * 2 - 1,
+                "image_depth": out["depth"], "image_alpha": out["alpha"], "image_xyz": out["xyz"]}
+
+
+def render_ball(cam, n, **kw):
+    f, planes = ball_field(), ball_planes()
+    opts = dict(box_warp=BOX, ray_start=0.5, ray_end=1.5, depth_resolution=32, depth_resolution_importance=32,
+                perturb=False)
+    opts.update(kw)
+    planes = planes.expand(cam.shape[0], -1, -1, -1, -1)
+    with torch.no_grad():
+        return vr.render_image(lambda x, d: f(planes, x, d), cam, n, **opts)
+
+
+# ---------------------------------------------------------------- plane layout and sampling
+
+@pytest.mark.parametrize("k,view", [(0, "front"), (1, "top"), (2, "left")])
+def test_planes_are_laid_out_like_their_ortho_view(k, view):
+    """Plane k sampled at a point equals the pixel that point projects to in the plane's ortho view."""
+    res = 16
+    t = (torch.arange(res) + 0.5) / res
+    planes = torch.zeros(1, 3, 2, res, res)
+    planes[0, k, 0] = t[None, :].expand(res, res)       # u of the pixel centre (column)
+    planes[0, k, 1] = t[:, None].expand(res, res)       # v (row)
+    g = torch.Generator().manual_seed(k)
+    xyz = (torch.rand(1, 200, 3, generator=g) - 0.5) * BOX * (1 - 1.5 / res)
+    feats = vr.sample_planes(planes, vr.plane_coords(xyz, BOX))          # [1,3,N,2]
+    cam = cameras.as_tensor([v for v in cameras.view_set("ortho", "head") if v.name == view])
+    uv, _ = cameras.project(xyz, cam)
+    assert torch.allclose(feats[0, k], uv[0], atol=1e-5)
+    assert feats[0, [i for i in range(3) if i != k]].abs().max() == 0
+
+
+def test_multilayer_planes_interpolate_along_the_perpendicular_axis():
+    L, res = 3, 8
+    planes = torch.zeros(1, 3, L * 1, res, res)
+    planes[0, 0, :] = torch.tensor([0.0, 1.0, 2.0])[:, None, None]     # XY sheets at z = -2/3, 0, 2/3 (grid)
+    z = torch.tensor([-1.0, -2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3, 1.0]) * BOX / 2
+    xyz = torch.stack([torch.zeros_like(z), torch.zeros_like(z), z], -1)[None]
+    f = vr.sample_planes(planes, vr.plane_coords(xyz, BOX), layers=L)[0, 0, :, 0]
+    assert torch.allclose(f, torch.tensor([0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.0]), atol=1e-5)
+
+
+def test_ray_box_intersection():
+    o = torch.tensor([[[0.0, 0.0, 1.0], [0.1, 0.2, 1.0], [0.5, 0.0, 1.0]]])
+    d = torch.tensor([[[0.0, 0.0, -1.0]] * 3])
+    enter, leave = vr.ray_box(o, d, BOX / 2)
+    assert torch.allclose(enter[0, :2], torch.tensor([0.65, 0.65])) and torch.allclose(leave[0, :2], torch.tensor([1.35, 1.35]))
+    assert enter[0, 2] > leave[0, 2]          # misses the box
+
+
+def test_sample_pdf_follows_weights():
+    edges = torch.linspace(0, 1, 11)[None]
+    w = torch.zeros(1, 10)
+    w[0, 3] = 1.0
+    s = vr.sample_pdf(edges, w + 1e-6, 64, deterministic=True)
+    assert ((s >= 0.3) & (s <= 0.4)).float().mean() > 0.95
+
+
+# ---------------------------------------------------------------- rendering an analytic ball
+
+@pytest.mark.parametrize("framing", ["head"])
+def test_ball_silhouette_and_depth_orthographic(framing):
+    n = 32
+    cam = cameras.as_tensor(cameras.view_set("ortho", framing))      # front, left, right, back, top
+    out = render_ball(cam, n)
+    o, d = cameras.rays(cam, n)
+    # distance of each (parallel) ray from the ball centre
+    closest = (o - (o * d).sum(-1, keepdim=True) * d).norm(dim=-1).reshape(-1, n, n)
+    alpha = out["alpha"][:, 0]
+    assert (alpha[closest < R_BALL - 0.01] > 0.99).all()
+    assert (alpha[closest > R_BALL + 0.01] < 0.01).all()
+    # the disk has the right area: pixel centres inside radius r (+-2 boundary pixels), ~pi r^2
+    assert ((alpha.sum((1, 2)) - (closest < R_BALL).sum((1, 2))).abs() <= 2).all()
+    assert abs(alpha.sum((1, 2)).mean() * (BOX / n) ** 2 / (math.pi * R_BALL ** 2) - 1) < 0.05
+    # depth: ray distance to the sphere's front surface (camera plane at distance 1)
+    inside = closest < R_BALL - 0.02
+    expect = 1.0 - torch.sqrt((R_BALL ** 2 - closest ** 2).clamp_min(0))
+    assert (out["depth"][:, 0][inside] - expect[inside]).abs().max() < 0.01
+    # xyz lies on the sphere
+    r = out["xyz"].norm(dim=1)
+    assert (r[inside] - R_BALL).abs().max() < 0.01
+    # background is at ray_end with zero alpha; white background composited
+    assert torch.allclose(out["features"][:, :, 0, 0], torch.ones(5, 3), atol=1e-3)
+
+
+def test_ball_perspective_silhouette_and_centre_depth():
+    n = 24
+    views = cameras.view_set("rgb", "head", char_id="ball")[:3]
+    cam = cameras.as_tensor(views)
+    out = render_ball(cam, n)
+    o, d = cameras.rays(cam, n)
+    closest = (o - (o * d).sum(-1, keepdim=True) * d).norm(dim=-1).reshape(-1, n, n)
+    alpha = out["alpha"][:, 0]
+    assert (alpha[closest < R_BALL - 0.01] > 0.99).all() and (alpha[closest > R_BALL + 0.01] < 0.01).all()
+    tc = (o * d).sum(-1).neg().reshape(-1, n, n)          # distance to the ray's closest approach
+    expect = tc - torch.sqrt((R_BALL ** 2 - closest ** 2).clamp_min(0))
+    inside = closest < R_BALL - 0.02
+    assert (out["depth"][:, 0][inside] - expect[inside]).abs().max() < 0.01
+
+
+def test_roi_crop_shrinks_the_silhouette():
+    n = 32
+    f, planes = ball_field(), ball_planes()
+    cam = cameras.as_tensor(cameras.view_set("ortho", "head")[:1])
+    with torch.no_grad():
+        out = vr.render_image(lambda x, d: f(planes, x, d, roi=([-1, 0.0, -1], [1, 1, 1])), cam, n,
+                              box_warp=BOX, ray_start=0.5, ray_end=1.5, depth_resolution=24,
+                              depth_resolution_importance=24, perturb=False)
+    a = out["alpha"][0, 0]
+    assert a[: n // 2 - 1].max() > 0.99 and a[n // 2 + 1:].max() < 1e-3     # only y >= 0 (image top) is kept
+
+
+# ---------------------------------------------------------------- generators
+
+@pytest.fixture(scope="module")
+def tiny_generators():
+    torch.manual_seed(0)
+    return {name: build_preset("tiny", variant=name).eval() for name in GENERATORS}
+
+
+def _cond(B, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"front": torch.rand(B, 3, 64, 64, generator=g) * 2 - 1, "back": torch.rand(B, 3, 64, 64, generator=g) * 2 - 1}
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_generator_outputs(tiny_generators, name):
+    G = tiny_generators[name]
+    B = 2
+    cam = cameras.as_tensor([cameras.view_set("ortho", "head")[0], cameras.view_set("rgb", "head", char_id="a")[0]])
+    with torch.no_grad():
+        out = G(_cond(B), cam)
+    n, S = G.neural_rendering_resolution, G.img_resolution
+    assert out["image"].shape == (B, 3, S, S) and torch.isfinite(out["image"]).all()
+    assert out["image_raw"].shape == (B, 3, n, n) and out["image_raw"].abs().max() <= 1.0021
+    assert out["image_depth"].shape == (B, 1, n, n) and out["image_alpha"].shape == (B, 1, n, n)
+    assert out["image_xyz"].shape == (B, 3, n, n)
+    a = out["image_alpha"]
+    assert a.min() >= 0 and a.max() <= 1 + 1e-5
+    assert (out["image_depth"] >= 0.5 - 1e-4).all() and (out["image_depth"] <= 1.5 + 1e-4).all()
+    hit = (a > 1e-3).expand_as(out["image_xyz"])
+    assert (out["image_xyz"][hit].abs() <= BOX / 2 + 1e-4).all()    # surface points lie inside the box
+    P = 6 if G.two_view else 3
+    assert out["planes"].shape[:2] == (B, P)
+    # eval mode is deterministic (constant noise, midpoint samples)
+    with torch.no_grad():
+        again = G(_cond(B), cam)
+    assert torch.equal(out["image"], again["image"])
+
+
+@pytest.mark.parametrize("name", ["TriPlaneGenerator", "TriPlaneGenerator_v1"])
+def test_gradients_reach_every_parameter(name):
+    torch.manual_seed(1)
+    G = build_preset("tiny", variant=name, use_mask=True).train()
+    cond = _cond(2, seed=3)
+    cond["front_mask"] = (cond["front"][:, :1] > 0).float()
+    cond["back_mask"] = (cond["back"][:, :1] > 0).float()
+    cam = cameras.as_tensor(cameras.view_set("rgb", "head", char_id="g")[:2])
+    out = G(cond, cam, z=torch.randn(2, G.z_dim))
+    loss = out["image"].square().mean() + out["image_raw"].square().mean() + out["image_alpha"].mean() \
+        + out["image_depth"].mean()
+    loss.backward()
+    missing = [n for n, p in G.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    groups = {n.split(".")[0] for n, p in G.named_parameters() if p.grad.abs().sum() > 0}
+    expected = {"encoder", "mask_encoder", "backbone", "field", "superresolution"}
+    if G.two_view:
+        expected.add("back_encoder")
+    assert expected <= groups
+
+
+def test_v1_depends_on_view_direction_and_v0_does_not(tiny_generators):
+    xyz = (torch.rand(1, 64, 3) - 0.5) * BOX * 0.8
+    d1 = torch.tensor([0.0, 0.0, -1.0]).expand(1, 64, 3)
+    d2 = torch.nn.functional.normalize(torch.randn(1, 64, 3), dim=-1)
+    for name, changes in [("TriPlaneGenerator_v1", True), ("TriPlaneGenerator_v0", False), ("TriPlaneGenerator", False)]:
+        G = tiny_generators[name]
+        with torch.no_grad():
+            syn = G.synthesize(_cond(1))
+            c1, c2 = G.sample_color(syn, xyz, d1), G.sample_color(syn, xyz, d2)
+            s1, s2 = G.sample_density(syn, xyz, d1), G.sample_density(syn, xyz, d2)
+        diff = (c1 - c2).abs().max() + (s1 - s2).abs().max()
+        assert (diff > 1e-4) if changes else (diff == 0), name
+
+
+def test_two_view_synthesis_uses_each_view(tiny_generators):
+    """Front planes come from the front image, back planes from the back image (same backbone)."""
+    G = tiny_generators["TriPlaneGenerator_v0"]
+    a, b = _cond(1, seed=1), _cond(1, seed=2)
+    mixed = {"front": a["front"], "back": b["back"]}
+    with torch.no_grad():
+        pa, pm = G.synthesize(a)["planes"], G.synthesize(mixed)["planes"]
+    assert torch.equal(pa[:, :3], pm[:, :3]) and not torch.allclose(pa[:, 3:], pm[:, 3:])
+
+
+def test_direction_aware_fusion_takes_the_back_colour_from_behind():
+    """Toy fit: the front triplane holds colour field A, the back one colour field B; targets are A for
+    points seen from the front and B for points seen from behind.  The attention fusion learns it (a point
+    seen from behind takes the back view's colour); the direction-blind concatenation cannot."""
+    torch.manual_seed(0)
+    res, C = 8, 4
+    planes = torch.zeros(1, 6, C, res, res)
+    planes[0, 0, :3] = torch.rand(3, res, res) * 3          # XY of the front triplane: colour A (x3: mean of 3)
+    planes[0, 3, :3] = torch.rand(3, res, res) * 3          # XY of the back triplane: colour B
+    N = 512
+    xyz = (torch.rand(1, N, 3) - 0.5) * BOX * 0.9
+    front_dir = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, -1.0]) + 0.3 * torch.randn(1, N, 3), dim=-1)
+    back_dir = front_dir * torch.tensor([1.0, 1.0, -1.0])
+    coords = vr.plane_coords(xyz, BOX)
+    col_a = vr.sample_planes(planes[:, :3], coords)[:, 0, :, :3] / 3
+    col_b = vr.sample_planes(planes[:, 3:], vr.plane_coords(xyz * torch.tensor([-1.0, 1.0, -1.0]), BOX))[:, 0, :, :3] / 3
+    results = {}
+    for fusion in ("attention", "concat"):
+        torch.manual_seed(1)
+        f = TriplaneField(plane_channels=C, decoder_hidden=32, decoder_features=3, box_warp=BOX, fusion=fusion,
+                          fusion_dim=32)
+        opt = torch.optim.Adam(f.parameters(), lr=1e-2)
+        for _ in range(200):
+            pf = f(planes, xyz, front_dir)[1]
+            pb = f(planes, xyz, back_dir)[1]
+            loss = (pf - col_a).square().mean() + (pb - col_b).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pb = f(planes, xyz, back_dir)[1]
+            _, attn = f.features(planes, xyz, back_dir, return_attention=True)
+        results[fusion] = ((pb - col_b).abs().mean().item(), (pb - col_a).abs().mean().item(), attn)
+    err_b, err_a, attn = results["attention"]
+    assert err_b < 0.05 and err_a > 4 * err_b
+    assert attn[..., 1].mean() > 0.9                        # seen from behind: the back triplane is chosen
+    assert results["concat"][0] > 2 * err_b
+
+
+def test_fusions_direction_sensitivity_at_init():
+    torch.manual_seed(0)
+    ff, fb = torch.randn(1, 16, 8), torch.randn(1, 16, 8)
+    xyz = torch.rand(1, 16, 3) * 2 - 1
+    d1 = torch.nn.functional.normalize(torch.randn(1, 16, 3), dim=-1)
+    d2 = -d1
+    att, cat = DirectionAwareFusion(8, 16), ConcatFusion(8)
+    assert not torch.allclose(att(ff, fb, xyz, d1), att(ff, fb, xyz, d2))
+    _, a = att(ff, fb, xyz, d1, return_attention=True)
+    assert a.shape == (1, 16, 2) and torch.allclose(a.sum(-1), torch.ones(1, 16))
+    assert torch.equal(cat(ff, fb, xyz, d1), cat(ff, fb, xyz, d2))
+
+
+# ---------------------------------------------------------------- inference helpers
+
+def test_density_grid_chunking_is_exact():
+    G, planes = AnalyticG(ball_field()), ball_planes()
+    full = inference.density_grid(G, planes, resolution=20, chunk=20 ** 3)
+    chunked = inference.density_grid(G, planes, resolution=20, chunk=777)
+    assert torch.equal(full, chunked)
+    # indexed [x, y, z] over nodes -box/2..box/2
+    axis = inference.grid_axis(20, BOX)
+    i, j, k = 3, 9, 14
+    p = torch.tensor([[[axis[i], axis[j], axis[k]]]])
+    assert torch.allclose(full[i, j, k], G.sample_density(planes, p)[0, 0, 0])
+
+
+def test_mesh_of_the_analytic_ball_is_a_sphere():
+    G, planes = AnalyticG(ball_field()), ball_planes()
+    mesh = inference.extract_mesh(G, planes, resolution=48, colors="axis")
+    r = np.linalg.norm(mesh.vertices, axis=1)
+    assert abs(r.mean() - R_BALL) < 0.004 and r.std() < 0.003
+    # normals point outwards, faces wind outwards (positive volume), colours from the decoder
+    assert (np.einsum("ij,ij->i", mesh.vertex_normals, mesh.vertices) > 0).mean() > 0.99
+    assert mesh.volume > 0 and abs(mesh.volume - 4 / 3 * math.pi * R_BALL ** 3) < 0.05 * 4 / 3 * math.pi * R_BALL ** 3
+    expect = G.sample_color(planes, torch.zeros(1, 1, 3), torch.tensor([[[0.0, 0.0, -1.0]]]))[0, 0].detach().numpy()
+    assert np.abs(mesh.visual.vertex_colors[:, :3] / 255.0 - expect).max() < 0.02
+
+
+def test_front_pasting_replaces_only_front_visible_pixels():
+    G, planes = AnalyticG(ball_field()), ball_planes()
+    n = 24
+    views = {v.name: v for v in cameras.view_set("ortho", "head")}
+    fcam = cameras.as_tensor([views["front"]])
+    front_img = torch.rand(1, 3, 48, 48) * 2 - 1
+    front = G.render(planes, fcam, n)
+    for name, expect_any in [("front", True), ("back", False), ("left", True)]:
+        cam = cameras.as_tensor([views[name]])
+        out = G.render(planes, cam, n)
+        img, mask = inference.paste_front(out["image"], out["image_xyz"], out["image_alpha"], front_img,
+                                          front["image_depth"], fcam, tol=0.02)
+        if name == "front":
+            # every clearly covered pixel shows the input image
+            covered = out["image_alpha"][0, 0] > 0.99
+            assert mask[0, 0][covered].all()
+            src = torch.nn.functional.interpolate(front_img, size=(n, n), mode="bilinear", align_corners=False,
+                                                  antialias=True)
+            assert mask.sum() > 0 and torch.isfinite(src).all()
+        if name == "back":
+            assert mask.sum() == 0 and torch.equal(img, out["image"])
+        if name == "left":
+            # the left view sees half its silhouette from the front (z > 0: image left half)
+            m = mask[0, 0]
+            assert m[:, : n // 2].sum() > 0 and m[:, n // 2 + 2:].sum() == 0
+        assert expect_any == bool(mask.sum() > 0)

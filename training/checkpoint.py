@@ -1,0 +1,182 @@
+"""Checkpoints: a plain, versioned torch.save of state dicts (docs/DESIGN.md "Checkpoints").
+
+    {"format": "anime3d-checkpoint", "version": 1, "step": int, "kimg": float,
+     "precision": "float32" | "bfloat16",
+     "modules": {name: {"class": "training.triplane.TriPlaneGenerator_v1",
+                        "config": {...} | None, "state_dict": {...}}},
+     "training_config": {...}, "extra": {...}}
+
+Only tensors and plain Python values are stored, so ``torch.load(weights_only=True)``
+reads it without importing (or trusting) any pickled class; modules are
+rebuilt from their class path and constructor config.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from training.errors import atomic_path, fail
+
+FORMAT = "anime3d-checkpoint"
+VERSION = 1
+TRUSTED_PREFIXES = ("training.", "torch.optim.")   # classes build_module may import
+
+
+def _class_path(obj) -> str:
+    t = type(obj)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def _cpu(x):
+    """Detached CPU copies of every tensor in a nested state (optimizer states nest dicts and lists)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().clone()
+    if isinstance(x, dict):
+        return {k: _cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_cpu(v) for v in x)
+    return x
+
+
+def _entry(name: str, obj) -> dict:
+    if isinstance(obj, nn.Module):
+        cfg = getattr(obj, "config", None)
+        if cfg is not None:
+            cfg = json.loads(json.dumps(cfg))   # must round-trip through JSON (plain values only)
+        return {"class": _class_path(obj), "config": cfg, "state_dict": _cpu(obj.state_dict())}
+    if hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict"):    # optimizers, schedulers, scalers
+        return {"class": _class_path(obj), "config": None, "state_dict": _cpu(obj.state_dict())}
+    if isinstance(obj, dict):
+        return {"class": None, "config": None, "state_dict": _cpu(obj)}
+    raise TypeError(f"module {name!r}: cannot checkpoint a {type(obj).__name__}")
+
+
+def save_checkpoint(path, modules: dict, step: int, kimg: float, training_config: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write modules (nn.Module with .config, optimizers, or plain state dicts) atomically to path."""
+    ckpt = {"format": FORMAT, "version": VERSION, "step": int(step), "kimg": float(kimg), "precision": "float32",
+            "modules": {k: _entry(k, v) for k, v in modules.items()},
+            "training_config": json.loads(json.dumps(training_config or {})),
+            "extra": _cpu(extra or {})}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def _upcast(sd):
+    if isinstance(sd, torch.Tensor):
+        return sd.float() if sd.dtype == torch.bfloat16 else sd
+    if isinstance(sd, dict):
+        return {k: _upcast(v) for k, v in sd.items()}
+    return sd
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read and validate a checkpoint; bf16 exports come back as float32.  Bad files raise UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise fail(path, "checkpoint file not found")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:1] == b"\x80":
+        raise fail(path, "a plain Python pickle, not an anime3d checkpoint (legacy .pkl snapshots must be converted)")
+    if head != b"PK\x03\x04":
+        raise fail(path, "not a checkpoint (unrecognised file format)" if len(head) == 4 else "empty or truncated file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            raise fail(path, "not a checkpoint of this toolkit (it pickles code objects; legacy .pkl "
+                             "snapshots must be converted)") from None
+        raise fail(path, f"corrupt checkpoint ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise fail(path, f"corrupt or truncated checkpoint ({msg})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise fail(path, f"not an {FORMAT} file")
+    if ckpt.get("version") != VERSION:
+        raise fail(path, f"checkpoint format version {ckpt.get('version')!r}; this code reads version {VERSION}")
+    if not isinstance(ckpt.get("modules"), dict):
+        raise fail(path, "checkpoint has no modules")
+    if ckpt.get("precision") == "bfloat16":
+        for e in ckpt["modules"].values():
+            e["state_dict"] = _upcast(e["state_dict"])
+    return ckpt
+
+
+def _import_class(class_path: str, where):
+    if not class_path or not class_path.startswith(TRUSTED_PREFIXES):
+        raise fail(where, f"refusing to build class {class_path!r} (only {', '.join(TRUSTED_PREFIXES)}*)")
+    mod, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError):
+        raise fail(where, f"class {class_path} does not exist in this code version") from None
+
+
+def build_module(entry: dict, where="checkpoint") -> nn.Module:
+    """Rebuild an nn.Module from its checkpoint entry (class path + config + state dict)."""
+    if entry.get("config") is None:
+        raise fail(where, f"{entry.get('class')} was saved without a constructor config; build it yourself "
+                          "and load entry['state_dict']")
+    cls = _import_class(entry["class"], where)
+    try:
+        module = cls(**entry["config"])
+    except TypeError as e:
+        raise fail(where, f"cannot rebuild {entry['class']} from its config ({e})") from None
+    try:
+        module.load_state_dict(entry["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise fail(where, f"weights do not fit {entry['class']} ({str(e).splitlines()[0]})") from None
+    return module
+
+
+def load_generator(path, expected=None, key: str = "G_ema", device="cpu") -> nn.Module:
+    """Generator from a checkpoint, in eval mode without gradients.
+
+    expected: None, a class, or a class name ('TriPlaneGenerator_v1' or the full path); a checkpoint
+    of another variant raises UserError.
+    """
+    ckpt = load_checkpoint(path)
+    if key not in ckpt["modules"]:
+        raise fail(path, f"no {key!r} in checkpoint (it has {sorted(ckpt['modules'])})")
+    entry = ckpt["modules"][key]
+    if expected is not None:
+        want = expected.__name__ if isinstance(expected, type) else str(expected).rpartition(".")[2]
+        have = str(entry.get("class")).rpartition(".")[2]
+        if want != have:
+            raise fail(path, f"holds a {have}, not the expected {want}")
+    G = build_module(entry, path).to(device).eval().requires_grad_(False)
+    G.checkpoint_info = {"path": str(path), "step": ckpt["step"], "kimg": ckpt["kimg"]}
+    return G
+
+
+def export_bf16(path_in, path_out) -> Path:
+    """Module weights in bfloat16 for transport (about half the size); optimizer states are dropped.
+    load_checkpoint upcasts to float32."""
+    ckpt = load_checkpoint(path_in)
+
+    def down(x):
+        if isinstance(x, torch.Tensor):
+            return x.to(torch.bfloat16) if x.dtype in (torch.float32, torch.float64, torch.float16) else x
+        if isinstance(x, dict):
+            return {k: down(v) for k, v in x.items()}
+        return x
+
+    mods = {}
+    for name, e in ckpt["modules"].items():
+        if str(e.get("class")).startswith("torch.optim."):
+            continue
+        mods[name] = {**e, "state_dict": down(e["state_dict"])}
+    ckpt["modules"], ckpt["precision"] = mods, "bfloat16"
+    path_out = Path(path_out)
+    with atomic_path(path_out) as tmp:
+        torch.save(ckpt, tmp)
+    return path_out

@@ -1,0 +1,343 @@
+"""Triplane generators: single view (PAniC-3D) and front+back (NOVA-3D, _v0 concat / _v1 attention).
+
+    cond front --ResNet--> enc feat --+
+    cond front ------------------------+--> TriplaneBackbone --> front planes --+
+    cond back  --PAT-----> enc feat --+--> (same backbone)  --> back planes  --+--> field: sample both,
+                                                                                 fuse (_v0/_v1), decode
+    camera --> rays (box-clipped) --> stratified + importance samples --> field --> composite
+           --> raw image/features [n x n] --> SuperresolutionHybrid --> image [S x S]
+
+The single-view generator has only the front branch and no fusion.  Back
+planes are sampled in the back camera's frame (framed points rotated 180 deg
+about Y), so both triplanes are laid out like the image that conditioned them.
+Everything size-like is a constructor keyword stored in ``G.config``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from training import cameras
+from training import volumetric_rendering as vr
+from training.fusion import FUSIONS
+
+DEFAULT_RENDERING = {
+    "ray_start": "auto",          # 'auto': the framing's near/far (cameras.FRAMINGS)
+    "ray_end": "auto",
+    "depth_resolution": 48,
+    "depth_resolution_importance": 48,
+    "white_back": True,
+    "density_noise": 0.0,
+    "clip_to_box": True,          # samples only inside the box
+}
+# per-call overrides accepted by G(...) / G.render(...)
+RENDER_OVERRIDES = set(DEFAULT_RENDERING) | {"perturb", "roi"}
+
+BACK_ROTATION = torch.tensor([-1.0, 1.0, -1.0])   # 180 deg about Y: framed -> back camera's frame
+
+
+def _jsonable(d: dict) -> dict:
+    """Normalise a config through JSON (tuples -> lists) and fail early on non-plain values."""
+    return json.loads(json.dumps(d))
+
+
+class TriplaneField(nn.Module):
+    """Per-point field on one triplane ([B,3,...]) or a front+back pair ([B,6,...], with a fusion)."""
+
+    def __init__(self, plane_channels: int = 32, plane_layers: int = 1, decoder_hidden: int = 64,
+                 decoder_features: int = 32, box_warp: float = 0.7, fusion: str | None = None, fusion_dim: int = 64):
+        super().__init__()
+        self.plane_layers, self.box_warp = plane_layers, box_warp
+        self.fusion = None if fusion is None else (
+            FUSIONS[fusion](plane_channels, fusion_dim) if fusion == "attention" else FUSIONS[fusion](plane_channels))
+        self.decoder = OSGDecoder(plane_channels, decoder_hidden, decoder_features)
+
+    def features(self, planes: torch.Tensor, xyz: torch.Tensor, dirs: torch.Tensor, return_attention: bool = False):
+        """Decoder input feature [B,N,C] (and the fusion's attention [B,N,2] when asked)."""
+        coords = vr.plane_coords(xyz, self.box_warp)
+        if self.fusion is None:
+            f = vr.sample_planes(planes, coords, self.plane_layers).mean(1)
+            return (f, None) if return_attention else f
+        back = vr.plane_coords(xyz * BACK_ROTATION.to(xyz), self.box_warp)
+        feats = vr.sample_planes(planes, torch.cat([coords, back], 1), self.plane_layers)  # one lookup, 6 planes
+        f_front, f_back = feats[:, :3].mean(1), feats[:, 3:].mean(1)
+        return self.fusion(f_front, f_back, xyz * (2.0 / self.box_warp), dirs.to(f_front.dtype),
+                           return_attention=return_attention)
+
+    def forward(self, planes, xyz, dirs, density_noise: float = 0.0, roi=None):
+        sigma, feat = self.decoder(self.features(planes, xyz, dirs), density_noise)
+        if roi is not None:
+            from training.inference import crop_density
+            sigma = crop_density(sigma, xyz, roi)
+        return sigma, feat
+
+
+OSGDecoder = vr.OSGDecoder
+
+
+def _planes_and_ws(planes):
+    """synthesize() returns {'planes', 'ws'}; the sampling methods also take the bare plane tensor."""
+    if isinstance(planes, dict):
+        return planes["planes"], planes.get("ws")
+    return planes, None
+
+
+def default_view_dirs(xyz: torch.Tensor) -> torch.Tensor:
+    """Direction of an elevation-0 camera orbiting the vertical axis and looking through each point."""
+    d = torch.stack([-xyz[..., 0], torch.zeros_like(xyz[..., 1]), -xyz[..., 2]], -1)
+    n = d.norm(dim=-1, keepdim=True)
+    front = torch.tensor([0.0, 0.0, -1.0], device=xyz.device, dtype=xyz.dtype).expand_as(d)
+    return torch.where(n > 1e-6, d / n.clamp_min(1e-6), front)
+
+
+class _Generator(nn.Module):
+    """Shared body of the three variants (``two_view`` and ``fusion`` set by subclasses)."""
+
+    two_view = False
+    fusion = None
+
+    def __init__(self, *, framing: str = "head", z_dim: int = 512, w_dim: int = 512, c_dim: int = 0,
+                 mapping_layers: int = 2, cond_resolution: int = 256, plane_resolution: int = 256,
+                 plane_channels: int = 32, plane_layers: int = 1, channel_base: int = 32768, channel_max: int = 512,
+                 enc_channels: int = 512, enc_resolution: int = 8, encoder_depth: int = 50,
+                 encoder_weights: str | None = None, inject_image_resolutions=(16, 32, 64, 128, 256),
+                 cross_average: bool = True, use_mask: bool = False, back_encoder: str = "pat",
+                 pat_dims=(64, 128, 320, 512), pat_depths=(2, 2, 6, 2), mask_base_channels: int = 32,
+                 decoder_hidden: int = 64, decoder_features: int = 32, fusion_dim: int = 64,
+                 img_resolution: int = 512, neural_rendering_resolution: int = 64,
+                 sr_input_resolution: int | None = None, box_warp: float | None = None, rendering_kwargs: dict | None = None):
+        super().__init__()
+        cfg = dict(locals())
+        for k in ("self", "__class__"):
+            cfg.pop(k, None)
+        cfg["encoder_weights"] = None   # checkpoints carry trained weights; the pretrained file is a training input
+        fr = cameras.get_framing(framing)
+        if sr_input_resolution is None:   # EG3D: 64..128 renders are resized to img/4 before two x2 blocks
+            sr_input_resolution = next(r for r in (img_resolution // 4, img_resolution // 2, img_resolution)
+                                       if r >= min(neural_rendering_resolution, img_resolution))
+            cfg["sr_input_resolution"] = sr_input_resolution
+        cfg["box_warp"] = box_warp = float(box_warp if box_warp is not None else fr.box)
+        cfg["rendering_kwargs"] = {**DEFAULT_RENDERING, **(rendering_kwargs or {})}
+        unknown = set(cfg["rendering_kwargs"]) - set(DEFAULT_RENDERING)
+        if unknown:
+            raise ValueError(f"unknown rendering_kwargs {sorted(unknown)}")
+        if back_encoder not in ("pat", "resnet"):
+            raise ValueError(f"back_encoder must be 'pat' or 'resnet', not {back_encoder!r}")
+        self.config = _jsonable(cfg)
+        self.rendering_kwargs = self.config["rendering_kwargs"]
+        self.framing, self.z_dim, self.c_dim = framing, z_dim, c_dim
+        self.cond_resolution, self.use_mask = cond_resolution, use_mask
+        self.neural_rendering_resolution = neural_rendering_resolution
+        self.img_resolution = img_resolution
+
+        # imported here so the field and renderer work without the network modules loaded
+        from training.encoders import MaskEncoder, PatchAggregationEncoder, ResNetEncoder
+        from training.networks_stylegan2 import TriplaneBackbone
+        from training.superresolution import SuperresolutionHybrid
+
+        self.encoder = ResNetEncoder(depth=encoder_depth, out_channels=enc_channels, weights=encoder_weights)
+        self.back_encoder = None
+        if self.two_view and back_encoder == "pat":
+            self.back_encoder = PatchAggregationEncoder(in_channels=3, out_channels=enc_channels,
+                                                        dims=tuple(pat_dims), depths=tuple(pat_depths))
+        self.mask_encoder = MaskEncoder(out_channels=enc_channels, base_channels=mask_base_channels) \
+            if use_mask else None
+        self.backbone = TriplaneBackbone(
+            z_dim=z_dim, w_dim=w_dim, c_dim=c_dim, mapping_layers=mapping_layers,
+            plane_resolution=plane_resolution, plane_channels=plane_channels, n_planes=3,
+            plane_layers=plane_layers, channel_base=channel_base, channel_max=channel_max,
+            cond_resolution=cond_resolution, enc_channels=enc_channels, enc_resolution=enc_resolution,
+            inject_image_resolutions=list(inject_image_resolutions), cross_average=cross_average)
+        self.field = TriplaneField(plane_channels, plane_layers, decoder_hidden, decoder_features, box_warp,
+                                   self.fusion, fusion_dim)
+        self.superresolution = SuperresolutionHybrid(channels=decoder_features, img_resolution=img_resolution,
+                                                     input_resolution=sr_input_resolution, w_dim=w_dim)
+        object.__setattr__(self, "_field_fn", self.field)
+
+    # ------------------------------------------------------------ conditioning
+
+    def _prep(self, img: torch.Tensor) -> torch.Tensor:
+        if img.shape[-1] != self.cond_resolution or img.shape[-2] != self.cond_resolution:
+            img = F.interpolate(img.float(), size=(self.cond_resolution,) * 2, mode="bilinear",
+                                align_corners=False, antialias=True)
+        return img
+
+    def _mask(self, cond: dict, key: str) -> torch.Tensor:
+        if key not in cond:
+            raise ValueError(f"this generator was built with use_mask=True: cond needs {key!r}")
+        return self._prep(cond[key])
+
+    def _noise_mode(self) -> str:
+        return "random" if self.training else "const"   # deterministic outputs in eval mode
+
+    def synthesize(self, cond: dict, z: torch.Tensor | None = None, c: torch.Tensor | None = None) -> dict:
+        """Conditioning images -> {'planes': [B,3 or 6,L*C,R,R], 'ws': [B,num_ws,w_dim]}.
+
+        ``z=None`` uses zeros (deterministic reconstruction); training passes random z.
+        """
+        front = self._prep(cond["front"])
+        B = front.shape[0]
+        if z is None:
+            z = torch.zeros(B, self.z_dim, device=front.device)
+        c = c if self.c_dim > 0 else None
+        if not self.two_view:
+            feat = self.encoder(front)
+            if self.mask_encoder is not None:
+                feat = feat + self.mask_encoder(self._mask(cond, "front_mask"))
+            planes, ws = self.backbone(z, front, feat, c=c, noise_mode=self._noise_mode())
+            return {"planes": planes, "ws": ws}
+        if "back" not in cond:
+            raise ValueError("two-view generators need cond['back']")
+        back = self._prep(cond["back"])
+        if self.back_encoder is None:       # ablation: one ResNet for both views
+            feat = self.encoder(torch.cat([front, back]))
+        else:
+            feat = torch.cat([self.encoder(front), self.back_encoder(back)])
+        if self.mask_encoder is not None:
+            feat = feat + self.mask_encoder(torch.cat([self._mask(cond, "front_mask"), self._mask(cond, "back_mask")]))
+        # one backbone pass for both views: the same network, the same z
+        planes, ws = self.backbone(torch.cat([z, z]), torch.cat([front, back]), feat,
+                                   c=None if c is None else torch.cat([c, c]), noise_mode=self._noise_mode())
+        planes = torch.cat([planes[:B], planes[B:]], 1)       # [B,6,...]: front planes then back planes
+        return {"planes": planes, "ws": ws[:B]}
+
+    # ------------------------------------------------------------ rendering
+
+    def _render_kw(self, overrides: dict) -> dict:
+        unknown = set(overrides) - RENDER_OVERRIDES
+        if unknown:
+            raise TypeError(f"unknown rendering options {sorted(unknown)}")
+        kw = {**self.rendering_kwargs, **overrides}
+        start, end = vr.resolve_ray_range(kw, self.framing)
+        return kw, start, end
+
+    def render(self, planes, c: torch.Tensor, neural_rendering_resolution: int | None = None,
+               ws: torch.Tensor | None = None, superresolve: bool = True, **render_kw) -> dict:
+        """Render planes from cameras c [B,25]; super-resolves when ws is known (from synthesize)."""
+        planes, ws_p = _planes_and_ws(planes)
+        ws = ws if ws is not None else ws_p
+        n = neural_rendering_resolution or self.neural_rendering_resolution
+        kw, start, end = self._render_kw(render_kw)
+        noise, roi = kw.pop("density_noise"), kw.pop("roi", None)
+        perturb = kw.pop("perturb", self.training)
+
+        def field(xyz, dirs):
+            return self._field_fn(planes, xyz, dirs, noise, roi) if roi is not None or noise else \
+                self._field_fn(planes, xyz, dirs)
+
+        out = vr.render_image(field, c, n, box_warp=self.field.box_warp, ray_start=start, ray_end=end,
+                              depth_resolution=kw["depth_resolution"],
+                              depth_resolution_importance=kw["depth_resolution_importance"],
+                              clip_to_box=kw["clip_to_box"], white_back=kw["white_back"], perturb=perturb)
+        feature_image = out["features"] * 2 - 1
+        rgb = feature_image[:, :3]
+        result = {"image_raw": rgb, "image_features": feature_image, "image_depth": out["depth"],
+                  "image_alpha": out["alpha"], "image_xyz": out["xyz"], "planes": planes}
+        if superresolve and ws is not None:
+            result["image"] = self.superresolution(rgb, feature_image, ws, noise_mode=self._noise_mode())
+        else:
+            result["image"] = F.interpolate(rgb, size=(self.img_resolution,) * 2, mode="bilinear",
+                                            align_corners=False)
+        return result
+
+    def forward(self, cond: dict, c: torch.Tensor, z: torch.Tensor | None = None,
+                neural_rendering_resolution: int | None = None, **render_kw) -> dict:
+        syn = self.synthesize(cond, z)
+        out = self.render(syn, c, neural_rendering_resolution, **render_kw)
+        out["ws"] = syn["ws"]
+        return out
+
+    # ------------------------------------------------------------ point queries
+
+    def sample_density(self, planes, xyz: torch.Tensor, view_dirs: torch.Tensor | None = None) -> torch.Tensor:
+        """Density [B,N,1] at framed points.  _v1's fused feature depends on the view direction; without one,
+        the default is an elevation-0 camera looking through the point towards the vertical axis."""
+        planes, _ = _planes_and_ws(planes)
+        dirs = default_view_dirs(xyz) if view_dirs is None else view_dirs
+        return self.field(planes, xyz, dirs)[0]
+
+    def sample_color(self, planes, xyz: torch.Tensor, view_dirs: torch.Tensor | None = None) -> torch.Tensor:
+        """Colour [B,N,3] in [0,1] at framed points seen along view_dirs (ray directions)."""
+        planes, _ = _planes_and_ws(planes)
+        dirs = default_view_dirs(xyz) if view_dirs is None else view_dirs
+        return self.field(planes, xyz, dirs)[1][..., :3].clamp(0, 1)
+
+    def compile_renderer(self, **compile_kw) -> "_Generator":
+        """torch.compile the per-point field (lookup + fusion + decoder).  The generator needs only first
+        derivatives (R1 differentiates D alone), so this is safe in training."""
+        object.__setattr__(self, "_field_fn", torch.compile(self.field, **compile_kw))
+        return self
+
+    # the compiled field lives outside nn.Module's registry (no duplicate state_dict keys) and is not
+    # copied or pickled: copies (EMA) start eager and may be compiled again
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_field_fn", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        object.__setattr__(self, "_field_fn", self.field)
+
+
+class TriPlaneGenerator(_Generator):
+    """PAniC-3D: one front image -> triplane."""
+
+
+class TriPlaneGenerator_v0(_Generator):
+    """NOVA-3D front + back, concatenation fusion (direction-blind)."""
+    two_view = True
+    fusion = "concat"
+
+
+class TriPlaneGenerator_v1(_Generator):
+    """NOVA-3D front + back, direction-aware attention fusion."""
+    two_view = True
+    fusion = "attention"
+
+
+GENERATORS = {c.__name__: c for c in (TriPlaneGenerator, TriPlaneGenerator_v0, TriPlaneGenerator_v1)}
+
+# ---------------------------------------------------------------- presets (REFERENCE section 4)
+
+PRESETS = {
+    # PAniC-3D head: z = w = 512, mapping depth 2, 3 planes 256x256x32, NR 64 (raise to 128 late), SR 512
+    "panic_head": {"class": "TriPlaneGenerator", "kwargs": dict(
+        framing="head", z_dim=512, w_dim=512, mapping_layers=2, cond_resolution=256, plane_resolution=256,
+        plane_channels=32, plane_layers=1, neural_rendering_resolution=64, img_resolution=512,
+        rendering_kwargs=dict(depth_resolution=48, depth_resolution_importance=48))},
+    # NOVA-3D body: two views, attention fusion, multi-layer triplane (3 sheets x 16 channels), NR 96
+    "nova_body": {"class": "TriPlaneGenerator_v1", "kwargs": dict(
+        framing="body", z_dim=512, w_dim=512, mapping_layers=2, cond_resolution=256, plane_resolution=256,
+        plane_channels=16, plane_layers=3, use_mask=True, neural_rendering_resolution=96, img_resolution=512,
+        rendering_kwargs=dict(depth_resolution=48, depth_resolution_importance=48))},
+    # EG3D FFHQ-512 sizes (speed comparison with the reference code): backbone 256, 3x32 planes, NR 64
+    "eg3d_ffhq512": {"class": "TriPlaneGenerator", "kwargs": dict(
+        framing="head", z_dim=512, w_dim=512, mapping_layers=2, cond_resolution=256, plane_resolution=256,
+        plane_channels=32, plane_layers=1, neural_rendering_resolution=64, img_resolution=512,
+        rendering_kwargs=dict(depth_resolution=48, depth_resolution_importance=48))},
+    # CPU tests and smoke runs
+    "tiny": {"class": "TriPlaneGenerator_v1", "kwargs": dict(
+        framing="head", z_dim=16, w_dim=16, mapping_layers=1, cond_resolution=64, plane_resolution=16,
+        plane_channels=8, plane_layers=1, channel_base=256, channel_max=32, enc_channels=16, enc_resolution=4,
+        encoder_depth=18, inject_image_resolutions=(8, 16), decoder_hidden=16, decoder_features=8,
+        pat_dims=(16, 32, 32, 32), pat_depths=(1, 1, 1, 1), mask_base_channels=8,
+        fusion_dim=16, neural_rendering_resolution=16, img_resolution=32,
+        rendering_kwargs=dict(depth_resolution=8, depth_resolution_importance=8))},
+}
+
+
+def build_preset(name: str, variant: str | None = None, **overrides) -> _Generator:
+    """Instantiate a preset (optionally as another variant and with keyword overrides)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
+    p = PRESETS[name]
+    kwargs = copy.deepcopy(p["kwargs"])
+    rk = {**kwargs.pop("rendering_kwargs", {}), **overrides.pop("rendering_kwargs", {})}
+    kwargs.update(overrides)
+    return GENERATORS[variant or p["class"]](rendering_kwargs=rk, **kwargs)

@@ -1,0 +1,218 @@
+"""Triplane sampling, the triplane decoder and the volume renderer.
+
+Plane layout (each plane is stored the way its orthographic camera sees it, so
+image-space conditioning lines up with the planes; see docs/models.md):
+
+    plane 0  XY  = front view   grid (u, v) = ( x, -y), perpendicular axis z
+    plane 1  XZ  = top view     grid (u, v) = ( x,  z), perpendicular axis y
+    plane 2  YZ  = left view    grid (u, v) = (-z, -y), perpendicular axis x
+
+Framed coordinates are scaled by ``2 / box_warp`` to the grid range [-1, 1].
+Multi-layer planes ([B, 3, L*C, R, R], layer-major channels) hold L sheets
+along the perpendicular axis, sheet l centred at ``(2l + 1) / L - 1``; samples
+are linearly interpolated between sheets (clamped to the outer sheets).
+
+The renderer clips every ray to its intersection with the box before placing
+samples, so no sample is spent outside the region of interest (where the
+planes are zero anyway) and the decoder never sees "outside" points.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from training import cameras
+
+# rows: (axis for grid u, sign), (axis for grid v, sign), perpendicular axis
+PLANE_AXES = (((0, 1.0), (1, -1.0), 2),    # XY: front view
+              ((0, 1.0), (2, 1.0), 1),     # XZ: top view
+              ((2, -1.0), (1, -1.0), 0))   # YZ: left view
+
+
+def plane_coords(xyz: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """Framed points [B,N,3] -> grid coords [B,3,N,3] = (u, v, perpendicular) per plane, in [-1, 1] inside the box."""
+    p = xyz * (2.0 / box_warp)
+    out = []
+    for (iu, su), (iv, sv), iw in PLANE_AXES:
+        out.append(torch.stack([p[..., iu] * su, p[..., iv] * sv, p[..., iw]], -1))
+    return torch.stack(out, 1)
+
+
+def sample_planes(planes: torch.Tensor, coords: torch.Tensor, layers: int = 1) -> torch.Tensor:
+    """Bilinear lookup of all planes in one grid_sample.
+
+    planes [B,P,L*C,R,R], coords [B,P,N,3] -> features [B,P,N,C].  P is any
+    number of planes (3 for one triplane, 6 for front+back stacked).
+    """
+    B, P, LC, R, _ = planes.shape
+    N = coords.shape[2]
+    C = LC // layers
+    coords = coords.to(planes.dtype)
+    if layers == 1:
+        grid = coords[..., :2].reshape(B * P, 1, N, 2)
+        f = F.grid_sample(planes.reshape(B * P, C, R, R), grid, mode="bilinear",
+                          padding_mode="zeros", align_corners=False)               # [BP,C,1,N]
+    else:
+        # sheets along the perpendicular axis become the depth of a 3D texture
+        vol = planes.reshape(B * P, layers, C, R, R).transpose(1, 2)               # [BP,C,L,R,R]
+        w = coords[..., 2].clamp(1.0 / layers - 1.0, 1.0 - 1.0 / layers)
+        grid = torch.cat([coords[..., :2], w[..., None]], -1).reshape(B * P, 1, 1, N, 3)
+        f = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False).reshape(B * P, C, 1, N)
+    return f.reshape(B, P, C, N).transpose(2, 3)
+
+
+def triplane_features(planes: torch.Tensor, xyz: torch.Tensor, box_warp: float, layers: int = 1) -> torch.Tensor:
+    """Mean of the three plane features at framed points: planes [B,3,L*C,R,R], xyz [B,N,3] -> [B,N,C]."""
+    return sample_planes(planes, plane_coords(xyz, box_warp), layers).mean(1)
+
+
+class OSGDecoder(nn.Module):
+    """Triplane feature -> (density, features). FC C->hidden, softplus, FC hidden->1+F."""
+
+    def __init__(self, in_features: int = 32, hidden: int = 64, out_features: int = 32):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, 1 + out_features)
+
+    def forward(self, feat: torch.Tensor, density_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.fc2(F.softplus(self.fc1(feat)))
+        raw_sigma = x[..., :1]
+        if density_noise > 0:
+            raw_sigma = raw_sigma + torch.randn_like(raw_sigma) * density_noise
+        sigma = F.softplus(raw_sigma.float() - 1.0)                 # REFERENCE density activation
+        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001   # EG3D: lets features reach 0 and 1
+        return sigma, rgb
+
+
+# ------------------------------------------------------------------ rays
+
+def ray_box(origins: torch.Tensor, dirs: torch.Tensor, half: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slab test against the cube [-half, half]^3: entry and exit distances [B,R] (entry > exit: miss)."""
+    inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
+    t0 = (-half - origins) * inv
+    t1 = (half - origins) * inv
+    return torch.minimum(t0, t1).amax(-1), torch.maximum(t0, t1).amin(-1)
+
+
+def sample_pdf(edges: torch.Tensor, weights: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
+    """Inverse-CDF samples [M,n] from a piecewise-constant pdf on bins edges [M,K+1], weights [M,K]."""
+    pdf = weights / weights.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), pdf.cumsum(-1)], -1).contiguous()
+    M = weights.shape[0]
+    if deterministic:
+        u = torch.linspace(0.5 / n, 1 - 0.5 / n, n, device=weights.device).expand(M, n)
+    else:
+        u = torch.rand(M, n, device=weights.device)
+    u = u.contiguous()
+    idx = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.shape[-1] - 1)
+    lo, hi = idx - 1, idx
+    c0, c1 = cdf.gather(1, lo), cdf.gather(1, hi)
+    e0, e1 = edges.gather(1, lo), edges.gather(1, hi)
+    frac = (u - c0) / (c1 - c0).clamp_min(1e-8)
+    return e0 + frac * (e1 - e0)
+
+
+def composite(t: torch.Tensor, sigma: torch.Tensor, feat: torch.Tensor):
+    """Midpoint-rule alpha compositing in fp32.
+
+    t, sigma [B,R,S] (t sorted), feat [B,R,S,F] -> feature [B,R,F], alpha [B,R],
+    depth numerator [B,R], interval weights [B,R,S-1].
+    """
+    t, sigma = t.float(), sigma.float()
+    delta = t[..., 1:] - t[..., :-1]
+    alpha = 1.0 - torch.exp(-0.5 * (sigma[..., 1:] + sigma[..., :-1]) * delta)
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], -1), -1)[..., :-1]
+    w = alpha * trans                                                      # [B,R,S-1]
+    # sum_i w_i * (f_i + f_{i+1}) / 2 == sum_s f_s * (w_{s-1} + w_s) / 2: no midpoint tensor needed
+    ws = 0.5 * (F.pad(w, (0, 1)) + F.pad(w, (1, 0)))                       # [B,R,S]
+    feat_out = torch.einsum("brs,brsf->brf", ws, feat.float())
+    depth_num = (ws * t).sum(-1)
+    return feat_out, w.sum(-1), depth_num, w
+
+
+def _smooth_weights(w: torch.Tensor) -> torch.Tensor:
+    """EG3D's max-pool + blur of the coarse weights so importance samples also cover the neighbours."""
+    M = w.shape[0]
+    w = F.max_pool1d(w.reshape(M, 1, -1), 3, 1, padding=1)
+    w = F.avg_pool1d(F.pad(w, (1, 1), mode="replicate"), 3, 1)
+    return w.reshape(M, -1) + 0.01
+
+
+def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, box_warp: float,
+                ray_start: float, ray_end: float, depth_resolution: int = 48,
+                depth_resolution_importance: int = 48, clip_to_box: bool = True,
+                white_back: bool = True, perturb: bool = True) -> dict:
+    """March rays through a field.
+
+    ``field(xyz [B,N,3], dirs [B,N,3]) -> (sigma [B,N,1], features [B,N,F] in [0,1])``.
+    Returns features (white background composited where requested, in [0,1]),
+    alpha (accumulated weight), depth (expected ray distance; ray_end where the
+    ray hits nothing) and xyz (expected point), each [B,R,...].
+    """
+    B, R, _ = origins.shape
+    t_near = torch.full((B, R), float(ray_start), device=origins.device)
+    t_far = torch.full((B, R), float(ray_end), device=origins.device)
+    if clip_to_box:
+        enter, leave = ray_box(origins, dirs, box_warp / 2)
+        t_near = torch.maximum(t_near, enter)
+        t_far = torch.minimum(t_far, leave)
+        t_far = torch.maximum(t_far, t_near)      # a miss becomes an empty interval: zero weight
+    D = depth_resolution
+    frac = torch.arange(D, device=origins.device, dtype=torch.float32)
+    jitter = torch.rand(B, R, D, device=origins.device) if perturb else torch.full((B, R, D), 0.5, device=origins.device)
+    span = (t_far - t_near)[..., None]
+    t_c = t_near[..., None] + span * (frac + jitter) / D                   # one sample per stratum
+
+    def run(t):
+        S = t.shape[-1]
+        xyz = (origins[:, :, None] + t[..., None] * dirs[:, :, None]).reshape(B, R * S, 3)
+        d = dirs[:, :, None].expand(B, R, S, 3).reshape(B, R * S, 3)
+        sigma, feat = field(xyz, d)
+        return sigma.reshape(B, R, S), feat.reshape(B, R, S, -1)
+
+    sigma, feat = run(t_c)
+    if depth_resolution_importance > 0:
+        with torch.no_grad():
+            _, _, _, w = composite(t_c, sigma, feat[..., :1])
+            edges = t_c.reshape(B * R, D)
+            t_f = sample_pdf(edges, _smooth_weights(w.reshape(B * R, D - 1)), depth_resolution_importance,
+                             deterministic=not perturb).reshape(B, R, -1)
+        sigma_f, feat_f = run(t_f)
+        t_all, order = torch.sort(torch.cat([t_c, t_f], -1), -1)
+        sigma = torch.cat([sigma, sigma_f], -1).gather(-1, order)
+        feat = torch.cat([feat, feat_f], -2)
+        feat = feat.gather(-2, order[..., None].expand(-1, -1, -1, feat.shape[-1]))
+    else:
+        t_all = t_c
+    feat_out, alpha, depth_num, _ = composite(t_all, sigma, feat)
+    depth = torch.where(alpha > 1e-4, depth_num / alpha.clamp_min(1e-4), torch.full_like(alpha, float(ray_end)))
+    xyz = origins + depth[..., None] * dirs
+    if white_back:
+        feat_out = feat_out + (1.0 - alpha[..., None])
+    return {"features": feat_out, "alpha": alpha, "depth": depth, "xyz": xyz}
+
+
+def resolve_ray_range(rendering_kwargs: dict, framing: str) -> tuple[float, float]:
+    """'auto' ray_start/ray_end -> the framing's near/far (cameras.FRAMINGS)."""
+    fr = cameras.get_framing(framing)
+    start, end = rendering_kwargs.get("ray_start", "auto"), rendering_kwargs.get("ray_end", "auto")
+    return (fr.near if start == "auto" else float(start)), (fr.far if end == "auto" else float(end))
+
+
+def render_image(field, cam: torch.Tensor, resolution: int, **kw) -> dict:
+    """Render a [B,25] camera at resolution x resolution: images [B,F,n,n], alpha/depth [B,1,n,n], xyz [B,3,n,n]."""
+    origins, dirs = cameras.rays(cam, resolution)
+    out = render_rays(field, origins, dirs, **kw)
+    B, n = cam.shape[0], resolution
+
+    def img(x):
+        return x.reshape(B, n, n, -1).permute(0, 3, 1, 2).contiguous()
+
+    return {"features": img(out["features"]), "alpha": img(out["alpha"][..., None]),
+            "depth": img(out["depth"][..., None]), "xyz": img(out["xyz"])}
+
+
+__all__ = ["PLANE_AXES", "plane_coords", "sample_planes", "triplane_features", "OSGDecoder", "ray_box",
+           "sample_pdf", "composite", "render_rays", "render_image", "resolve_ray_range"]
