@@ -54,6 +54,11 @@ def toy(tmp_path_factory):
     mp.undo()
 
 
+def generate_views():
+    from training.metrics.generate import eval_views
+    return eval_views("body")
+
+
 def test_generate_then_measure(toy, capsys):
     from _scripts.eval import generate, measure
     root, proj = toy["root"], toy["proj"]
@@ -98,6 +103,12 @@ def test_generate_then_measure(toy, capsys):
     assert page.count("<img") >= 2 * 2 * 16
     for src in re.findall(r'src="([^"]+)"', page)[:40]:          # relative links that resolve
         assert (ev / src).resolve().exists(), src
+    # self-contained variant: thumbnails embedded
+    from training import eval_report
+    views = [(d, v.name) for d, v in generate_views()]
+    p = eval_report.write_report(proj / "standalone.html", result, root=root, renderset="toy", eval_dir=ev,
+                                 views=views, thumbs=16)
+    assert p.read_text().count('src="data:image/jpeg;base64,') == 2 * (2 + 2 * 16)
 
 
 def test_ground_truth_mesh_hides_inner_surfaces(toy):

@@ -170,3 +170,17 @@ def test_roi_file_validation(tmp_path):
         load_rois(bad)
     with pytest.raises(UserError, match="not found"):
         load_rois(tmp_path / "missing.json")
+
+
+def test_lpips_loads_alexnet_trunk_from_weights_dir(tmp_path):
+    import torchvision
+    torch.manual_seed(1)
+    alex = torchvision.models.alexnet(weights=None)
+    feats = {k: v for k, v in alex.state_dict().items() if k.startswith("features.")}  # the trunk is all LPIPS uses
+    torch.save(feats, tmp_path / im.ALEXNET_FILE)
+    m = im.LPIPSMetric(device="cpu", weights_dir=tmp_path)
+    torch.testing.assert_close(m.net.net.slice1[0].weight, feats["features.0.weight"])
+    torch.testing.assert_close(m.net.net.slice5._modules["10"].bias, feats["features.10.bias"])
+    a, b = _images(2, 64)
+    s = m([a], [b])
+    assert np.isfinite(s).all() and s[0] > 0
