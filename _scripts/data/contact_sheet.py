@@ -23,9 +23,10 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--count", type=int, default=16, help="characters on the sheet (default 16)")
     p.add_argument("--cols", type=int, default=4, help="characters per row (each shows front | back)")
-    p.add_argument("--cell", type=int, default=192, help="pixel size of one view")
+    p.add_argument("--cell", type=int, default=256, help="pixel height of one view")
     p.add_argument("--views", default="front,back", help="ortho views per character, comma-separated")
     p.add_argument("--labels", action="store_true", help="write the character id under each pair")
+    p.add_argument("--no-crop", action="store_true", help="keep the full frame (default: crop all views to the union of their silhouettes)")
     paths.add_data_root_arg(p)
     return p.parse_args(argv)
 
@@ -45,22 +46,40 @@ def character_folders(rs: Path, views: list[str]) -> list[Path]:
     return sorted(out, key=lambda d: d.name)
 
 
-def make_sheet(folders: list[Path], views: list[str], cols: int, cell: int, labels: bool) -> Image.Image:
+def common_crop(images) -> tuple[int, int, int, int]:
+    """Union of the alpha bounding boxes (same crop for all views keeps relative sizes comparable)."""
+    x0 = y0 = 10 ** 9
+    x1 = y1 = -1
+    for im in images:
+        bb = im.getchannel("A").point(lambda a: 255 if a > 8 else 0).getbbox()
+        if bb:
+            x0, y0, x1, y1 = min(x0, bb[0]), min(y0, bb[1]), max(x1, bb[2]), max(y1, bb[3])
+    if x1 < 0:
+        return (0, 0) + images[0].size
+    w, h = images[0].size
+    pad = max(2, (y1 - y0) // 30)
+    return max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
+
+
+def make_sheet(folders: list[Path], views: list[str], cols: int, cell: int, labels: bool, crop: bool = True) -> Image.Image:
+    ims = [[load_image(d / f"{v}.png", "RGBA") for v in views] for d in folders]
+    box = common_crop([im for row in ims for im in row]) if crop else (0, 0) + ims[0][0].size
+    cw = max(1, round(cell * (box[2] - box[0]) / (box[3] - box[1])))
     rows = (len(folders) + cols - 1) // cols
     gap, lab = cell // 12, (14 if labels else 0)
-    W = cols * (len(views) * cell + gap) + gap
+    W = cols * (len(views) * cw + gap) + gap
     H = rows * (cell + gap + lab) + gap
     sheet = Image.new("RGB", (W, H), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for i, d in enumerate(folders):
         r, c = divmod(i, cols)
-        x0 = gap + c * (len(views) * cell + gap)
+        x0 = gap + c * (len(views) * cw + gap)
         y0 = gap + r * (cell + gap + lab)
-        for k, v in enumerate(views):
-            im = load_image(d / f"{v}.png", "RGBA").resize((cell, cell), Image.LANCZOS)
-            tile = Image.new("RGB", (cell, cell), (255, 255, 255) if k == 0 else (246, 246, 250))
+        for k, im in enumerate(ims[i]):
+            im = im.crop(box).resize((cw, cell), Image.LANCZOS)
+            tile = Image.new("RGB", (cw, cell), (255, 255, 255) if k % 2 == 0 else (244, 244, 248))
             tile.paste(im, (0, 0), im)
-            sheet.paste(tile, (x0 + k * cell, y0))
+            sheet.paste(tile, (x0 + k * cw, y0))
         if labels:
             draw.text((x0 + 2, y0 + cell + 1), d.name, fill=(90, 90, 90))
     return sheet
@@ -75,7 +94,7 @@ def main(argv=None):
     if not folders:
         raise fail(rs / "ortho", f"no character has all of {views}")
     folders = folders[: a.count]
-    sheet = make_sheet(folders, views, a.cols, a.cell, a.labels)
+    sheet = make_sheet(folders, views, a.cols, a.cell, a.labels, crop=not a.no_crop)
     # a palette keeps the sheet small enough for the README (< 1 MB)
     q = sheet.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out = Path(a.out)

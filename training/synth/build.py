@@ -64,6 +64,14 @@ def body_dims(p: dict) -> dict:
     return d
 
 
+def _smooth_interp(t, ts, vals):
+    """Piecewise-linear profile through key rings, lightly smoothed (ends kept)."""
+    out = np.interp(t, ts, vals)
+    for _ in range(2):
+        out[1:-1] = 0.25 * out[:-2] + 0.5 * out[1:-1] + 0.25 * out[2:]
+    return out
+
+
 def head_point(d, theta, a, s=1.0):
     """Point on the (unjawed) head ellipsoid scaled by ``s``; theta from the top, a = 0 at the front (+Z)."""
     theta, a = np.asarray(theta, float), np.asarray(a, float)
@@ -129,9 +137,8 @@ class Builder:
         bust = 0.12 * d["chest_rz"] * p["body"]["feminine"] * p["body"]["maturity"]
         zc = np.array([0, 0, 0, bust, 0, 0])
         t = np.linspace(0, 1, 20)
-        from scipy.interpolate import PchipInterpolator
-        path = np.stack([np.zeros_like(t), np.interp(t, ts, ys), PchipInterpolator(ts, zc)(t)], -1)
-        R = sweep("torso", path, PchipInterpolator(ts, rz)(t), PchipInterpolator(ts, rx)(t), m=24, caps=True)
+        path = np.stack([np.zeros_like(t), np.interp(t, ts, ys), _smooth_interp(t, ts, zc)], -1)
+        R = sweep("torso", path, _smooth_interp(t, ts, rz), _smooth_interp(t, ts, rx), m=24, caps=True)
         y = R.pos[:, 1]
         rig = chain(y, [(d["hip_y"], "hips"), (d["waist_y"], "spine"), (d["chest_y"] - 0.01, "chest"),
                         (d["shoulder_y"], "chest"), (d["shoulder_y"] + 0.02, "neck")])
@@ -144,8 +151,8 @@ class Builder:
                   d["neck_r"], d["neck_r"], m=12)
         self.add(n, tx.shade(p["body"]["skin"], 0.9), chain(n.pos[:, 1], [(d["shoulder_y"], "neck"), (d["chin_y"] + 0.1 * d["hh"], "head")]))
         if p["outfit"]["jacket"]:
-            J = sweep("jacket", path[2:], PchipInterpolator(ts, rz)(t)[2:] * 1.1 + 0.004,
-                      PchipInterpolator(ts, rx)(t)[2:] * 1.08 + 0.004, m=24, arc=(0.25 + 0.07, 1.25 - 0.07))
+            J = sweep("jacket", path[2:], _smooth_interp(t, ts, rz)[2:] * 1.1 + 0.004,
+                      _smooth_interp(t, ts, rx)[2:] * 1.08 + 0.004, m=24, arc=(0.25 + 0.07, 1.25 - 0.07))
             self.add(J, "jacket", chain(J.pos[:, 1], [(d["hip_y"], "hips"), (d["waist_y"], "spine"), (d["chest_y"], "chest")]))
 
     def limbs(self):
@@ -345,14 +352,14 @@ class Builder:
                 path[:, 2] = np.minimum(path[:, 2], self.hair_floor_z(path[:, 1]))
             w = (2 * np.pi - 2 * a_min) / n * Rx * vol * 1.7
             self.strand(f"back{i}", path, w, hair_thick * 1.2, tip=0.3)
-        if h["spiky"]:
-            for i in range(9):
-                a0 = np.radians(-150 + 300 * (i + 0.5) / 9) + np.pi
-                th0 = (0.25 + 0.2 * (i % 2)) * np.pi
+        if h["spiky"]:     # a few big locks sweeping up and back
+            for i in range(7):
+                a0 = np.pi + np.radians(-120 + 240 * (i + 0.5) / 7)
+                th0 = (0.22 + 0.12 * (i % 2)) * np.pi
                 base = head_point(d, th0, a0, vol)
-                out = head_point(d, th0 - 0.15 * np.pi, a0, vol + 0.6 + 0.2 * rng.random()) - base
-                path = smooth_path([base, base + out * 0.5, base + out + np.array([0, 0.1 * Rx, 0])], 8)
-                self.strand(f"spike{i}", path, 0.55 * Rx, 0.25 * Rx, tip=0.9)
+                tipp = head_point(d, th0 + 0.12 * np.pi, a0, vol + 0.35 + 0.15 * rng.random()) + np.array([0, 0.15 * Rx, 0])
+                path = smooth_path([base, (base + tipp) / 2 + (base - np.array([0, d["head_cy"], 0])) * 0.05, tipp], 8)
+                self.strand(f"spike{i}", path, 0.5 * Rx, 0.18 * Rx, tip=0.9)
         if h["ahoge"]:
             base = head_point(d, 0.08 * np.pi, 0.0, vol)
             ctrl = [base, base + np.array([0, 0.35, 0.15]) * Rx, base + np.array([0.05, 0.55, -0.1]) * Rx,
@@ -496,6 +503,8 @@ class Builder:
                 self.add(pom, (250, 250, 250), "head")
         elif hat == "witch":
             brim = ellipsoid("brim", c + [0, 0.5 * Ry, 0], (0.03 * Ry, 2.0 * Rx, 2.0 * Rx), k=6, m=24)
+            rr = np.hypot(brim.pos[:, 0] - c[0], brim.pos[:, 2] - c[2]) / (2.0 * Rx)
+            brim.pos[:, 1] -= 0.35 * Ry * rr ** 2          # drooping brim reads from the front
             self.add(brim, a["hat_colour"], "head")
             ctrl = [c + [0, 1.8 * Ry, -0.6 * Rx], c + [0, 1.35 * Ry, -0.1 * Rx], c + [0, 0.9 * Ry, 0], c + [0, 0.45 * Ry, 0]]
             path = smooth_path(ctrl, 10)

@@ -112,5 +112,5 @@ def write_glb(parts: list[Part], atlas_png: bytes, joints_world: np.ndarray, ext
 
 def png_bytes(image) -> bytes:
     buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=False, compress_level=9)
+    image.save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()

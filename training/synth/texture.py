@@ -179,8 +179,6 @@ def paint_face(atlas: Atlas, p: dict, jaw) -> None:
             d.chord([X(-w * 0.6), Y(my - 0.02), X(w * 0.6), Y(my - 0.09)], 0, 180, fill=(236, 120, 130, 255))
             if kind == "grin":
                 d.rectangle([X(-w * 0.7), Y(my + 0.015), X(w * 0.7), Y(my - 0.005)], fill=(255, 255, 255, 255))
-        # jaw shadow near the chin outline helps read the face shape
-        d.arc([X(-0.5), Y(-0.62), X(0.5), Y(-1.02)], 200, 340, fill=shade(skin, 0.9) + (255,), width=max(1, W // 200))
 
     atlas.paint("face", fn)
 
@@ -358,10 +356,10 @@ def paint_hair(atlas: Atlas, p: dict, rng) -> None:
             if 0.25 < t < 0.4:
                 f = 1.12
             d.rectangle([0, t * H, W, (t + 1 / 31) * H + 1], fill=shade(mix(c, (255, 255, 255), 0.0), f) + (255,))
-        dark = shade(c, 0.62) + (255,)
+        dark = shade(c, 0.74) + (255,)
         for x in (0.0, 0.5, 1.0):    # strand flanks: reads as separate locks
-            d.rectangle([(x - 0.06) * W, 0, (x + 0.06) * W, H], fill=dark)
-        d.rectangle([0.22 * W, 0.05 * H, 0.26 * W, 0.7 * H], fill=shade(c, 0.8) + (255,))
+            d.rectangle([(x - 0.035) * W, 0, (x + 0.035) * W, H], fill=dark)
+        d.rectangle([0.23 * W, 0.05 * H, 0.25 * W, 0.6 * H], fill=shade(c, 0.88) + (255,))
 
     def cap(d, W, H, img):
         d.rectangle([0, 0, W, H], fill=c + (255,))
