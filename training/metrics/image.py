@@ -107,7 +107,10 @@ class LPIPSMetric:
     name = "lpips"
 
     def __init__(self, device="auto", weights_dir=None, random_init: bool = False):
-        import lpips
+        try:
+            import lpips
+        except ImportError:
+            raise MetricUnavailable("LPIPS needs the lpips package (pip install lpips==0.1.4)") from None
         self.device = resolve_device(device)
         path = None
         if not random_init:
@@ -181,7 +184,10 @@ class CLIPMetric:
     name = "clip"
 
     def __init__(self, device="auto", weights_dir=None, random_init: bool = False):
-        import open_clip
+        try:
+            import open_clip
+        except ImportError:
+            raise MetricUnavailable("CLIP needs the open_clip package (pip install open_clip_torch==3.3.0)") from None
         self.device = resolve_device(device)
         if random_init:
             model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
