@@ -55,7 +55,7 @@ def test_sphere_silhouette_and_xyz_match_analytic():
     ortho = cameras.view_set("ortho", fr)
     persp = [cameras.make_view("p", 10.0, 35.0, fr, False)]
     with rast.upload(ch, origin) as scene:
-        outs = [scene.render(v) for v in ortho + persp]
+        outs = [scene.render(v, depth=True) for v in ortho + persp]
     px = fr.box / res
     for v, o in zip(ortho, outs[:5]):
         a = o["rgba"][..., 3]

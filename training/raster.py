@@ -169,6 +169,39 @@ void main() {
 }
 """
 
+# Box-filter downsample on the GPU (reading back the supersampled buffers costs more than drawing):
+# one fullscreen triangle, each output pixel averages its ss x ss block of premultiplied samples.
+_DOWN_VERT = """
+#version 330
+void main() {
+    vec2 p = vec2((gl_VertexID << 1) & 2, gl_VertexID & 2);
+    gl_Position = vec4(p * 2.0 - 1.0, 0.0, 1.0);
+}
+"""
+_DOWN_FRAG = """
+#version 330
+uniform sampler2D u_color;
+uniform sampler2D u_xyza;
+uniform int u_ss;
+layout(location = 0) out vec4 f_color;
+layout(location = 1) out vec4 f_xyza;
+void main() {
+    ivec2 p = ivec2(gl_FragCoord.xy) * u_ss;
+    vec4 c = vec4(0.0), x = vec4(0.0);
+    for (int j = 0; j < u_ss; ++j)
+        for (int i = 0; i < u_ss; ++i) {
+            c += texelFetch(u_color, p + ivec2(i, j), 0);
+            x += texelFetch(u_xyza, p + ivec2(i, j), 0);
+        }
+    float n = float(u_ss * u_ss);
+    c /= n;
+    x /= n;
+    // back to straight alpha / plain positions (coverage-weighted means of the samples)
+    f_color = vec4(c.a > 1e-6 ? clamp(c.rgb / c.a, 0.0, 1.0) : vec3(0.0), clamp(c.a, 0.0, 1.0));
+    f_xyza = vec4(x.a > 1e-6 ? x.xyz / x.a : vec3(0.0), clamp(x.a, 0.0, 1.0));
+}
+"""
+
 _ALPHA_MODES = {"OPAQUE": 0, "MASK": 1, "BLEND": 2}
 
 
@@ -288,8 +321,10 @@ def unpremultiply(p: np.ndarray) -> np.ndarray:
 
 def encode_xyza(xyz: np.ndarray, alpha: np.ndarray, box: float) -> np.ndarray:
     """Framed xyz (metres) + coverage -> xyza colours ((p + box/2) / box, clipped to [0, 1])."""
-    enc = np.clip((xyz + box / 2) / box, 0, 1) * (alpha[..., None] > 0)
-    return np.concatenate([enc, alpha[..., None]], -1).astype(np.float32)
+    enc = (np.asarray(xyz, np.float32) + np.float32(box / 2)) * np.float32(1 / box)
+    np.clip(enc, 0, 1, out=enc)
+    enc *= (alpha > 0)[..., None]
+    return np.dstack([enc, np.asarray(alpha, np.float32)])
 
 
 def decode_xyza(xyza: np.ndarray, box: float) -> tuple[np.ndarray, np.ndarray]:
@@ -350,6 +385,8 @@ class Rasteriser:
         self.ctx = gl_context()
         self.prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_FRAG)
         self.id_prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_ID_FRAG)
+        self.down_prog = self.ctx.program(vertex_shader=_DOWN_VERT, fragment_shader=_DOWN_FRAG)
+        self.down_vao = self.ctx.vertex_array(self.down_prog, [])
         self._fbos = {}
 
     def upload(self, character: Character, origin=(0.0, 0.0, 0.0)) -> Scene:
@@ -360,9 +397,13 @@ class Rasteriser:
         key = (kind, res)
         if key not in self._fbos:
             ctx = self.ctx
-            if kind == "main":
+            if kind == "main":     # colour, xyza
+                atts = [ctx.texture((res, res), 4, dtype="f1"), ctx.texture((res, res), 4, dtype="f4")]
+            elif kind == "full":   # + normal/depth and object id, for contour lines and depth
                 atts = [ctx.texture((res, res), 4, dtype="f1"), ctx.texture((res, res), 4, dtype="f4"),
                         ctx.texture((res, res), 4, dtype="f4"), ctx.texture((res, res), 4, dtype="f4")]
+            elif kind == "down":
+                atts = [ctx.texture((res, res), 4, dtype="f4"), ctx.texture((res, res), 4, dtype="f4")]
             else:
                 atts = [ctx.texture((res, res), 1, dtype="u4")]
             depth = ctx.depth_renderbuffer((res, res))
@@ -388,18 +429,19 @@ class Rasteriser:
         prog["u_cutoff"].value = d.cutoff
 
     def render(self, scene: Scene, view, *, lines: bool = False, line_width: float | None = None,
-               crease_deg: float = 60.0, depth_tol: float = 0.02) -> dict:
+               depth: bool = False, crease_deg: float = 60.0, depth_tol: float = 0.02) -> dict:
         """Render one view (a ``cameras.View`` or ``(cam25, near, far, box)``).
 
         Returns float32 arrays at ``size``: ``rgba`` (straight alpha, transparent
         background), ``xyza`` (encoded framed position + coverage), ``xyz`` (framed
-        metres), ``depth`` (view depth of the nearest solid surface at the centre
-        sample, 0 on background) and, with ``lines``, ``lines_rgba`` (dark contour
-        lines composited over ``rgba``; width in output pixels, default ``max(1, size/512)``).
+        metres, alpha-weighted mean of the covered samples); with ``depth``, ``depth``
+        (view depth of the nearest solid surface at the pixel's centre sample, 0 on
+        background); with ``lines``, ``lines_rgba`` (dark contour lines composited
+        over ``rgba``; width in output pixels, default ``max(1, size/512)``).
         """
         import moderngl
-        ctx, res = self.ctx, self.size * self.ss
-        fbo, atts, _ = self._fbo("main", res)
+        ctx, res, ss = self.ctx, self.size * self.ss, self.ss
+        fbo, atts, _ = self._fbo("full" if (lines or depth) else "main", res)
         fbo.use()
         ctx.viewport = (0, 0, res, res)
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
@@ -407,8 +449,8 @@ class Rasteriser:
         ctx.enable(moderngl.DEPTH_TEST)
         prog = self.prog
         w2c, box = self._set_common(prog, scene, view)
-        prog["u_ortho"].value = bool(not isinstance(view, cameras.View) and np.asarray(view[0])[16] < 0
-                                     or isinstance(view, cameras.View) and view.ortho)
+        ortho = view.ortho if isinstance(view, cameras.View) else bool(np.asarray(view[0]).reshape(-1)[16] < 0)
+        prog["u_ortho"].value = ortho
         ctx.disable(moderngl.BLEND)
         ctx.depth_mask = True
         blending = False
@@ -424,29 +466,36 @@ class Rasteriser:
         ctx.disable(moderngl.BLEND)
         ctx.depth_mask = True
 
-        color = np.frombuffer(atts[0].read(), np.uint8).reshape(res, res, 4).astype(np.float32) / 255.0
-        xyza_p = np.frombuffer(atts[1].read(), np.float32).reshape(res, res, 4)
-        aux = np.frombuffer(atts[2].read(), np.float32).reshape(res, res, 4)
-        out = {}
-        rgba = unpremultiply(downsample(color, self.ss))
-        xp = downsample(xyza_p, self.ss)
-        a = np.clip(xp[..., 3], 0, 1)
-        xyz = np.where(a[..., None] > 1e-6, xp[..., :3] / np.maximum(xp[..., 3:4], 1e-6), 0.0)
-        out["rgba"] = rgba.astype(np.float32)
-        out["xyz"] = xyz.astype(np.float32)
-        out["xyza"] = encode_xyza(xyz, a, box)
-        c = self.ss // 2
-        out["depth"] = aux[c::self.ss, c::self.ss, 3].copy()
+        # downsample on the GPU, read back only the output-size buffers
+        dfbo, datts, _ = self._fbo("down", self.size)
+        dfbo.use()
+        ctx.viewport = (0, 0, self.size, self.size)
+        ctx.disable(moderngl.DEPTH_TEST)
+        atts[0].use(0)
+        atts[1].use(1)
+        self.down_prog["u_color"].value, self.down_prog["u_xyza"].value = 0, 1
+        self.down_prog["u_ss"].value = ss
+        self.down_vao.render(moderngl.TRIANGLES, vertices=3)
+        ctx.enable(moderngl.DEPTH_TEST)
+        s = self.size
+        rgba = np.frombuffer(datts[0].read(), np.float32).reshape(s, s, 4)
+        xp = np.frombuffer(datts[1].read(), np.float32).reshape(s, s, 4)
+        out = {"rgba": rgba, "xyz": xp[..., :3], "xyza": encode_xyza(xp[..., :3], xp[..., 3], box)}
+        if lines or depth:
+            aux = np.frombuffer(atts[2].read(), np.float32).reshape(res, res, 4)
+            c = ss // 2
+            out["depth"] = aux[c::ss, c::ss, 3].copy()
         if lines:
+            color = np.frombuffer(atts[0].read(), np.uint8).reshape(res, res, 4).astype(np.float32) / 255.0
             obj = np.frombuffer(atts[3].read(), np.float32).reshape(res, res, 4)[..., 0]
             edge = contour_mask(aux, obj, box, crease_deg=crease_deg, depth_tol=depth_tol)
             # an edge marks the pixels on both sides of a discontinuity: 2 px thick before dilation
             lw = max(1.0, self.size / 512.0) if line_width is None else line_width
-            edge = dilate(edge, max(0, int(math.floor(lw * self.ss / 2 - 1 + 0.5))))
+            edge = dilate(edge, max(0, int(math.floor(lw * ss / 2 - 1 + 0.5))))
             line_p = np.zeros_like(color)
             line_p[..., :3], line_p[..., 3] = LINE_COLOR, 1.0
             comp = np.where(edge[..., None], line_p, color)   # opaque lines over premultiplied colour
-            out["lines_rgba"] = unpremultiply(downsample(comp, self.ss)).astype(np.float32)
+            out["lines_rgba"] = unpremultiply(downsample(comp, ss)).astype(np.float32)
         return out
 
     def face_ids(self, scene: Scene, view, res: int | None = None) -> np.ndarray:
@@ -483,10 +532,10 @@ def rasteriser(size: int = 512, supersample: int = 2) -> Rasteriser:
 
 
 def render_views(character: Character, views, *, size: int = 512, supersample: int = 2,
-                 origin=(0.0, 0.0, 0.0), lines: bool = False) -> list[dict]:
-    """Convenience: upload once, render every view, release."""
+                 origin=(0.0, 0.0, 0.0), **render_kw) -> list[dict]:
+    """Convenience: upload once, render every view (``Rasteriser.render`` options), release."""
     with rasteriser(size, supersample).upload(character, origin) as scene:
-        return [scene.render(v, lines=lines) for v in views]
+        return [scene.render(v, **render_kw) for v in views]
 
 
 def visibility_views(framing: str = "body") -> list:
