@@ -42,6 +42,13 @@ def test_ssim_identical_and_different():
     assert im.ssim(a, b) < 20.0
 
 
+def test_ssim_batched_matches_scikit_image():
+    a, b = _images(2, 48, seed=3)
+    c = np.clip(a * 0.8 + 0.1, 0, 1)
+    ref = [im.ssim(a, b), im.ssim(a, c), im.ssim(a, a)]
+    np.testing.assert_allclose(im.ssim_batch([a, a, a], [b, c, a]), ref, atol=1e-6)
+
+
 def test_lpips_random_init_identical_is_zero():
     m = im.LPIPSMetric(device="cpu", random_init=True)
     a, b = _images(2, 64)
