@@ -174,6 +174,16 @@ class _Generator(nn.Module):
     def _noise_mode(self) -> str:
         return "random" if self.training else "const"   # deterministic outputs in eval mode
 
+    def _front_features(self, cond: dict, front: torch.Tensor) -> torch.Tensor:
+        """Front encoder output, or the dataset's precomputed ``feat_front`` when it has the right channels."""
+        feat = cond.get("feat_front")
+        if feat is None:
+            return self.encoder(front)
+        if feat.shape[1] != self.config["enc_channels"]:
+            raise ValueError(f"cond['feat_front'] has {feat.shape[1]} channels; this generator's encoder "
+                             f"gives {self.config['enc_channels']}")
+        return feat.to(front.dtype)
+
     def synthesize(self, cond: dict, z: torch.Tensor | None = None, c: torch.Tensor | None = None) -> dict:
         """Conditioning images -> {'planes': [B,3 or 6,L*C,R,R], 'ws': [B,num_ws,w_dim]}.
 
@@ -185,7 +195,7 @@ class _Generator(nn.Module):
             z = torch.zeros(B, self.z_dim, device=front.device)
         c = c if self.c_dim > 0 else None
         if not self.two_view:
-            feat = self.encoder(front)
+            feat = self._front_features(cond, front)
             if self.mask_encoder is not None:
                 feat = feat + self.mask_encoder(self._mask(cond, "front_mask"))
             planes, ws = self.backbone(z, front, feat, c=c, noise_mode=self._noise_mode())
@@ -196,7 +206,7 @@ class _Generator(nn.Module):
         if self.back_encoder is None:       # ablation: one ResNet for both views
             feat = self.encoder(torch.cat([front, back]))
         else:
-            feat = torch.cat([self.encoder(front), self.back_encoder(back)])
+            feat = torch.cat([self._front_features(cond, front), self.back_encoder(back)])
         if self.mask_encoder is not None:
             feat = feat + self.mask_encoder(torch.cat([self._mask(cond, "front_mask"), self._mask(cond, "back_mask")]))
         # one backbone pass for both views: the same network, the same z
@@ -223,6 +233,7 @@ class _Generator(nn.Module):
         n = neural_rendering_resolution or self.neural_rendering_resolution
         kw, start, end = self._render_kw(render_kw)
         noise, roi = kw.pop("density_noise"), kw.pop("roi", None)
+        planes = planes.float()      # once per render (lookups are fp32; bf16 planes from autocast)
         perturb = kw.pop("perturb", self.training)
 
         def field(xyz, dirs):

@@ -48,7 +48,8 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, layers: int = 1) -
     B, P, LC, R, _ = planes.shape
     N = coords.shape[2]
     C = LC // layers
-    coords = coords.to(planes.dtype)
+    # fp32 lookups even under autocast: bf16 grid coordinates would snap to ~1/256 of the plane
+    planes, coords = planes.float(), coords.float()
     if layers == 1:
         grid = coords[..., :2].reshape(B * P, 1, N, 2)
         f = F.grid_sample(planes.reshape(B * P, C, R, R), grid, mode="bilinear",
