@@ -102,7 +102,7 @@ def paint_face(atlas: Atlas, p: dict, jaw) -> None:
         # soft shadow under the bangs line and on the neck side of the jaw
         es = face["eye_size"]
         ey = -0.16
-        ew, eh = 0.25 * es, 0.30 * es
+        ew, eh = 0.25 * es, 0.33 * es
         line = (52, 34, 40)
         if face["blush"]:
             layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
@@ -118,9 +118,10 @@ def paint_face(atlas: Atlas, p: dict, jaw) -> None:
             cx = sx * face["eye_spacing"]
             tilt = face["eye_tilt"]
             # eyebrows: thin arcs following the eye tilt (reversed for expression)
-            by = ey + eh * 0.95 + 0.1
-            brow = [(cx - sx * 0.12, by - 0.01), (cx, by + 0.03), (cx + sx * 0.14, by - 0.03 - tilt * 0.3)]
-            d.line([(X(a), Y(b)) for a, b in brow], fill=tuple(face["brow_colour"]) + (255,), width=max(2, W // 110), joint="curve")
+            by = ey + eh * 0.95 + 0.13
+            brow = [(cx - sx * 0.11, by - 0.005), (cx - sx * 0.02, by + 0.035), (cx + sx * 0.08, by + 0.03),
+                    (cx + sx * 0.15, by - 0.01 - tilt * 0.3)]
+            d.line([(X(a), Y(b)) for a, b in brow], fill=tuple(face["brow_colour"]) + (255,), width=max(2, W // 150), joint="curve")
             if face["closed_eyes"]:
                 pts = [(cx - ew * 0.9, ey - 0.02), (cx, ey + eh * 0.35), (cx + ew * 0.9, ey - 0.02)]
                 d.line([(X(a), Y(b)) for a, b in pts], fill=line + (255,), width=max(3, W // 60), joint="curve")
