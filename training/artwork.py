@@ -127,3 +127,24 @@ def to_tensor(rgba: np.ndarray, size: int | None = None):
     rgb = a[..., :3] * a[..., 3:] + (1 - a[..., 3:])
     t = torch.from_numpy(rgb).permute(2, 0, 1) * 2 - 1
     return t, torch.from_numpy((a[..., 3] > 0.5).astype(np.float32))[None]
+
+
+def prepare_as_is(path, size: int = 512) -> PreparedView:
+    """Artwork already in the training framing (e.g. an ortho render): matte it, pad to a square
+    (centred) and resize, without cropping to the silhouette."""
+    rgba = np.asarray(load_image(path, "RGBA")).copy()
+    alpha, source = matte(path, rgba)
+    rgba[..., 3] = (alpha * 255 + 0.5).astype(np.uint8)
+    h, w = alpha.shape
+    side = max(h, w)
+    sq = np.zeros((side, side, 4), np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    sq[top:top + h, left:left + w] = rgba
+    im = Image.fromarray(sq)
+    if side != size:
+        im = im.resize((size, size), Image.LANCZOS)
+    out = np.asarray(im)
+    ys, xs = np.nonzero(out[..., 3] > 127)
+    if len(ys) == 0:
+        raise fail(path, "the character vanished when resized")
+    return PreparedView(out, source, (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1))
