@@ -221,6 +221,8 @@ def test_tree_files_sizes_and_meta(tree, framing, cid):
     assert meta["framing"] == framing and meta["box"] == cameras.get_framing(framing).box
     assert set(meta["views"]) == {"ortho", "rgb"} and len(meta["views"]["rgb"]) == 8
     assert Path(meta["source_file"]).exists() and meta["options"]["arm_angle"] == 60.0
+    # the OBJ has no skeleton: its head is estimated, and the meta says so
+    assert meta["head_estimated"] == (framing == "head" and cid == "model")
     if cid == "model":
         assert meta["options"]["load"]["texture"] == str(RAI_TEX.resolve())
     for dtype, views, channels in (("ortho", cameras.ORTHO_VIEWS, 4), ("ortho_xyza", cameras.ORTHO_VIEWS, 4),
