@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from training.errors import UserError
+
 torch.set_num_threads(1)
 
 IDS = ["char01", "char02"]
@@ -79,6 +81,10 @@ def test_generate_then_measure(toy, capsys):
         assert (ev / "mesh" / d / "mesh.ply").exists() and (ev / "mesh" / d / "mesh.glb").exists()
         assert (ev / "meta" / cid[-1] / f"{cid}.json").exists()
     assert generate.run(args)["skipped"] == 2                   # resumable: nothing left to do
+    with pytest.raises(UserError, match="other settings"):      # one tree never mixes two settings
+        generate.run([x if x != "24" else "20" for x in args])   # another mesh resolution
+    pasted = generate.run(args + ["--front-paste", "--no-mesh", "--limit", "1", "--name", "toyrun-paste"])
+    assert pasted["done"] == 1 and (proj / "temp/eval/toyrun-paste/toy/ortho/1/char01/front.png").exists()
 
     roi = proj / "roi.json"
     roi.write_text(json.dumps({"upper": [-1, 0, -1, 1, 1, 1]}))

@@ -38,6 +38,8 @@ def parse_args(argv=None):
                    help="samples per ray at evaluation (REFERENCE: 96 + 96)")
     p.add_argument("--neural-rendering-resolution", type=int, default=None,
                    help="override the checkpoint's neural rendering resolution")
+    p.add_argument("--front-paste", action="store_true",
+                   help="PAniC-3D inference extra: paste the input where the surface is seen from the front")
     p.add_argument("--limit", type=int, default=None, help="first N characters only (smoke tests)")
     p.add_argument("--overwrite", action="store_true", help="regenerate finished characters / other settings")
     p.add_argument("--device", default="auto")
@@ -65,7 +67,8 @@ def run(argv=None) -> dict:
                           mesh_resolution=a.mesh_resolution, mesh_level=a.mesh_level, mesh=not a.no_mesh,
                           render_kw={"depth_resolution": a.samples[0], "depth_resolution_importance": a.samples[1]},
                           neural_rendering_resolution=a.neural_rendering_resolution, device=device,
-                          limit=a.limit, overwrite=a.overwrite, progress=not a.no_progress)
+                          limit=a.limit, overwrite=a.overwrite, progress=not a.no_progress,
+                          front_paste=a.front_paste)
     print(json.dumps({"out": str(out_dir), **counts}))
     return {"out": out_dir, **counts}
 

@@ -110,7 +110,8 @@ def _check_run_info(out_dir: Path, info: dict, overwrite: bool) -> None:
     p = Path(out_dir) / "generate.json"
     if p.exists() and not overwrite:
         old = json.loads(p.read_text())
-        keys = ("checkpoint_sha", "generator", "render_kw", "mesh_resolution", "mesh_level")
+        keys = ("checkpoint_sha", "generator", "render_kw", "neural_rendering_resolution", "mesh_resolution",
+                "mesh_level", "front_paste")
         diff = [k for k in keys if old.get(k) != info.get(k)]
         if diff:
             raise fail(p, f"this tree was generated with other settings ({', '.join(diff)}); "
@@ -121,7 +122,8 @@ def _check_run_info(out_dir: Path, info: dict, overwrite: bool) -> None:
 def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path: Path, out_dir: Path, *,
              batch: int = 8, mesh_resolution: int = 256, mesh_level: float = 0.5, render_kw: dict | None = None,
              neural_rendering_resolution: int | None = None, device=None, limit: int | None = None,
-             overwrite: bool = False, progress: bool = True, mesh: bool = True) -> dict:
+             overwrite: bool = False, progress: bool = True, mesh: bool = True,
+             front_paste: bool = False) -> dict:
     """Generate every missing character; returns counts {done, skipped, failed}."""
     from tqdm import tqdm
     from ..dataset import CharacterDataset, collate
@@ -143,7 +145,7 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
             "generator": f"{type(G).__module__}.{type(G).__name__}", "config": getattr(G, "config", {}),
             "renderset": renderset, "dataset": dataset, "split": split, "framing": framing,
             "render_kw": render_kw, "neural_rendering_resolution": neural_rendering_resolution,
-            "mesh_resolution": mesh_resolution, "mesh_level": mesh_level}
+            "mesh_resolution": mesh_resolution, "mesh_level": mesh_level, "front_paste": front_paste}
     _check_run_info(out_dir, info, overwrite)
 
     todo = [c for c in ids if overwrite or not meta_path(out_dir, c).exists()]
@@ -188,9 +190,18 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
                 if k in cond:
                     for j, cid in enumerate(cids):
                         save_png_atomic(char_dir(out_dir, "input", cid) / f"{k}.png", to_uint8(cond[k][j]))
+            if front_paste:     # PAniC-3D inference extra: the input replaces pixels seen from the front
+                from .. import inference
+                fcam = inference.front_camera(framing, B, device)
+                nr = neural_rendering_resolution or G.neural_rendering_resolution
+                front_depth = G.render(planes, fcam, nr, superresolve=False, **render_kw)["image_depth"]
             for dtype, v in views:
                 c = torch.from_numpy(v.cam25()).to(device)[None].expand(B, -1)
                 out = G.render(planes, c, neural_rendering_resolution, **render_kw)
+                if front_paste:
+                    out["image"], _ = inference.paste_front(
+                        out["image"], out["image_xyz"], out["image_alpha"], cond["front"].to(out["image"]),
+                        front_depth, fcam, 0.02 * G.field.box_warp)
                 for j, cid in enumerate(cids):
                     save_png_atomic(char_dir(out_dir, dtype, cid) / f"{v.name}.png", to_uint8(out["image"][j]))
         t_render = time.time() - t0
