@@ -130,3 +130,15 @@ def test_ground_truth_mesh_hides_inner_surfaces(toy):
     assert r.min() > 0.2                       # the inner sphere (r = 0.1) is gone, the body (r = 0.25) stays
     same = geo.geometry_scores(gt, gt.copy(), (np.full(3, -1.05), np.full(3, 1.05)), n=2000)
     assert same["cd"] == pytest.approx(0.0, abs=1e-6) and same["f1@5"] == pytest.approx(100.0)
+
+
+def test_ground_truth_source_found_in_moved_tree(toy):
+    from training import preprocess
+    from training.errors import UserError
+    from training.metrics.gt_mesh import source_file
+    root = toy["root"]
+    meta = preprocess.load_char_meta(root, "toy", "char02")
+    moved = dict(meta, source_file="/elsewhere/raw/toy/2/char02/char02.glb")
+    assert source_file(root, moved) == root / "raw/toy/2/char02/char02.glb"
+    with pytest.raises(UserError, match="source file not found"):
+        source_file(root, dict(moved, source="other"))

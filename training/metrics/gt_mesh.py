@@ -34,11 +34,22 @@ def cache_path(renderset: str, char_id: str, meta: dict) -> Path:
     return paths.project_dir() / "temp" / "eval" / "_gt" / renderset / paths.shard_of(char_id) / f"{char_id}-{key}.ply"
 
 
-def _framed(meta: dict):
-    from .. import raster
+def source_file(root, meta: dict) -> Path:
+    """The rendered file: its recorded absolute path, else the same name under this data root's
+    ``raw/<source>/<shard>/<id>/`` (a data tree moved to another machine)."""
     src = meta.get("source_file")
-    if not src or not Path(src).is_file():
-        raise fail(src or "meta json", "ground-truth source file not found (needed for geometry metrics)")
+    if src and Path(src).is_file():
+        return Path(src)
+    if src and meta.get("source") and meta.get("id"):
+        alt = paths.raw_dir(root, meta["source"]) / paths.shard_of(meta["id"]) / meta["id"] / Path(src).name
+        if alt.is_file():
+            return alt
+    raise fail(src or "meta json", "ground-truth source file not found (needed for geometry metrics)")
+
+
+def _framed(meta: dict, root=None):
+    from .. import raster
+    meta = dict(meta, source_file=str(source_file(root, meta)))
     res = raster.load_framed_character(meta, posed=True)
     return res.character if hasattr(res, "character") else res[0]
 
@@ -80,7 +91,7 @@ def ground_truth_mesh(root, renderset: str, char_id: str, meta: dict, rs_meta: d
         return trimesh.load(cp, process=False, force="mesh")
     framing = preprocess.framing_of(meta, rs_meta) or "body"
     box = float(meta.get("box") or 2.1)
-    ch = _framed(meta)
+    ch = _framed(meta, root)
     mesh = character_mesh(ch)
     try:
         visible = _visible_by_raster(ch, framing)
