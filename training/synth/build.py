@@ -436,8 +436,8 @@ class Builder:
             col = o["accent"] if o["top"] != "sailor" else tx.shade(o["accent"], 1.0)
             self.bow(np.array([0, y, z]), (0, 0, 1), 0.5 * d["chest_rx"], (200, 40, 50) if o["top"] == "sailor" else col, "chest")
         if o["top"] == "hoodie":
-            hood = ellipsoid("hood", (0, d["shoulder_y"] - 0.1 * d["torso_len"], -d["chest_rz"] * 0.95),
-                             (0.3 * d["torso_len"], 0.35 * d["chest_rz"], 0.6 * d["chest_rx"]), k=8, m=12)
+            hood = ellipsoid("hood", (0, d["shoulder_y"] - 0.06 * d["torso_len"], -d["chest_rz"] * 1.0),
+                             (0.2 * d["torso_len"], 0.45 * d["chest_rz"], 0.72 * d["chest_rx"]), k=8, m=12)
             self.add(hood, tx.shade(o["top_colour"], 0.85), "chest")
         if a["backpack"]:
             h = 0.55 * d["torso_len"] + 0.02
@@ -461,10 +461,11 @@ class Builder:
                 self.add(strap, tx.shade(a["backpack_colour"], 0.7), "chest")
         if a["tail"]:
             base = np.array([0, d["hip_y"], -d["hip_rz"] * 0.9])
-            L = d["torso_len"] * 1.6
-            ctrl = [base, base + [0, -0.15 * L, -0.25 * L], base + [0.1 * L, 0.1 * L, -0.55 * L], base + [0.15 * L, 0.5 * L, -0.6 * L]]
+            L = d["torso_len"] * 1.1
+            ctrl = [base, base + [0, -0.3 * L, -0.25 * L], base + [0.08 * L, -0.15 * L, -0.5 * L],
+                    base + [0.12 * L, 0.2 * L, -0.6 * L], base + [0.1 * L, 0.35 * L, -0.5 * L]]
             path = smooth_path(ctrl, 16)
-            r = d["leg_r"] * 0.45 * np.ones(16)
+            r = d["leg_r"] * 0.55 * np.ones(16)
             r[-4:] *= np.linspace(1, 0.3, 4)
             self.add(sweep("tail", path, r, r, m=8), p["hair"]["colour"], "hips")
 

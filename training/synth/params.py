@@ -77,7 +77,7 @@ def sample_params(rng: np.random.Generator) -> dict:
     face = {
         "iris_name": iris, "iris": list(IRIS_COLOURS[iris]),
         "eye_size": round(float(rng.uniform(0.85, 1.2) * (1.12 - 0.18 * m)), 3),
-        "eye_tilt": round(float(rng.normal(0, 0.08)), 3),            # + tsurime, - tareme
+        "eye_tilt": round(float(np.clip(rng.normal(0, 0.05), -0.1, 0.1)), 3),            # + tsurime, - tareme
         "eye_spacing": round(float(rng.uniform(0.34, 0.42)), 3),
         "mouth": _pick(rng, ["smile", "open", "cat", "small", "grin"], [3, 2, 1, 2, 1]),
         "closed_eyes": bool(rng.random() < 0.06),

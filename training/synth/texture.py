@@ -119,8 +119,8 @@ def paint_face(atlas: Atlas, p: dict, jaw) -> None:
             tilt = face["eye_tilt"]
             # eyebrows: thin arcs following the eye tilt (reversed for expression)
             by = ey + eh * 0.95 + 0.13
-            brow = [(cx - sx * 0.11, by - 0.005), (cx - sx * 0.02, by + 0.035), (cx + sx * 0.08, by + 0.03),
-                    (cx + sx * 0.15, by - 0.01 - tilt * 0.3)]
+            brow = [(cx - sx * 0.11, by + 0.01), (cx - sx * 0.02, by + 0.035), (cx + sx * 0.07, by + 0.035),
+                    (cx + sx * 0.15, by + 0.0 + tilt * 0.2)]
             d.line([(X(a), Y(b)) for a, b in brow], fill=tuple(face["brow_colour"]) + (255,), width=max(2, W // 150), joint="curve")
             if face["closed_eyes"]:
                 pts = [(cx - ew * 0.9, ey - 0.02), (cx, ey + eh * 0.35), (cx + ew * 0.9, ey - 0.02)]
@@ -153,10 +153,10 @@ def paint_face(atlas: Atlas, p: dict, jaw) -> None:
             img.paste(layer, (0, 0), Image.composite(layer, Image.new("RGBA", img.size, (0, 0, 0, 0)), mask))
             # upper lash line: thick, with a wing at the outer corner (tilt lifts it)
             inner, outer = cx - sx * ew * 1.05, cx + sx * ew * 1.1
-            lash_top = [(inner, ey + eh * 0.28), (cx - sx * ew * 0.4, ey + eh * 0.6), (cx + sx * ew * 0.4, ey + eh * 0.62),
-                        (outer + sx * 0.03, ey + eh * 0.45 + tilt), (outer + sx * 0.05, ey + eh * 0.22 + tilt)]
-            lash_bot = [(outer, ey + eh * 0.25 + tilt * 0.6), (cx + sx * ew * 0.4, ey + eh * 0.45),
-                        (cx - sx * ew * 0.4, ey + eh * 0.43), (inner, ey + eh * 0.18)]
+            lash_top = [(inner, ey + eh * 0.4), (cx - sx * ew * 0.4, ey + eh * 0.6), (cx + sx * ew * 0.4, ey + eh * 0.63),
+                        (outer + sx * 0.03, ey + eh * 0.48 + tilt), (outer + sx * 0.05, ey + eh * 0.28 + tilt)]
+            lash_bot = [(outer, ey + eh * 0.3 + tilt * 0.6), (cx + sx * ew * 0.4, ey + eh * 0.5),
+                        (cx - sx * ew * 0.4, ey + eh * 0.5), (inner, ey + eh * 0.33)]
             d.polygon([(X(a), Y(b)) for a, b in lash_top + lash_bot], fill=line + (255,))
             # lower lash: short stroke at the outer half
             low = [(cx + sx * ew * 0.1, ey - eh * 0.62), (cx + sx * ew * 0.75, ey - eh * 0.45)]
