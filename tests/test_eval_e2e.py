@@ -142,3 +142,35 @@ def test_ground_truth_source_found_in_moved_tree(toy):
     assert source_file(root, moved) == root / "raw/toy/2/char02/char02.glb"
     with pytest.raises(UserError, match="source file not found"):
         source_file(root, dict(moved, source="other"))
+
+
+def test_oracle_tree_scores_perfect(toy, capsys):
+    """Ground truth copied into an evaluation tree: every metric must be at its best value, which checks
+    that measure pairs each prediction with its own view and that meshes share the framed frame."""
+    import shutil
+    from _scripts.eval import measure
+    from training import paths, preprocess
+    from training.metrics.generate import eval_views, meta_path
+    from training.metrics.gt_mesh import ground_truth_mesh
+    root, proj = toy["root"], toy["proj"]
+    ev = proj / "temp/eval/oracle/toy"
+    for cid in IDS:
+        for dtype, v in eval_views("body"):
+            dst = ev / dtype / cid[-1] / cid / f"{v.name}.png"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(paths.render_path(root, "toy", dtype, cid, v.name), dst)
+        gt = ground_truth_mesh(root, "toy", cid, preprocess.load_char_meta(root, "toy", cid))
+        (ev / "mesh" / cid[-1] / cid).mkdir(parents=True)
+        gt.export(ev / "mesh" / cid[-1] / cid / "mesh.ply")
+        meta_path(ev, cid).parent.mkdir(parents=True, exist_ok=True)
+        meta_path(ev, cid).write_text("{}")
+    res = measure.run(["--inferquery", "oracle", "--dataset", "toy", "--data-root", str(root), "--random-init",
+                       "--samples", "2000", "--no-progress", "--device", "cpu"])
+    rows = {(r["subset"], r["metric"]): r["value"] for r in res["result"]["table"]}
+    for sub in ("front", "back", "360"):
+        assert rows[(sub, "psnr")] == pytest.approx(100.0)
+        assert rows[(sub, "ssim")] == pytest.approx(100.0, abs=1e-4)
+        assert rows[(sub, "lpips")] == pytest.approx(0.0, abs=1e-4)
+        assert rows[(sub, "clip")] == pytest.approx(100.0, abs=1e-3)
+    assert rows[("geom", "cd")] == pytest.approx(0.0, abs=1e-6)
+    assert rows[("geom", "f1@5")] == pytest.approx(100.0) and rows[("geom", "f1@10")] == pytest.approx(100.0)
