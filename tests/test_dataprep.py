@@ -226,3 +226,12 @@ def test_generate_feature_script_with_resnet(tmp_path, capsys):
     with pytest.raises(SystemExit):
         generate_feature.main(base + ["--random-init", "--seed", "1"])
     assert "existing features were made with seed=0" in capsys.readouterr().err
+
+
+def test_clean_names_dtypes_the_renderset_lacks(tmp_path):
+    fake_render(tmp_path, "toy", "g0001", GOOD)
+    save_json_atomic(paths.renderset_meta_path(tmp_path, "toy"), {"framing": "body", "dtypes": ["ortho", "ortho_xyza"]})
+    with pytest.raises(UserError, match="rendered without rgb, xyza; render them or pass --require ortho,ortho_xyza"):
+        preprocess.run_clean(tmp_path, "toy", progress=False, log=lambda s: None)
+    cfg = preprocess.CleanConfig(required=("ortho", "ortho_xyza"))
+    assert preprocess.run_clean(tmp_path, "toy", cfg=cfg, progress=False, log=lambda s: None)["all"] == ["g0001"]

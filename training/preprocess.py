@@ -262,6 +262,11 @@ def clean(root, renderset: str, cfg: CleanConfig, workers: int = 1, progress: bo
     cands = candidate_ids(root, renderset)
     failures = read_failures(root, renderset)
     rs_meta = load_renderset_meta(root, renderset)
+    lacking = [d for d in cfg.required if "dtypes" in rs_meta and d not in rs_meta["dtypes"]]
+    if lacking:     # every character would be "incomplete": say why once instead
+        have = ",".join(d for d in cfg.required if d not in lacking)
+        raise fail(paths.renderset_meta_path(root, renderset),
+                   f"rendered without {', '.join(lacking)}; render them or pass --require {have}")
     jobs = [(root, renderset, cid, cfg, failures, rs_meta) for cid in cands]
     bar = dict(total=len(jobs), desc=f"clean {renderset}", unit="char", disable=not progress)
     if workers > 1 and len(jobs) > 1:
