@@ -118,6 +118,8 @@ def sample_params(rng: np.random.Generator) -> dict:
         "bow_colour": list(_cloth_colour(rng)),
         "tail": bool(rng.random() < 0.08),
     }
+    # two-tone hair: tips fade into a second colour
+    hair["tips"] = list(HAIR_COLOURS[str(rng.choice(list(HAIR_COLOURS)))]) if rng.random() < 0.15 else None
     if acc["hat"] != "none":
         acc["cat_ears"] = False
         hair["ahoge"] = False

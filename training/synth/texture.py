@@ -349,6 +349,7 @@ def paint_skirt(atlas: Atlas, p: dict, n_pleats: int) -> None:
 
 def paint_hair(atlas: Atlas, p: dict, rng) -> None:
     c = tuple(p["hair"]["colour"])
+    tips = tuple(p["hair"]["tips"]) if p["hair"].get("tips") else None
 
     def strand(d, W, H, img):
         for k in range(32):      # root slightly darker, highlight band a third of the way down
@@ -356,7 +357,8 @@ def paint_hair(atlas: Atlas, p: dict, rng) -> None:
             f = 0.82 + 0.18 * t
             if 0.25 < t < 0.4:
                 f = 1.12
-            d.rectangle([0, t * H, W, (t + 1 / 31) * H + 1], fill=shade(mix(c, (255, 255, 255), 0.0), f) + (255,))
+            base = mix(c, tips, np.clip((t - 0.55) / 0.35, 0, 1)) if tips else c
+            d.rectangle([0, t * H, W, (t + 1 / 31) * H + 1], fill=shade(base, f) + (255,))
         dark = shade(c, 0.74) + (255,)
         for x in (0.0, 0.5, 1.0):    # strand flanks: reads as separate locks
             d.rectangle([(x - 0.035) * W, 0, (x + 0.035) * W, H], fill=dark)
