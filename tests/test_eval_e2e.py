@@ -144,7 +144,7 @@ def test_ground_truth_source_found_in_moved_tree(toy):
         source_file(root, dict(moved, source="other"))
 
 
-def test_oracle_tree_scores_perfect(toy, capsys):
+def test_oracle_tree_scores_perfect(toy, capsys, monkeypatch):
     """Ground truth copied into an evaluation tree: every metric must be at its best value, which checks
     that measure pairs each prediction with its own view and that meshes share the framed frame."""
     import shutil
@@ -164,13 +164,18 @@ def test_oracle_tree_scores_perfect(toy, capsys):
         gt.export(ev / "mesh" / cid[-1] / cid / "mesh.ply")
         meta_path(ev, cid).parent.mkdir(parents=True, exist_ok=True)
         meta_path(ev, cid).write_text("{}")
+    # FID plumbing (features pooled over characters): a cheap stand-in for the Inception features
+    from training.metrics import fid
+    monkeypatch.setattr(fid.FIDMetric, "features",
+                        lambda self, imgs: np.stack([a[::8, ::8].reshape(-1)[:24] for a in imgs]).astype(np.float64))
     res = measure.run(["--inferquery", "oracle", "--dataset", "toy", "--data-root", str(root), "--random-init",
-                       "--samples", "2000", "--no-progress", "--device", "cpu"])
+                       "--samples", "2000", "--no-progress", "--device", "cpu", "--fid-min", "20"])
     rows = {(r["subset"], r["metric"]): r["value"] for r in res["result"]["table"]}
     for sub in ("front", "back", "360"):
         assert rows[(sub, "psnr")] == pytest.approx(100.0)
         assert rows[(sub, "ssim")] == pytest.approx(100.0, abs=1e-4)
         assert rows[(sub, "lpips")] == pytest.approx(0.0, abs=1e-4)
         assert rows[(sub, "clip")] == pytest.approx(100.0, abs=1e-3)
+    assert rows[("all", "fid")] == pytest.approx(0.0, abs=1e-3)
     assert rows[("geom", "cd")] == pytest.approx(0.0, abs=1e-6)
     assert rows[("geom", "f1@5")] == pytest.approx(100.0) and rows[("geom", "f1@10")] == pytest.approx(100.0)

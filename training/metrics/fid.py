@@ -66,10 +66,15 @@ class FIDMetric:
         return np.concatenate(out) if out else np.zeros((0, 2048))
 
     def __call__(self, preds: list[np.ndarray], gts: list[np.ndarray]) -> float:
-        n = min(len(preds), len(gts))
+        return self.from_features(self.features(preds), self.features(gts))
+
+    def from_features(self, fa: np.ndarray, fb: np.ndarray) -> float:
+        """FID of pooled features (callers accumulate features, not images: a test set's images
+        would not fit in memory)."""
+        n = min(len(fa), len(fb))
         if n < self.min_images:
             raise MetricUnavailable(f"FID needs at least {self.min_images} images per side (have {n})")
-        return frechet_distance(self.features(preds), self.features(gts))
+        return frechet_distance(fa, fb)
 
 
 def frechet_distance(fa: np.ndarray, fb: np.ndarray) -> float:

@@ -135,8 +135,9 @@ class Measurer:
         spin = [out["views"][f"{SPIN_DTYPE}/{v}"] for v in ns]
         if spin:
             out["360"] = {m: float(np.mean([d[m] for d in spin])) for m in spin[0]}
-        self._fid_pred += po + ps
-        self._fid_gt += go + gs
+        if self.fid is not None and po + ps:
+            self._fid_pred.append(self.fid.features(po + ps).astype(np.float32))
+            self._fid_gt.append(self.fid.features(go + gs).astype(np.float32))
         return out
 
     # ---------------------------------------------------------- geometry
@@ -171,6 +172,10 @@ class Measurer:
         from tqdm import tqdm
         per_char: dict[str, dict] = {}
         t0 = time.time()
+        most = len(ids) * (len(ORTHO_EVAL_VIEWS) + len(cameras.SPIN12))
+        if self.fid is not None and most < self.fid.min_images:    # known now: skip the Inception passes
+            self.unavailable["fid"] = f"FID needs at least {self.fid.min_images} images per side (have at most {most})"
+            self.fid = None
         for cid in tqdm(ids, desc="measure", disable=not progress, unit="char"):
             rec = self.images(cid)
             if self.geometry:
@@ -217,8 +222,10 @@ class Measurer:
         # FID over all views pooled
         if self.fid is not None:
             try:
-                rows.append({"subset": "all", "metric": "fid", "value": self.fid(self._fid_pred, self._fid_gt),
-                             "n": len(self._fid_pred), "note": None})
+                fa = np.concatenate(self._fid_pred).astype(np.float64) if self._fid_pred else np.zeros((0, 2048))
+                fb = np.concatenate(self._fid_gt).astype(np.float64) if self._fid_gt else np.zeros((0, 2048))
+                rows.append({"subset": "all", "metric": "fid", "value": self.fid.from_features(fa, fb),
+                             "n": len(fa), "note": None})
             except MetricUnavailable as e:
                 self.unavailable["fid"] = str(e)
         if "fid" in self.unavailable:
