@@ -20,7 +20,7 @@ from training.assets.character import Character, Material, Primitive
 
 torch.set_num_threads(1)
 
-REAL = Path(os.environ.get("REAL_MODELS_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "real_models"))
+REAL = Path(os.environ.get("REAL_MODELS_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "real_models")).resolve()
 GODETTE = REAL / "godette" / "godette.vrm"
 RAI = REAL / "rai_girl" / "model.obj"
 RAI_TEX = REAL / "rai_girl" / "diffuse_map.png"
@@ -104,7 +104,7 @@ def test_alpha_modes(mode, left, right):
     assert abs(a[c, c - 10] - left) < 0.02 and abs(a[c, c + 10] - right) < 0.02
     if left > 0:
         assert out["rgba"][c, c - 10, 0] > 0.98                                  # straight alpha: full red
-    assert np.allclose(out["xyza"][..., 3], a)                                   # xyza alpha = coverage
+    assert np.allclose(out["xyza"][..., 3], a, atol=2e-3)                        # xyza alpha = coverage
 
 
 def test_blend_is_drawn_over_opaque_and_xyz_weighted():

@@ -202,6 +202,48 @@ void main() {
 }
 """
 
+# Toon contour lines, at the supersampled resolution: a pixel is an edge when, against one of its
+# 4 neighbours, the object id changes (silhouettes included), the view depth jumps by more than
+# u_depth_tol or the flat normals turn by more than the crease angle.  Edges mark both sides of a
+# discontinuity (2 px); pixels within u_radius of an edge get the opaque line colour.
+_LINE_FRAG = """
+#version 330
+uniform sampler2D u_color;
+uniform sampler2D u_aux;     // normal (xyz), view depth (w)
+uniform sampler2D u_obj;     // object id + 1 (0 = background)
+uniform float u_depth_tol;
+uniform float u_cos_crease;
+uniform int u_radius;
+uniform vec3 u_line;
+out vec4 f_color;
+ivec2 size;
+bool differ(ivec2 p, ivec2 q) {
+    q = clamp(q, ivec2(0), size - 1);
+    float oa = texelFetch(u_obj, p, 0).r, ob = texelFetch(u_obj, q, 0).r;
+    if (abs(oa - ob) > 0.5) return true;
+    if (oa < 0.5) return false;
+    vec4 a = texelFetch(u_aux, p, 0), b = texelFetch(u_aux, q, 0);
+    return abs(a.w - b.w) > u_depth_tol || dot(a.xyz, b.xyz) < u_cos_crease;
+}
+bool edge(ivec2 p) {
+    return differ(p, p + ivec2(1, 0)) || differ(p, p - ivec2(1, 0))
+        || differ(p, p + ivec2(0, 1)) || differ(p, p - ivec2(0, 1));
+}
+void main() {
+    size = textureSize(u_obj, 0);
+    ivec2 p = ivec2(gl_FragCoord.xy);
+    bool line = false;
+    for (int j = -u_radius; j <= u_radius && !line; ++j)
+        for (int i = -u_radius; i <= u_radius && !line; ++i) {
+            ivec2 q = p + ivec2(i, j);
+            if (i * i + j * j <= u_radius * u_radius && all(greaterThanEqual(q, ivec2(0)))
+                && all(lessThan(q, size)))
+                line = edge(q);
+        }
+    f_color = line ? vec4(u_line, 1.0) : texelFetch(u_color, p, 0);   // premultiplied
+}
+"""
+
 _ALPHA_MODES = {"OPAQUE": 0, "MASK": 1, "BLEND": 2}
 
 
@@ -305,20 +347,6 @@ class Scene:
 
 # ---------------------------------------------------------------- rasteriser
 
-def downsample(img: np.ndarray, factor: int) -> np.ndarray:
-    """Box filter by an integer factor (on premultiplied values)."""
-    if factor == 1:
-        return img
-    h, w = img.shape[:2]
-    return img.reshape(h // factor, factor, w // factor, factor, -1).mean((1, 3))
-
-
-def unpremultiply(p: np.ndarray) -> np.ndarray:
-    a = p[..., 3:4]
-    rgb = np.where(a > 1e-6, p[..., :3] / np.maximum(a, 1e-6), 0.0)
-    return np.concatenate([np.clip(rgb, 0, None), np.clip(a, 0, 1)], -1)
-
-
 def encode_xyza(xyz: np.ndarray, alpha: np.ndarray, box: float) -> np.ndarray:
     """Framed xyz (metres) + coverage -> xyza colours ((p + box/2) / box, clipped to [0, 1])."""
     enc = (np.asarray(xyz, np.float32) + np.float32(box / 2)) * np.float32(1 / box)
@@ -345,33 +373,6 @@ def on_white(rgba: np.ndarray) -> np.ndarray:
     return rgba[..., :3] * a + (1 - a)
 
 
-def contour_mask(aux: np.ndarray, obj: np.ndarray, box: float, *, crease_deg: float = 60.0,
-                 depth_tol: float = 0.02) -> np.ndarray:
-    """Screen-space toon contours: object-id changes (silhouettes included), depth jumps
-    larger than ``depth_tol * box`` and normal creases sharper than ``crease_deg``."""
-    n, d = aux[..., :3], aux[..., 3]
-    edge = np.zeros(obj.shape, bool)
-    cos_t = math.cos(math.radians(crease_deg))
-    for sl_a, sl_b in (((slice(None), slice(1, None)), (slice(None), slice(None, -1))),
-                       ((slice(1, None), slice(None)), (slice(None, -1), slice(None)))):
-        oa, ob = obj[sl_a], obj[sl_b]
-        both = (oa > 0) & (ob > 0)
-        e = oa != ob
-        e |= both & (np.abs(d[sl_a] - d[sl_b]) > depth_tol * box)
-        e |= both & ((n[sl_a] * n[sl_b]).sum(-1) < cos_t)
-        edge[sl_a] |= e
-        edge[sl_b] |= e
-    return edge
-
-
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    if radius <= 0:
-        return mask
-    from scipy.ndimage import binary_dilation
-    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-    return binary_dilation(mask, structure=(xx ** 2 + yy ** 2) <= radius ** 2 + 0.5)
-
-
 LINE_COLOR = (0.08, 0.06, 0.07)
 
 
@@ -387,6 +388,8 @@ class Rasteriser:
         self.id_prog = self.ctx.program(vertex_shader=_VERT, fragment_shader=_ID_FRAG)
         self.down_prog = self.ctx.program(vertex_shader=_DOWN_VERT, fragment_shader=_DOWN_FRAG)
         self.down_vao = self.ctx.vertex_array(self.down_prog, [])
+        self.line_prog = self.ctx.program(vertex_shader=_DOWN_VERT, fragment_shader=_LINE_FRAG)
+        self.line_vao = self.ctx.vertex_array(self.line_prog, [])
         self._fbos = {}
 
     def upload(self, character: Character, origin=(0.0, 0.0, 0.0)) -> Scene:
@@ -397,11 +400,14 @@ class Rasteriser:
         key = (kind, res)
         if key not in self._fbos:
             ctx = self.ctx
+            # half-float colour: premultiplied values keep their precision at low coverage
             if kind == "main":     # colour, xyza
-                atts = [ctx.texture((res, res), 4, dtype="f1"), ctx.texture((res, res), 4, dtype="f4")]
+                atts = [ctx.texture((res, res), 4, dtype="f2"), ctx.texture((res, res), 4, dtype="f4")]
             elif kind == "full":   # + normal/depth and object id, for contour lines and depth
-                atts = [ctx.texture((res, res), 4, dtype="f1"), ctx.texture((res, res), 4, dtype="f4"),
+                atts = [ctx.texture((res, res), 4, dtype="f2"), ctx.texture((res, res), 4, dtype="f4"),
                         ctx.texture((res, res), 4, dtype="f4"), ctx.texture((res, res), 4, dtype="f4")]
+            elif kind == "lines":  # contour lines composited over the colour
+                atts = [ctx.texture((res, res), 4, dtype="f2")]
             elif kind == "down":
                 atts = [ctx.texture((res, res), 4, dtype="f4"), ctx.texture((res, res), 4, dtype="f4")]
             else:
@@ -467,36 +473,53 @@ class Rasteriser:
         ctx.depth_mask = True
 
         # downsample on the GPU, read back only the output-size buffers
-        dfbo, datts, _ = self._fbo("down", self.size)
-        dfbo.use()
-        ctx.viewport = (0, 0, self.size, self.size)
-        ctx.disable(moderngl.DEPTH_TEST)
-        atts[0].use(0)
-        atts[1].use(1)
-        self.down_prog["u_color"].value, self.down_prog["u_xyza"].value = 0, 1
-        self.down_prog["u_ss"].value = ss
-        self.down_vao.render(moderngl.TRIANGLES, vertices=3)
-        ctx.enable(moderngl.DEPTH_TEST)
-        s = self.size
-        rgba = np.frombuffer(datts[0].read(), np.float32).reshape(s, s, 4)
-        xp = np.frombuffer(datts[1].read(), np.float32).reshape(s, s, 4)
+        rgba, xp = self._downsample(atts[0], atts[1])
         out = {"rgba": rgba, "xyz": xp[..., :3], "xyza": encode_xyza(xp[..., :3], xp[..., 3], box)}
-        if lines or depth:
+        if depth:
             aux = np.frombuffer(atts[2].read(), np.float32).reshape(res, res, 4)
             c = ss // 2
             out["depth"] = aux[c::ss, c::ss, 3].copy()
         if lines:
-            color = np.frombuffer(atts[0].read(), np.uint8).reshape(res, res, 4).astype(np.float32) / 255.0
-            obj = np.frombuffer(atts[3].read(), np.float32).reshape(res, res, 4)[..., 0]
-            edge = contour_mask(aux, obj, box, crease_deg=crease_deg, depth_tol=depth_tol)
-            # an edge marks the pixels on both sides of a discontinuity: 2 px thick before dilation
+            lfbo, latts, _ = self._fbo("lines", res)
+            lfbo.use()
+            ctx.viewport = (0, 0, res, res)
+            ctx.disable(moderngl.DEPTH_TEST)
+            for unit, tex in enumerate(atts[:1] + atts[2:4]):
+                tex.use(unit)
+            lp = self.line_prog
+            lp["u_color"].value, lp["u_aux"].value, lp["u_obj"].value = 0, 1, 2
+            lp["u_depth_tol"].value = depth_tol * box
+            lp["u_cos_crease"].value = math.cos(math.radians(crease_deg))
+            # an edge is 2 px thick before dilation; lines are line_width output pixels wide
             lw = max(1.0, self.size / 512.0) if line_width is None else line_width
-            edge = dilate(edge, max(0, int(math.floor(lw * ss / 2 - 1 + 0.5))))
-            line_p = np.zeros_like(color)
-            line_p[..., :3], line_p[..., 3] = LINE_COLOR, 1.0
-            comp = np.where(edge[..., None], line_p, color)   # opaque lines over premultiplied colour
-            out["lines_rgba"] = unpremultiply(downsample(comp, ss)).astype(np.float32)
+            lp["u_radius"].value = max(0, int(math.floor(lw * ss / 2 - 1 + 0.5)))
+            lp["u_line"].value = LINE_COLOR
+            self.line_vao.render(moderngl.TRIANGLES, vertices=3)
+            ctx.enable(moderngl.DEPTH_TEST)
+            out["lines_rgba"] = self._downsample(latts[0], None)[0]
         return out
+
+    def _downsample(self, color_tex, xyza_tex):
+        """Box-filter the supersampled colour (and xyza) textures; read back straight-alpha float32."""
+        import moderngl
+        ctx, s = self.ctx, self.size
+        dfbo, datts, _ = self._fbo("down", s)
+        dfbo.use()
+        ctx.viewport = (0, 0, s, s)
+        ctx.disable(moderngl.DEPTH_TEST)
+        color_tex.use(0)
+        (xyza_tex or color_tex).use(1)
+        self.down_prog["u_color"].value, self.down_prog["u_xyza"].value = 0, 1
+        self.down_prog["u_ss"].value = self.ss
+        self.down_vao.render(moderngl.TRIANGLES, vertices=3)
+        ctx.enable(moderngl.DEPTH_TEST)
+        rgba = np.empty((s, s, 4), np.float32)
+        datts[0].read_into(rgba)
+        xp = None
+        if xyza_tex is not None:
+            xp = np.empty((s, s, 4), np.float32)
+            datts[1].read_into(xp)
+        return rgba, xp
 
     def face_ids(self, scene: Scene, view, res: int | None = None) -> np.ndarray:
         """[res,res] uint32 image of global face index + 1 (0 = background), alpha-tested."""
