@@ -276,7 +276,7 @@ class Scene:
             n_faces = len(prim.faces)
             if n_faces == 0:
                 continue
-            mat = character.materials[prim.material] if character.materials else None
+            mat = character.materials[prim.material] if 0 <= prim.material < len(character.materials) else None
             pos = np.ascontiguousarray(prim.positions, np.float32)
             n = pos.shape[0]
             uv = np.zeros((n, 2), np.float32) if prim.uvs is None else np.ascontiguousarray(prim.uvs, np.float32)
@@ -301,12 +301,6 @@ class Scene:
             cutoff = float(mat.alpha_cutoff) if mat is not None else 0.5
             self.draws.append(_Draw(vao, id_vao, tex, factor, mode, cutoff, float(pi + 1), offset, n_faces))
             offset += n_faces
-        self.prim_face_offsets = {}
-        off = 0
-        for pi, prim in enumerate(character.primitives):
-            self.prim_face_offsets[pi] = off
-            off += len(prim.faces)
-        self.total_faces = off
         self._objects += list(textures.values())
         # opaque and alpha-tested first, blended last (depth writes off for those)
         self.draws.sort(key=lambda d: d.mode == 2)
