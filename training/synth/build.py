@@ -507,7 +507,9 @@ class Builder:
             rr = np.hypot(brim.pos[:, 0] - c[0], brim.pos[:, 2] - c[2]) / (2.0 * Rx)
             brim.pos[:, 1] -= 0.35 * Ry * rr ** 2          # drooping brim reads from the front
             self.add(brim, a["hat_colour"], "head")
-            ctrl = [c + [0, 1.8 * Ry, -0.6 * Rx], c + [0, 1.35 * Ry, -0.1 * Rx], c + [0, 0.9 * Ry, 0], c + [0, 0.45 * Ry, 0]]
+            top = min(1.8 * Ry, 0.3)     # stay inside the head framing box (head bone + 0.1 +- 0.35)
+            ctrl = [c + [0, top, -0.6 * Rx], c + [0, 0.45 * Ry + 0.7 * (top - 0.45 * Ry), -0.1 * Rx],
+                    c + [0, 0.45 * Ry + 0.35 * (top - 0.45 * Ry), 0], c + [0, 0.45 * Ry, 0]]
             path = smooth_path(ctrl, 10)
             r = np.linspace(0.0, 1.0, 10) ** 0.9 * Rx * 1.05 + 1e-4
             self.add(sweep("witch_cone", path, r, r, m=16), "hat", "head")
