@@ -175,7 +175,9 @@ def test_oracle_tree_scores_perfect(toy, capsys, monkeypatch):
         assert rows[(sub, "psnr")] == pytest.approx(100.0)
         assert rows[(sub, "ssim")] == pytest.approx(100.0, abs=1e-4)
         assert rows[(sub, "lpips")] == pytest.approx(0.0, abs=1e-4)
-        assert rows[(sub, "clip")] == pytest.approx(100.0, abs=1e-3)
-    assert rows[("all", "fid")] == pytest.approx(0.0, abs=1e-3)
+        if "clip" not in res["result"]["unavailable"]:       # (a machine without open_clip says so instead)
+            assert rows[(sub, "clip")] == pytest.approx(100.0, abs=1e-3)
+    if "fid" not in res["result"]["unavailable"] or "package" not in res["result"]["unavailable"]["fid"]:
+        assert rows[("all", "fid")] == pytest.approx(0.0, abs=1e-3)
     assert rows[("geom", "cd")] == pytest.approx(0.0, abs=1e-6)
     assert rows[("geom", "f1@5")] == pytest.approx(100.0) and rows[("geom", "f1@10")] == pytest.approx(100.0)

@@ -59,6 +59,7 @@ def test_lpips_random_init_identical_is_zero():
 
 
 def test_clip_random_init_identical_is_100_and_pads_without_distortion():
+    pytest.importorskip("open_clip")
     m = im.CLIPMetric(device="cpu", random_init=True)
     wide = np.ones((32, 64, 3), np.float32)
     wide[8:24, 24:40] = 0.0                 # black 16x16 square in the middle of a 2:1 image
@@ -74,6 +75,7 @@ def test_clip_random_init_identical_is_100_and_pads_without_distortion():
 
 
 def test_missing_weights_are_unavailable_with_file_name(tmp_path, monkeypatch):
+    pytest.importorskip("open_clip")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setattr(im, "_clip_cached_file", lambda: None)
     metrics = im.ImageMetrics(device="cpu", weights_dir=tmp_path)
@@ -90,6 +92,7 @@ def test_fid_identical_sets_near_zero_and_min_images():
     fa, fb = rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 1.0
     assert frechet_distance(fa, fa) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(fa, fb) == pytest.approx(8.0, rel=0.3)   # |mu diff|^2 = 8
+    pytest.importorskip("pytorch_fid")
     m = FIDMetric(device="cpu", random_init=True, min_images=3)
     with pytest.raises(im.MetricUnavailable):
         m(_images(2, 32), _images(2, 32))

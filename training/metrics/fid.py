@@ -77,8 +77,16 @@ class FIDMetric:
         return frechet_distance(fa, fb)
 
 
-def frechet_distance(fa: np.ndarray, fb: np.ndarray) -> float:
-    from pytorch_fid.fid_score import calculate_frechet_distance
+def frechet_distance(fa: np.ndarray, fb: np.ndarray, eps: float = 1e-6) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 sqrt(S_a S_b)) of two feature sets (pytorch-fid's formula,
+    including its eps offset when the product is singular)."""
+    from scipy import linalg
     mu_a, mu_b = fa.mean(0), fb.mean(0)
-    sa, sb = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
-    return float(calculate_frechet_distance(mu_a, sa, mu_b, sb))
+    sa, sb = np.atleast_2d(np.cov(fa, rowvar=False)), np.atleast_2d(np.cov(fb, rowvar=False))
+    covmean = linalg.sqrtm(sa.dot(sb))
+    if not np.isfinite(covmean).all():
+        off = np.eye(sa.shape[0]) * eps
+        covmean = linalg.sqrtm((sa + off).dot(sb + off))
+    covmean = covmean.real
+    diff = mu_a - mu_b
+    return float(diff.dot(diff) + np.trace(sa) + np.trace(sb) - 2 * np.trace(covmean))
