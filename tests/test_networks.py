@@ -266,3 +266,28 @@ def test_r1_second_order_gradient_on_both_branches():
     w_mask = D.mask_blocks[0].conv0.weight.grad
     assert w_img is not None and w_img.abs().sum() > 0
     assert w_mask is not None and w_mask.abs().sum() > 0
+
+
+@pytest.mark.parametrize("up,down,k", [(2, 1, 3), (1, 2, 3), (1, 2, 1), (2, 1, 1)])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_folded_fir_conv_equals_filter_then_conv(up, down, k, groups):
+    torch.manual_seed(0)
+    f = nets.setup_filter([1, 3, 3, 1])
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4 // groups, k, k)
+    ref = nets.conv2d_resample(x, w, f=f, up=up, down=down, padding=k // 2, groups=groups, fold_filter=False)
+    y = nets.conv2d_resample(x, w, f=f, up=up, down=down, padding=k // 2, groups=groups)
+    assert y.shape == ref.shape == (2, 6, 8 * up // down, 8 * up // down)
+    assert torch.allclose(y, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["batch", "depthwise"])
+def test_fir_implementations_agree(impl, monkeypatch):
+    monkeypatch.setattr(nets, "FIR_IMPL", impl)
+    f = nets.setup_filter([1, 3, 3, 1])
+    x = torch.randn(2, 3, 6, 6)
+    monkeypatch.setattr(nets, "FIR_IMPL", "depthwise")
+    ref = [nets.upsample2d(x, f), nets.downsample2d(x, f), nets.filter2d(x, nets.gaussian_filter(1.0))]
+    monkeypatch.setattr(nets, "FIR_IMPL", impl)
+    out = [nets.upsample2d(x, f), nets.downsample2d(x, f), nets.filter2d(x, nets.gaussian_filter(1.0))]
+    for a, b in zip(out, ref):
+        assert torch.allclose(a, b, atol=1e-6)

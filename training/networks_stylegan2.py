@@ -89,6 +89,26 @@ def _depthwise(f, x):
     return f.to(x.dtype)[None, None].expand(x.shape[1], 1, f.shape[0], f.shape[1])
 
 
+# How the per-channel FIR convolution runs: "batch" folds channels into the batch and
+# runs a dense 1-channel conv (fast first and second derivatives on cuDNN);
+# "depthwise" uses groups=C (cuDNN's grouped double-backward kernel is very slow).
+FIR_IMPL = "batch"
+
+
+def _fir_conv(x, f, stride=1, padding=0, transpose=False):
+    """Apply the 2-D filter f [fh,fw] to every channel of x (conv2d semantics: correlation)."""
+    B, C, H, W = x.shape
+    if FIR_IMPL == "depthwise":
+        w = _depthwise(f, x)
+        if transpose:
+            return F.conv_transpose2d(x, w, stride=stride, groups=C)
+        return F.conv2d(x, w, stride=stride, padding=padding, groups=C)
+    w = f.to(x.dtype)[None, None]
+    x = x.reshape(B * C, 1, H, W)
+    x = F.conv_transpose2d(x, w, stride=stride) if transpose else F.conv2d(x, w, stride=stride, padding=padding)
+    return x.reshape(B, C, x.shape[2], x.shape[3])
+
+
 def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     """Upsample (zero insertion), pad (negative = crop), FIR filter, downsample; x [B,C,H,W]."""
     px0, px1, py0, py1 = _parse_padding(padding)
@@ -101,12 +121,11 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
         f = f.flip([0, 1])  # conv2d correlates; upfirdn2d convolves
     if gain != 1:
         f = f * gain
-    w = _depthwise(f, x)
     if px0 == px1 == py0 == py1 and px0 >= 0:
-        return F.conv2d(x, w, stride=down, padding=px0, groups=C)
+        return _fir_conv(x, f, stride=down, padding=px0)
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
-    return F.conv2d(x, w, stride=down, groups=C)
+    return _fir_conv(x, f, stride=down)
 
 
 def filter2d(x, f, padding=0, flip_filter=False, gain=1):
@@ -128,7 +147,7 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1):
     if sx >= 0 and sy >= 0:
         B, C, H, W = x.shape
         g = f if flip_filter is False else f.flip([0, 1])
-        y = F.conv_transpose2d(x, _depthwise(g * (gain * up * up), x), stride=up, groups=C)
+        y = _fir_conv(x, g * (gain * up * up), stride=up, transpose=True)
         Ho = H * up + p[2] + p[3] - fh + 1
         Wo = W * up + p[0] + p[1] - fw + 1
         if sy + Ho <= y.shape[2] and sx + Wo <= y.shape[3]:
@@ -155,8 +174,22 @@ def gaussian_filter(sigma):
 # convolution with resampling
 
 
-def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
-    """conv2d with optional FIR up (transposed conv + filter) or down (filter + strided conv)."""
+def _fold_filter(w, f):
+    """Full 2-D convolution of every kernel w[o, i] with the FIR filter f: one conv then does both."""
+    O, I, kh, kw = w.shape
+    fh, fw = f.shape
+    wf = F.conv2d(w.reshape(O * I, 1, kh, kw), f.flip([0, 1]).to(w.dtype)[None, None], padding=(fh - 1, fw - 1))
+    return wf.reshape(O, I, kh + fh - 1, kw + fw - 1)
+
+
+def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, fold_filter=True):
+    """conv2d with optional FIR up (transposed conv + filter) or down (filter + strided conv).
+
+    ``fold_filter``: merge the FIR filter into the conv kernel (a 3x3 kernel and a 4x4
+    filter become one 6x6 kernel): exactly the same result with a single dense conv,
+    which tensor cores run faster than a separate per-channel filter pass, and
+    whose second derivative (R1) stays a plain conv.
+    """
     out_c, in_c_g, kh, kw = w.shape
     if up > 1 and down > 1:
         raise ValueError("conv2d_resample: up and down together are not supported")
@@ -175,6 +208,11 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
         py0 += (fh - down + 1) // 2
         py1 += (fh - down) // 2
     if down > 1:
+        if fold_filter and px0 == px1 == py0 == py1 and px0 >= 0:
+            # correlation with flip(f) then with w == correlation with conv_full(w, f)
+            wf = F.conv2d(w.reshape(-1, 1, kh, kw), f.to(w.dtype)[None, None], padding=(fh - 1, fw - 1))
+            return F.conv2d(x, wf.reshape(out_c, in_c_g, kh + fh - 1, kw + fw - 1), stride=down, padding=px0,
+                            groups=groups)
         if kw == 1 and kh == 1:  # decimate first: 1x1 conv at low resolution
             x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
             return F.conv2d(x, w, groups=groups)
@@ -184,17 +222,24 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1):
         x = F.conv2d(x, w, groups=groups)
         return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up * up)
     # transposed conv (up-sampled conv at low-resolution cost), then the FIR filter
-    if groups == 1:
-        w = w.transpose(0, 1)
-    else:
-        w = w.reshape(groups, out_c // groups, in_c_g, kh, kw).transpose(1, 2)
-        w = w.reshape(groups * in_c_g, out_c // groups, kh, kw)
     px0 -= kw - 1
     px1 -= kw - up
     py0 -= kh - 1
     py1 -= kh - up
     pxt = max(min(-px0, -px1), 0)
     pyt = max(min(-py0, -py1), 0)
+    sx, sy = fw - 1 - (px0 + pxt), fh - 1 - (py0 + pyt)
+    fold = fold_filter and pxt == 0 and pyt == 0 and px0 == px1 and py0 == py1 and sx >= 0 and sy >= 0
+    if fold:  # transposed conv with kernel conv_full(w, f): the filtered output, cropped by padding
+        w = _fold_filter(w, f * (up * up))
+        kh, kw = w.shape[2:]
+    if groups == 1:
+        w = w.transpose(0, 1)
+    else:
+        w = w.reshape(groups, out_c // groups, in_c_g, kh, kw).transpose(1, 2)
+        w = w.reshape(groups * in_c_g, out_c // groups, kh, kw)
+    if fold:
+        return F.conv_transpose2d(x, w, stride=up, padding=[sy, sx], groups=groups)
     x = F.conv_transpose2d(x, w, stride=up, padding=[pyt, pxt], groups=groups)
     return upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up * up)
 
