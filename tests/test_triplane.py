@@ -368,3 +368,13 @@ def test_front_pasting_replaces_only_front_visible_pixels():
             m = mask[0, 0]
             assert m[:, : n // 2].sum() > 0 and m[:, n // 2 + 2:].sum() == 0
         assert expect_any == bool(mask.sum() > 0)
+
+
+def test_compiled_field_is_not_a_submodule_and_copies_stay_eager(tiny_generators):
+    import copy
+    G = copy.deepcopy(tiny_generators["TriPlaneGenerator"])
+    keys = list(G.state_dict())
+    G.compile_renderer()            # lazy: nothing is compiled until called
+    assert list(G.state_dict()) == keys and G._field_fn is not G.field
+    ema = copy.deepcopy(G)
+    assert ema._field_fn is ema.field and list(ema.state_dict()) == keys

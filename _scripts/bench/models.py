@@ -43,6 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, nargs=2, default=None, metavar=("COARSE", "FINE"),
                    help="depth_resolution and depth_resolution_importance (default: preset)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--profile", action="store_true", help="print the top kernels of G forward+backward")
     p.add_argument("--json", default=None, help="write the results here")
     return p.parse_args(argv)
 
@@ -144,6 +145,8 @@ def bench_config(a, preset, device, nr, bf16, clock) -> dict:
         loss.backward()
 
     steps, warm = a.steps, a.warmup
+    if a.profile:
+        profile(g_fwd_bwd, device)
     res["G_forward"] = clock(g_fwd, steps, warm)
     res["G_forward_backward"] = clock(g_fwd_bwd, steps, warm)
     res["D_forward"] = clock(d_fwd, steps, warm)
@@ -164,6 +167,18 @@ def bench_config(a, preset, device, nr, bf16, clock) -> dict:
     if a.train_step:
         res["train_step"] = train_steps(G, D, cond, c, z, nr, ac, clock, a)
     return res
+
+
+def profile(fn, device, rows=25):
+    from torch.profiler import ProfilerActivity, profile as prof
+    fn()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with prof(activities=acts) as p:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(p.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60))
 
 
 def train_steps(G, D, cond, c, z, nr, ac, clock, a) -> dict:
