@@ -124,6 +124,21 @@ def test_blend_is_drawn_over_opaque_and_xyz_weighted():
     assert abs(out["xyz"][c, c, 2]) < 0.003
 
 
+def test_blended_primitives_drawn_back_to_front():
+    """Two 50% planes, red at z=+0.1 and blue at z=-0.1: whichever is nearer the camera is on top."""
+    quad = np.array([[-0.25, -0.25, 0], [0.25, -0.25, 0], [0.25, 0.25, 0], [-0.25, 0.25, 0]], np.float32)
+    tris = np.array([[0, 1, 2], [0, 2, 3]], np.int32)
+    mats = [Material("red", np.array([1, 0, 0, 0.5], np.float32), alpha_mode="BLEND"),
+            Material("blue", np.array([0, 0, 1, 0.5], np.float32), alpha_mode="BLEND")]
+    ch = Character("t", "memory", [Primitive("r", quad + [0, 0, 0.1], tris, 0),
+                                   Primitive("b", quad - [0, 0, 0.1], tris, 1)], mats)
+    views = {v.name: v for v in cameras.view_set("ortho", "head")}
+    front, back = raster.render_views(ch, [views["front"], views["back"]], size=16)
+    c = 8
+    assert np.allclose(front["rgba"][c, c], [2 / 3, 0, 1 / 3, 0.75], atol=0.01)   # red over blue
+    assert np.allclose(back["rgba"][c, c], [1 / 3, 0, 2 / 3, 0.75], atol=0.01)    # blue over red
+
+
 def test_visible_faces_removes_enclosed_surfaces():
     outer = trimesh.creation.box((0.4, 0.4, 0.4))
     inner = trimesh.creation.icosphere(subdivisions=2, radius=0.1)

@@ -260,6 +260,7 @@ class _Draw:
     object_id: float
     face_offset: int
     num_faces: int
+    centroid: np.ndarray      # framed space; orders blended primitives back to front per view
 
 
 class Scene:
@@ -299,11 +300,10 @@ class Scene:
             factor = tuple(float(x) for x in (mat.base_color_factor if mat is not None else np.ones(4)))
             mode = _ALPHA_MODES.get((mat.alpha_mode if mat is not None else "OPAQUE").upper(), 0)
             cutoff = float(mat.alpha_cutoff) if mat is not None else 0.5
-            self.draws.append(_Draw(vao, id_vao, tex, factor, mode, cutoff, float(pi + 1), offset, n_faces))
+            centroid = pos[np.unique(prim.faces)].mean(0) - self.origin
+            self.draws.append(_Draw(vao, id_vao, tex, factor, mode, cutoff, float(pi + 1), offset, n_faces, centroid))
             offset += n_faces
         self._objects += list(textures.values())
-        # opaque and alpha-tested first, blended last (depth writes off for those)
-        self.draws.sort(key=lambda d: d.mode == 2)
 
     def _texture(self, img: np.ndarray):
         img = np.asarray(img)
@@ -454,7 +454,10 @@ class Rasteriser:
         ctx.disable(moderngl.BLEND)
         ctx.depth_mask = True
         blending = False
-        for d in scene.draws:
+        solid = [d for d in scene.draws if d.mode != 2]
+        # blended primitives far to near (per primitive, not per triangle)
+        blended = sorted((d for d in scene.draws if d.mode == 2), key=lambda d: -(w2c[2, :3] @ d.centroid))
+        for d in solid + blended:
             if d.mode == 2 and not blending:
                 ctx.enable(moderngl.BLEND)
                 ctx.blend_func = moderngl.ONE, moderngl.ONE_MINUS_SRC_ALPHA
