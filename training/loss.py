@@ -34,6 +34,7 @@ OPAQUE = 0.5  # alpha above which a pixel counts as surface (depth term, silhoue
 class LossConfig:
     """Every weight of the objective; each is a CLI flag of the trainer."""
     gan_weight: float = 1.0            # generator adversarial term (0: pure reconstruction)
+    random_z: bool = True              # random latent per sample and step (off: z = 0, deterministic output)
     r1_gamma: float = 5.0              # NOVA-3D 5 (EG3D R1 on image and image_raw)
     r1_gamma_mask: float = 1.0         # R1 of the mask branch (MaskDualDiscriminator)
     r1_interval: int = 16              # lazy R1: every N steps, scaled by N
@@ -113,14 +114,17 @@ def silhouette_band(alpha: torch.Tensor, px: int) -> torch.Tensor:
 def alpha_loss(pred_alpha: torch.Tensor, gt_alpha: torch.Tensor, band_px: int) -> torch.Tensor:
     """L2 between alphas, ignoring the band around the GT silhouette (antialiasing, thin hair)."""
     keep = 1.0 - silhouette_band(gt_alpha, band_px)
-    return ((pred_alpha - gt_alpha).square() * keep).sum() / keep.sum().clamp_min(1.0)
+    # per-sample means, then the batch mean: every character counts the same, and the loss of a
+    # batch split over N processes averages back to the loss of the whole batch
+    per = ((pred_alpha - gt_alpha).square() * keep).flatten(1).sum(1) / keep.flatten(1).sum(1).clamp_min(1.0)
+    return per.mean()
 
 
 def depth_loss(pred_xyz, pred_alpha, gt_xyz, gt_alpha) -> torch.Tensor:
     """L2 of surface points (metres) on pixels opaque in both the rendering and the GT."""
     both = ((pred_alpha.detach() > OPAQUE) & (gt_alpha > OPAQUE)).float()
     err = (pred_xyz - gt_xyz).square().sum(1, keepdim=True)
-    return (err * both).sum() / both.sum().clamp_min(1.0)
+    return ((err * both).flatten(1).sum(1) / both.flatten(1).sum(1).clamp_min(1.0)).mean()
 
 
 def r1_penalty(outputs: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -167,7 +171,9 @@ def load_lpips(net: str, random_init: bool = False):
                             "or train with --lpips-weight 0")
     import contextlib
     import io
-    with contextlib.redirect_stdout(io.StringIO()):  # lpips prints its setup
+    import warnings
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # lpips prints; torchvision warns
+        warnings.simplefilter("ignore")
         m = lpips.LPIPS(net=net, pretrained=True, pnet_rand=random_init, verbose=False)
     m.eval().requires_grad_(False)
     return m
@@ -212,7 +218,7 @@ class ReconGANLoss:
 
     def _z(self, batch, step):
         z_dim = int(getattr(self.G, "z_dim", 0) or 0)
-        if z_dim <= 0:
+        if z_dim <= 0 or not self.cfg.random_z:
             return None
         return per_sample_randn(batch["id"], (z_dim,), self.seed, step, "z", batch["rgb_cam"].device)
 
@@ -225,6 +231,13 @@ class ReconGANLoss:
         if "feat_front" in batch:
             cond["feat_front"] = batch["feat_front"]
         return cond
+
+    LPIPS_MIN = 64  # the backbones' pooling needs at least this many pixels
+
+    def lpips_distance(self, pred, gt):
+        if pred.shape[-1] < self.LPIPS_MIN:
+            pred, gt = resize(pred, self.LPIPS_MIN), resize(gt, self.LPIPS_MIN)
+        return self.lpips(pred, gt).mean()
 
     def _render(self, planes, c):
         kw = dict(self.render_kwargs)
@@ -268,7 +281,7 @@ class ReconGANLoss:
                 if cfg.l1_weight > 0:
                     terms[f"l1_{key}"] = rel * cfg.l1_weight * (pred - gt).abs().mean()
                 if cfg.lpips_weight > 0:
-                    terms[f"lpips_{key}"] = rel * cfg.lpips_weight * self.lpips(pred, gt).mean()
+                    terms[f"lpips_{key}"] = rel * cfg.lpips_weight * self.lpips_distance(pred, gt)
             a_gt = resize(gt_alpha, n)
             if cfg.alpha_weight > 0:
                 terms["alpha"] = cfg.alpha_weight * alpha_loss(out["image_alpha"].float(), a_gt, cfg.alpha_band_px)

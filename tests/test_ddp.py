@@ -1,0 +1,84 @@
+"""2-process gloo training (torchrun) takes the same step as 1 process with the same global batch."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.test_training import REPO, tiny_args, toy_data  # noqa: F401  (fixture)
+from _train.eg3dc.train import config_from_args
+from training import checkpoint
+from training.training_loop import train
+
+# Deterministic tiny run of one step in which every phase runs (Gmain, Greg, Dmain, Dreg):
+# no ray jitter, fixed perspective view, no mirroring, no minibatch-std (its groups depend on the
+# per-process batch), BatchNorm frozen (default).  Adam's eps is raised so a first step is a smooth
+# function of the gradient (with eps 1e-8 it is lr * sign(g), where summation-order rounding flips
+# the sign of near-zero gradients).
+DET = {"no-ray-perturb": True, "no-random-views": True, "r1-interval": 1, "tv-interval": 1, "tv-points": 64,
+       "batch": 4, "kimg": 0.004, "tick-kimg": 0.004, "eps": 1e-3, "no-progress": True,
+       "view-weights": "front=1,back=1", "discriminator": "MaskDualDiscriminator"}
+D_KW = {"channel_base": 256, "channel_max": 32, "mapping_layers": 1, "mbstd_num_channels": 0}
+# StyleGAN noise inputs are drawn from each process's own RNG; their strengths start at 0, so they do
+# not change the step's outputs, but the strengths' own gradients depend on the draws
+SKIP = ("noise_strength",)
+
+
+def _run(cmd, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout + r.stderr
+
+
+def _final(runs, name):
+    snaps = sorted((runs / name / "00000").glob("network-snapshot-*.pt"))
+    assert snaps
+    return checkpoint.load_checkpoint(snaps[-1])
+
+
+def _max_diff(a, b, net):
+    sa, sb = a["modules"][net]["state_dict"], b["modules"][net]["state_dict"]
+    assert sa.keys() == sb.keys()
+    return max(float((sa[k].float() - sb[k].float()).abs().max()) for k in sa
+               if not any(s in k for s in SKIP) and sa[k].is_floating_point())
+
+
+def test_two_process_gloo_step_equals_one_process(toy_data, tmp_path):  # noqa: F811
+    a1 = tiny_args(toy_data, tmp_path, "one", **DET, **{"d-kwargs": json.dumps(D_KW)})
+    a2 = tiny_args(toy_data, tmp_path, "two", **DET, **{"d-kwargs": json.dumps(D_KW)})
+    half = tiny_args(toy_data, tmp_path, "half", **{**DET, "batch": 2, "kimg": 0.002, "tick-kimg": 0.002},
+                     **{"d-kwargs": json.dumps(D_KW)})
+    torch.set_num_threads(1)
+    train(config_from_args(a1))                                 # in-process: saves an interpreter start
+    out = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "_train.eg3dc.train", *a2])
+    assert "2 process(es) on cpu, batch 4 (2 per process)" in out
+    assert out.count("run folder:") == 1                       # only rank 0 reports and writes
+    train(config_from_args(half))
+    one, two, other = _final(tmp_path, "one"), _final(tmp_path, "two"), _final(tmp_path, "half")
+    assert one["step"] == two["step"] == 1 and two["kimg"] == pytest.approx(0.004)
+    assert two["extra"]["nan_skips"] == 0
+    for net in ("G", "D", "G_ema"):
+        print(f"{net}: max |1 process - 2 processes| = {_max_diff(one, two, net):.2e}, "
+              f"max |batch 4 - batch 2| = {_max_diff(one, other, net):.2e}")
+        assert _max_diff(one, two, net) < 2e-5, net
+    # the tolerance is meaningful: half of the same batch (rank 0's share alone) moves G and D elsewhere
+    assert _max_diff(one, other, "G") > 1e-4 and _max_diff(one, other, "D") > 1e-4
+    # and only rank 0 wrote: one run folder, no files from rank 1
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["00000"]
+
+
+def test_grad_sync_average_and_nan_guard():
+    """Single-process semantics of the flat sync: NaN/Inf anywhere -> False (the step is skipped)."""
+    from training.training_loop import Dist, sync_grads_and_check
+    p = torch.nn.Parameter(torch.ones(3))
+    q = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.tensor([1.0, 2.0, 3.0])
+    q.grad = None                                  # unused parameter: zeros, not an error
+    assert sync_grads_and_check([p, q], Dist())
+    assert torch.equal(q.grad, torch.zeros(2)) and torch.equal(p.grad, torch.tensor([1.0, 2.0, 3.0]))
+    p.grad = torch.tensor([1.0, float("nan"), 3.0])
+    assert not sync_grads_and_check([p, q], Dist())

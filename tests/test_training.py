@@ -1,0 +1,243 @@
+"""Training on CPU at tiny sizes: one tick per generator variant, a short fit, kill -9 and resume.
+
+The data is a fake render tree (ray-cast ellipsoids laid out like
+_scripts.data.render writes it, from tests.test_dataprep).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_dataprep import GOOD, fake_render
+from training import checkpoint, loss as L
+from training.errors import UserError
+from training.training_loop import TrainConfig, learning_config, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+# smallest sizes the backbone accepts: 128 px conditioning -> 4x4 encoder features
+TINY_G = {"framing": "body", "cond_resolution": 128, "enc_resolution": 4, "inject_image_resolutions": [8, 16]}
+TINY_D = {"channel_base": 256, "channel_max": 32, "mapping_layers": 1}
+
+
+def _blobs(i):
+    """A slightly different character per index (colours and the side blob move)."""
+    out = [(c, r, tuple(int((v + 37 * i * (k + 1)) % 256) for v in col)) for k, (c, r, col) in enumerate(GOOD)]
+    c, r, col = out[2]
+    return out[:2] + [((c[0], c[1] + 0.1 * i, c[2]), r, col)]
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lustrous")
+    for i in range(4):
+        fake_render(root, "toy", f"toy{i:03d}", _blobs(i), res=32)
+    return root
+
+
+def tiny_args(root, runs, name, **over):
+    """CLI flags of a tiny, deterministic CPU run."""
+    a = {"data-root": root, "renderset": "toy", "dataset": "", "runs-dir": runs, "run-name": name,
+         "preset": "tiny", "g-kwargs": json.dumps(TINY_G), "d-kwargs": json.dumps(TINY_D),
+         "batch": 2, "workers": 0, "device": "cpu", "lpips-weight": 0, "mirror-prob": 0,
+         "tick-kimg": 0.002, "snap-ticks": 1, "preview-ticks": 100, "preview-count": 2, "kimg": 0.002}
+    a.update(over)
+    argv = []
+    for k, v in a.items():
+        if v is True:
+            argv.append(f"--{k}")
+        elif v is False:
+            argv.append(f"--no-{k}")
+        else:
+            argv += [f"--{k}", str(v)]
+    return argv
+
+
+def tiny_config(root, runs, name, **over):
+    from _train.eg3dc.train import config_from_args
+    return config_from_args(tiny_args(root, runs, name, **over))
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def snapshot(run_dir):
+    snaps = sorted(Path(run_dir).glob("network-snapshot-*.pt"))
+    assert snaps, f"no snapshot in {run_dir}"
+    return checkpoint.load_checkpoint(snaps[-1])
+
+
+# ------------------------------------------------------------------ loss pieces
+
+def test_silhouette_band_and_alpha_loss():
+    a = torch.zeros(1, 1, 16, 16)
+    a[..., 4:12, 4:12] = 1
+    band = L.silhouette_band(a, 1)
+    assert band[0, 0, 8, 8] == 0 and band[0, 0, 0, 0] == 0        # deep inside / far outside
+    assert band[0, 0, 4, 8] == 1 and band[0, 0, 3, 8] == 1        # on both sides of the edge
+    assert band.sum() == 10 * 10 - 6 * 6
+    # an error confined to the band is ignored, one outside it is not
+    pred = a.clone()
+    pred[..., 3, 4:12] = 1
+    assert L.alpha_loss(pred, a, 1) == 0
+    assert L.alpha_loss(pred, a, 0) > 0
+    pred2 = a.clone()
+    pred2[..., 0, 0] = 1
+    assert L.alpha_loss(pred2, a, 1) > 0
+
+
+def test_depth_loss_only_on_mutually_opaque_pixels():
+    gt_a = torch.zeros(1, 1, 4, 4)
+    gt_a[..., :2, :] = 1
+    pr_a = torch.zeros(1, 1, 4, 4)
+    pr_a[..., :, :2] = 1
+    gt = torch.zeros(1, 3, 4, 4)
+    pr = torch.zeros(1, 3, 4, 4)
+    pr[:, :, 2:, :] = 5.0           # wrong where the GT is empty: ignored
+    pr[:, :, :2, 2:] = 5.0          # wrong where the prediction is empty: ignored
+    assert L.depth_loss(pr, pr_a, gt, gt_a) == 0
+    pr[:, 0, 0, 0] = 0.1            # wrong on a mutually opaque pixel: counted (1 of 4 pixels)
+    assert torch.isclose(L.depth_loss(pr, pr_a, gt, gt_a), torch.tensor(0.01 / 4))
+    # per-sample normalisation: a batch is the mean of its samples (splits over processes add up)
+    both = torch.cat([pr, torch.zeros_like(pr)]), torch.cat([pr_a, gt_a])
+    assert torch.isclose(L.depth_loss(both[0], both[1], torch.cat([gt, gt]), torch.cat([gt_a, gt_a])),
+                         torch.tensor(0.01 / 8))
+
+
+def test_r1_penalty_matches_analytic_gradient():
+    x = torch.randn(3, 2, 4, 4, requires_grad=True)
+    out = (x * 2).flatten(1).sum(1, keepdim=True)
+    assert torch.allclose(L.r1_penalty(out, [x]), torch.full((3,), 4.0 * 32))
+
+
+def test_view_weights_and_lpips_errors():
+    assert L.parse_view_weights("front=1, back=0.5,left") == {"front": 1.0, "back": 0.5, "left": 1.0}
+    with pytest.raises(UserError):
+        L.parse_view_weights("front=x")
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = "/nonexistent-torch-home"
+    try:
+        with pytest.raises(UserError, match="download"):
+            L.load_lpips("vgg")
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_HOME")
+        else:
+            os.environ["TORCH_HOME"] = old
+
+
+# ------------------------------------------------------------------ full ticks
+
+@pytest.mark.parametrize("variant", ["TriPlaneGenerator", "TriPlaneGenerator_v0", "TriPlaneGenerator_v1"])
+def test_one_tick_per_variant(toy_data, tmp_path, variant):
+    torch.set_num_threads(1)
+    mask_d = variant == "TriPlaneGenerator_v1"
+    over = {"generator": variant, "r1-interval": 1, "tv-interval": 1, "tv-points": 64,
+            "discriminator": "MaskDualDiscriminator" if mask_d else "DualDiscriminator",
+            "view-weights": "front=1,back=1,left=1,right=1", "preview-ticks": 1}
+    if variant == "TriPlaneGenerator_v0":   # exercise the LPIPS term with a random backbone (no download)
+        over.update({"lpips-weight": 1, "lpips-net": "alex", "lpips-random-init": True})
+    cfg = tiny_config(toy_data, tmp_path, "tick", **over)
+    run = train(cfg)
+    (rec,) = metrics(run)
+    assert rec["step"] == 1 and rec["kimg"] == pytest.approx(0.002) and rec["nan_skips"] == 0
+    keys = {"G/gan", "D/loss", "D/r1", "G/tv", "recon/total", "recon/back/depth", "recon/left/alpha",
+            "recon/right/l1_image", "recon/front/l1_image_raw"}
+    if mask_d:
+        keys.add("D/r1_mask")
+    if variant == "TriPlaneGenerator_v0":
+        keys.add("recon/front/lpips_image")
+    assert keys <= set(rec), sorted(keys - set(rec))
+    assert all(np.isfinite(v) for v in rec.values())
+    saved = json.loads((run / "config.json").read_text())
+    assert saved == cfg.to_dict() and saved["generator"] == variant
+    ck = snapshot(run)
+    assert ck["step"] == 1 and set(ck["modules"]) >= {"G", "G_ema", "D", "opt_G", "opt_D"}
+    assert ck["modules"]["G_ema"]["class"].endswith("." + variant)
+    G = checkpoint.load_generator(sorted(run.glob("network-snapshot-*.pt"))[-1], expected=variant)
+    # the optimiser moved G away from its EMA copy (beta < 1)
+    diffs = [(ck["modules"]["G"]["state_dict"][k] - v).abs().max() for k, v in G.state_dict().items()
+             if v.dtype.is_floating_point]
+    assert max(diffs) > 0
+    from PIL import Image
+    grid = Image.open(sorted(run.glob("preview-*.png"))[-1])
+    assert grid.size == (8 * 128, 2 * 128)   # 2 inputs + 3 predictions + 3 ground truths; 2 samples
+
+
+def test_short_fit_lowers_reconstruction(toy_data, tmp_path):
+    """Reconstruction only (no GAN) on one character: the loss falls well below its start."""
+    torch.set_num_threads(1)
+    fake_render(toy_data, "one", "one000", _blobs(1), res=32)
+    # z = 0: with a random z the target is a moving one for a recon-only fit; depth off: its
+    # mutually-opaque mask switches on and off while alpha crosses 0.5 (a noisy curve, not a wrong one)
+    cfg = tiny_config(toy_data, tmp_path, "fit", renderset="one", batch=1, kimg=0.040, **{
+        "generator": "TriPlaneGenerator", "tick-kimg": 0.010, "snap-ticks": 100, "gan-weight": 0,
+        "tv-weight": 0, "depth-weight": 0, "no-random-z": True, "no-random-views": True, "glr": 0.003, "beta1": 0.9})
+    run = train(cfg)
+    recs = metrics(run)
+    first, last = recs[0]["recon/total"], recs[-1]["recon/total"]
+    assert [r["step"] for r in recs] == [1, 11, 21, 31, 40]
+    assert last < 0.7 * first, (first, last)
+
+
+# ------------------------------------------------------------------ kill -9 and resume
+
+def _cli(args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "_train.eg3dc.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_kill_and_resume_matches_uninterrupted_run(toy_data, tmp_path):
+    det = {"no-ray-perturb": True, "no-random-views": True, "kimg": 0.012, "no-progress": True,
+           "r1-interval": 2, "tv-interval": 2, "tv-points": 64}
+    args = tiny_args(toy_data, tmp_path, "killed", **det)
+    p = _cli(args)
+    run = tmp_path / "killed" / "00000"
+    deadline = time.time() + 120
+    while not list(run.glob("network-snapshot-*.pt")):
+        assert p.poll() is None, p.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = checkpoint.load_checkpoint(sorted(run.glob("network-snapshot-*.pt"))[-1])
+    assert killed_at["step"] < 6, "run finished before it was killed"
+    config_before = (run / "config.json").read_text()
+
+    r = _cli(args)
+    out, _ = r.communicate(timeout=180)
+    assert r.returncode == 0, out
+    assert f"resuming network-snapshot-000000.pt, step {killed_at['step']}" in out
+    assert not (tmp_path / "killed" / "00001").exists()          # same run folder
+    assert (run / "config.json").read_text() == config_before
+    resumed = snapshot(run)
+    assert resumed["step"] == 6
+    steps = [m["step"] for m in metrics(run)]
+    assert steps[-1] == 6
+
+    torch.set_num_threads(1)
+    straight = snapshot(train(tiny_config(toy_data, tmp_path, "straight", **det)))
+    assert learning_config(straight["training_config"]) | {"run_name": "killed"} == \
+        learning_config(resumed["training_config"])
+    for net in ("G", "G_ema", "D"):
+        a, b = resumed["modules"][net]["state_dict"], straight["modules"][net]["state_dict"]
+        for k in a:
+            assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), (net, k)
+
+
+def test_resume_refuses_other_settings(toy_data, tmp_path):
+    train(tiny_config(toy_data, tmp_path, "r"))
+    with pytest.raises(UserError, match="other settings.*glr"):
+        train(tiny_config(toy_data, tmp_path, "r", glr=0.01))
+    # runtime keys may change: a longer run continues the same folder
+    run = train(tiny_config(toy_data, tmp_path, "r", kimg=0.004))
+    assert run.name == "00000" and snapshot(run)["step"] == 2
