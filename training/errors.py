@@ -74,7 +74,7 @@ def save_png_atomic(path, image) -> None:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     with atomic_write(path) as f:
-        image.save(f, format="PNG")
+        image.save(f, format="PNG", compress_level=1)   # fast encode: PNG writing dominates render time
 
 
 def load_image(path, mode: str | None = None):

@@ -64,7 +64,7 @@ def _as_named(block) -> dict[str, dict]:
 
 
 # image dtypes share the cameras of the dtype that holds them in the meta json
-CAMERA_DTYPE = {"ortho_xyza": "ortho", "ortho_mask": "ortho", "xyza": "rgb", "rgb_mask": "rgb",
+CAMERA_DTYPE = {"ortho_xyza": "ortho", "ortho_mask": "ortho", "ortho_lines": "ortho", "xyza": "rgb", "rgb_mask": "rgb",
                 "xyza60": "rgb60", FEATURE_DTYPE: "ortho"}
 
 
