@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -85,7 +86,8 @@ def main(argv=None):
         run_dir = train(cfg)
     finally:
         cleanup_distributed()
-    print(f"done: {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: {run_dir}")
 
 
 if __name__ == "__main__":
