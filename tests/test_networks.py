@@ -257,7 +257,7 @@ def test_r1_second_order_gradient_on_both_branches():
     D = tiny_d(MaskDualDiscriminator, mask_resolution=16)
     img = {k: v.requires_grad_() for k, v in dict(image=torch.randn(4, 3, 32, 32), image_raw=torch.randn(4, 3, 16, 16),
                                                   image_mask=torch.rand(4, 1, 32, 32)).items()}
-    parts = D(img, torch.randn(4, 25), return_parts=True)
+    parts = D(img, torch.randn(4, 25), blur_sigma=1.0, return_parts=True)
     g_img = torch.autograd.grad(parts["logits_image"].sum(), [img["image"], img["image_raw"]], create_graph=True)
     (g_mask,) = torch.autograd.grad(parts["logits_mask"].sum(), [img["image_mask"]], create_graph=True)
     r1 = sum(g.square().sum([1, 2, 3]).mean() for g in g_img) * 5.0 / 2 + g_mask.square().sum([1, 2, 3]).mean() * 1.0 / 2
@@ -280,14 +280,21 @@ def test_folded_fir_conv_equals_filter_then_conv(up, down, k, groups):
     assert torch.allclose(y, ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("impl", ["batch", "depthwise"])
+@pytest.mark.parametrize("impl", ["taps", "batch", "depthwise"])
 def test_fir_implementations_agree(impl, monkeypatch):
-    monkeypatch.setattr(nets, "FIR_IMPL", impl)
-    f = nets.setup_filter([1, 3, 3, 1])
-    x = torch.randn(2, 3, 6, 6)
+    torch.manual_seed(0)
+    f1 = nets.setup_filter([1, 3, 3, 1])                  # separable taps
+    f2 = nets.setup_filter([1, 3, 3, 1], separable=False)  # the same as a 2-D filter
+    assert f1.ndim == 1 and f2.ndim == 2 and torch.allclose(torch.outer(f1, f1), f2)
+    x = torch.randn(2, 3, 6, 7)
+    g = nets.gaussian_filter(1.0)
+
+    def run(f, gf):
+        return [nets.upsample2d(x, f), nets.downsample2d(x, f), nets.filter2d(x, gf),
+                nets.upfirdn2d(x, f, up=2, down=1, padding=[2, 1, 0, 3], gain=4), nets.upsample2d(x, f, up=4)]
+
     monkeypatch.setattr(nets, "FIR_IMPL", "depthwise")
-    ref = [nets.upsample2d(x, f), nets.downsample2d(x, f), nets.filter2d(x, nets.gaussian_filter(1.0))]
+    ref = run(f2, torch.outer(g, g))
     monkeypatch.setattr(nets, "FIR_IMPL", impl)
-    out = [nets.upsample2d(x, f), nets.downsample2d(x, f), nets.filter2d(x, nets.gaussian_filter(1.0))]
-    for a, b in zip(out, ref):
-        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(run(f1, g), ref):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)

@@ -61,18 +61,27 @@ def bias_act(x, b=None, dim=1, act="linear", gain=None, clamp=None):
 # FIR filtering (upfirdn2d semantics: upsample by zero insertion, pad, convolve, decimate)
 
 
-def setup_filter(f=(1, 3, 3, 1), normalize=True, flip_filter=False, gain=1, device=None):
-    """A 2-D FIR filter [fh, fw] (outer product of a 1-D one), summing to ``gain``."""
+def setup_filter(f=(1, 3, 3, 1), normalize=True, flip_filter=False, gain=1, separable=True, device=None):
+    """FIR filter: 1-D taps [n] applied along both axes (separable; the 2-D filter is their
+    outer product) or a 2-D filter [fh, fw]; normalised so the 2-D filter sums to ``gain``."""
     f = torch.as_tensor(f, dtype=torch.float32)
     if f.ndim == 0:
         f = f[None]
-    if f.ndim == 1:
+    if f.ndim == 1 and not separable:
         f = torch.outer(f, f)
     if normalize:
         f = f / f.sum()
     if flip_filter:
-        f = f.flip([0, 1])
-    return (f * gain).to(device)
+        f = f.flip(list(range(f.ndim)))
+    return (f * gain ** (f.ndim / 2)).to(device)
+
+
+def _as2d(f):
+    return torch.outer(f, f) if f.ndim == 1 else f
+
+
+def _fsize(f):
+    return (f.shape[0], f.shape[0]) if f.ndim == 1 else tuple(f.shape)
 
 
 def _parse_padding(padding):
@@ -86,24 +95,73 @@ def _parse_padding(padding):
 
 def _depthwise(f, x):
     """Filter as a depthwise conv weight [C, 1, fh, fw] in x's dtype."""
+    f = _as2d(f)
     return f.to(x.dtype)[None, None].expand(x.shape[1], 1, f.shape[0], f.shape[1])
 
 
-# How the per-channel FIR convolution runs: "batch" folds channels into the batch and
-# runs a dense 1-channel conv (fast first and second derivatives on cuDNN);
-# "depthwise" uses groups=C (cuDNN's grouped double-backward kernel is very slow).
-FIR_IMPL = "batch"
+# How per-channel FIR filtering runs.  "taps": separable filters as sums of shifted
+# slices (plain elementwise ops: torch.compile fuses them into one kernel, and
+# every derivative is elementwise too); "batch": channels folded into the batch and
+# a dense 1-channel conv; "depthwise": groups=C conv (cuDNN's grouped double
+# backward was measured at 8.4 s per R1 step on an H100).  2-D filters use "batch"
+# when "taps" is selected.
+FIR_IMPL = "taps"
+
+
+def _shift(x, dim, start, length, step=1):
+    if step == 1:
+        return x.narrow(dim, start, length)
+    idx = [slice(None)] * x.ndim
+    idx[dim] = slice(start, start + (length - 1) * step + 1, step)
+    return x[tuple(idx)]
+
+
+def _taps1d(x, f, dim, stride=1):
+    """Valid correlation of x with taps f along ``dim`` (x already padded), with stride."""
+    n = f.shape[0]
+    L = (x.shape[dim] - n) // stride + 1
+    f = f.to(x.dtype)
+    y = _shift(x, dim, 0, L, stride) * f[0]
+    for k in range(1, n):
+        y = y + _shift(x, dim, k, L, stride) * f[k]
+    return y
+
+
+def _taps1d_transpose(x, g, dim, up):
+    """Full transposed convolution along ``dim`` (stride ``up``, kernel g) by polyphase taps."""
+    n, L = g.shape[0], x.shape[dim]
+    J = -(-n // up)  # taps per phase
+    pad = [0, 0] * (x.ndim - 1 - dim) + [J - 1, J - 1]
+    xp = F.pad(x, pad)
+    g = g.to(x.dtype)
+    phases = []
+    for p in range(up):
+        acc = None
+        for j in range(J):
+            if up * j + p < n:  # y[up*m + p] = sum_j g[up*j + p] * x[m - j]
+                t = xp.narrow(dim, J - 1 - j, L + J - 1) * g[up * j + p]
+                acc = t if acc is None else acc + t
+        phases.append(acc if acc is not None else torch.zeros_like(xp.narrow(dim, 0, L + J - 1)))
+    y = torch.stack(phases, dim=dim + 1).flatten(dim, dim + 1)
+    return y.narrow(dim, 0, (L - 1) * up + n)
 
 
 def _fir_conv(x, f, stride=1, padding=0, transpose=False):
-    """Apply the 2-D filter f [fh,fw] to every channel of x (conv2d semantics: correlation)."""
+    """Apply filter f (1-D separable or 2-D) to every channel of x with conv2d semantics
+    (correlation; ``transpose``: conv_transpose2d semantics, stride = upsampling factor)."""
     B, C, H, W = x.shape
+    if FIR_IMPL == "taps" and f.ndim == 1:
+        if transpose:
+            return _taps1d_transpose(_taps1d_transpose(x, f, 3, stride), f, 2, stride)
+        if padding:
+            x = F.pad(x, [padding] * 4)
+        return _taps1d(_taps1d(x, f, 3, stride), f, 2, stride)
     if FIR_IMPL == "depthwise":
         w = _depthwise(f, x)
         if transpose:
             return F.conv_transpose2d(x, w, stride=stride, groups=C)
         return F.conv2d(x, w, stride=stride, padding=padding, groups=C)
-    w = f.to(x.dtype)[None, None]
+    w = _as2d(f).to(x.dtype)[None, None]
     x = x.reshape(B * C, 1, H, W)
     x = F.conv_transpose2d(x, w, stride=stride) if transpose else F.conv2d(x, w, stride=stride, padding=padding)
     return x.reshape(B, C, x.shape[2], x.shape[3])
@@ -118,9 +176,9 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(B, C, H * up, W * up)
     if not flip_filter:
-        f = f.flip([0, 1])  # conv2d correlates; upfirdn2d convolves
+        f = f.flip(list(range(f.ndim)))  # conv2d correlates; upfirdn2d convolves
     if gain != 1:
-        f = f * gain
+        f = f * gain ** (f.ndim / 2)
     if px0 == px1 == py0 == py1 and px0 >= 0:
         return _fir_conv(x, f, stride=down, padding=px0)
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
@@ -131,7 +189,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
 def filter2d(x, f, padding=0, flip_filter=False, gain=1):
     """Filter keeping the size (for odd or even filters, like StyleGAN's filter2d)."""
     px0, px1, py0, py1 = _parse_padding(padding)
-    fh, fw = f.shape
+    fh, fw = _fsize(f)
     p = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain)
 
@@ -139,15 +197,15 @@ def filter2d(x, f, padding=0, flip_filter=False, gain=1):
 def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1):
     """FIR upsampling, output pixel centres aligned with the input's (no half-pixel shift)."""
     px0, px1, py0, py1 = _parse_padding(padding)
-    fh, fw = f.shape
+    fh, fw = _fsize(f)
     p = [px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2]
-    # fast path: a strided depthwise transposed conv is the zero-insertion + full
-    # convolution; crop it to upfirdn2d's window instead of convolving zeros.
+    # fast path: a strided transposed conv is the zero-insertion + full convolution;
+    # crop it to upfirdn2d's window instead of convolving inserted zeros.
     sx, sy = fw - 1 - p[0], fh - 1 - p[2]
     if sx >= 0 and sy >= 0:
         B, C, H, W = x.shape
-        g = f if flip_filter is False else f.flip([0, 1])
-        y = _fir_conv(x, g * (gain * up * up), stride=up, transpose=True)
+        g = f if flip_filter is False else f.flip(list(range(f.ndim)))
+        y = _fir_conv(x, g * (gain * up * up) ** (f.ndim / 2), stride=up, transpose=True)
         Ho = H * up + p[2] + p[3] - fh + 1
         Wo = W * up + p[0] + p[1] - fw + 1
         if sy + Ho <= y.shape[2] and sx + Wo <= y.shape[3]:
@@ -156,9 +214,9 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1):
 
 
 def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1):
-    """FIR downsampling (strided depthwise conv), aligned with upsample2d."""
+    """FIR downsampling (filter at the strided positions only), aligned with upsample2d."""
     px0, px1, py0, py1 = _parse_padding(padding)
-    fh, fw = f.shape
+    fh, fw = _fsize(f)
     p = [px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2]
     return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain)
 
@@ -174,9 +232,15 @@ def gaussian_filter(sigma):
 # convolution with resampling
 
 
+# Fold the FIR filter into transposed (upsampling) convs too: one dense conv instead of
+# conv + filter pass, at 4x the multiply-adds of the 3x3 transposed conv.
+FOLD_UP = True
+
+
 def _fold_filter(w, f):
     """Full 2-D convolution of every kernel w[o, i] with the FIR filter f: one conv then does both."""
     O, I, kh, kw = w.shape
+    f = _as2d(f)
     fh, fw = f.shape
     wf = F.conv2d(w.reshape(O * I, 1, kh, kw), f.flip([0, 1]).to(w.dtype)[None, None], padding=(fh - 1, fw - 1))
     return wf.reshape(O, I, kh + fh - 1, kw + fw - 1)
@@ -196,7 +260,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, fold_filter
     px0 = px1 = py0 = py1 = padding
     if up == 1 and down == 1:
         return F.conv2d(x, w, padding=padding, groups=groups)
-    fh, fw = f.shape
+    fh, fw = _fsize(f)
     if up > 1:
         px0 += (fw + up - 1) // 2
         px1 += (fw - up) // 2
@@ -210,7 +274,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, fold_filter
     if down > 1:
         if fold_filter and px0 == px1 == py0 == py1 and px0 >= 0:
             # correlation with flip(f) then with w == correlation with conv_full(w, f)
-            wf = F.conv2d(w.reshape(-1, 1, kh, kw), f.to(w.dtype)[None, None], padding=(fh - 1, fw - 1))
+            wf = F.conv2d(w.reshape(-1, 1, kh, kw), _as2d(f).to(w.dtype)[None, None], padding=(fh - 1, fw - 1))
             return F.conv2d(x, wf.reshape(out_c, in_c_g, kh + fh - 1, kw + fw - 1), stride=down, padding=px0,
                             groups=groups)
         if kw == 1 and kh == 1:  # decimate first: 1x1 conv at low resolution
@@ -229,9 +293,9 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, fold_filter
     pxt = max(min(-px0, -px1), 0)
     pyt = max(min(-py0, -py1), 0)
     sx, sy = fw - 1 - (px0 + pxt), fh - 1 - (py0 + pyt)
-    fold = fold_filter and pxt == 0 and pyt == 0 and px0 == px1 and py0 == py1 and sx >= 0 and sy >= 0
+    fold = fold_filter and FOLD_UP and pxt == 0 and pyt == 0 and px0 == px1 and py0 == py1 and sx >= 0 and sy >= 0
     if fold:  # transposed conv with kernel conv_full(w, f): the filtered output, cropped by padding
-        w = _fold_filter(w, f * (up * up))
+        w = _fold_filter(w, _as2d(f) * (up * up))
         kh, kw = w.shape[2:]
     if groups == 1:
         w = w.transpose(0, 1)
