@@ -298,3 +298,16 @@ def test_fir_implementations_agree(impl, monkeypatch):
     monkeypatch.setattr(nets, "FIR_IMPL", impl)
     for a, b in zip(run(f1, g), ref):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+def test_channels_last_gives_the_same_numbers():
+    torch.manual_seed(0)
+    G, Gcl = tiny_backbone(), tiny_backbone(channels_last=True)
+    Gcl.load_state_dict(G.state_dict())
+    args = (torch.randn(2, 8), torch.randn(2, 3, 32, 32), torch.randn(2, 16, 8, 8))
+    assert torch.allclose(G(*args, noise_mode="const")[0], Gcl(*args, noise_mode="const")[0], atol=1e-4)
+    D, Dcl = tiny_d(), tiny_d(channels_last=True)
+    Dcl.load_state_dict(D.state_dict())
+    img = dict(image=torch.randn(2, 3, 32, 32), image_raw=torch.randn(2, 3, 16, 16))
+    c = torch.randn(2, 25)
+    assert torch.allclose(D(img, c), Dcl(img, c), atol=1e-4)

@@ -105,8 +105,9 @@ def _resize(x, size):
 class DualDiscriminator(nn.Module):
     def __init__(self, c_dim=25, img_resolution=512, img_channels=3, channel_base=32768, channel_max=512,
                  mbstd_group_size=4, mbstd_num_channels=1, cmap_dim=None, conv_clamp=256, mapping_layers=8,
-                 disc_c_noise=0.0):
+                 disc_c_noise=0.0, channels_last=False):
         super().__init__()
+        self.channels_last = channels_last  # NHWC activations for cuDNN tensor-core kernels
         self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
         self.disc_c_noise = disc_c_noise
         self.blocks, top = _trunk(img_resolution, img_channels * 2, channel_base, channel_max, conv_clamp)
@@ -131,10 +132,13 @@ class DualDiscriminator(nn.Module):
             x = filter2d(x, gaussian_filter(blur_sigma).to(x.device))
         return x
 
+    def _trunk_input(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def image_logits(self, img, cmap, blur_sigma=0):
         image = img["image"]
         raw = _resize(img["image_raw"], image.shape[-1]).to(image.dtype)
-        x_in = self._blur(torch.cat([image, raw], dim=1), blur_sigma)
+        x_in = self._trunk_input(self._blur(torch.cat([image, raw], dim=1), blur_sigma))
         x = None
         for block in self.blocks:
             x = block(x, x_in)
@@ -150,9 +154,10 @@ class MaskDualDiscriminator(DualDiscriminator):
 
     def __init__(self, c_dim=25, img_resolution=512, img_channels=3, channel_base=32768, channel_max=512,
                  mbstd_group_size=4, mbstd_num_channels=1, cmap_dim=None, conv_clamp=256, mapping_layers=8,
-                 disc_c_noise=0.0, mask_resolution=None, mask_channel_base=None, mask_channel_max=None):
+                 disc_c_noise=0.0, mask_resolution=None, mask_channel_base=None, mask_channel_max=None,
+                 channels_last=False):
         super().__init__(c_dim, img_resolution, img_channels, channel_base, channel_max, mbstd_group_size,
-                         mbstd_num_channels, cmap_dim, conv_clamp, mapping_layers, disc_c_noise)
+                         mbstd_num_channels, cmap_dim, conv_clamp, mapping_layers, disc_c_noise, channels_last)
         self.mask_resolution = mask_resolution or img_resolution
         mask_channel_base = mask_channel_base or channel_base // 4  # a silhouette needs less capacity
         mask_channel_max = mask_channel_max or channel_max
@@ -161,7 +166,7 @@ class MaskDualDiscriminator(DualDiscriminator):
                                              conv_clamp=conv_clamp)
 
     def mask_logits(self, mask, cmap, blur_sigma=0):
-        x_in = self._blur(_resize(mask, self.mask_resolution) * 2 - 1, blur_sigma)
+        x_in = self._trunk_input(self._blur(_resize(mask, self.mask_resolution) * 2 - 1, blur_sigma))
         x = None
         for block in self.mask_blocks:
             x = block(x, x_in)

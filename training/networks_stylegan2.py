@@ -516,8 +516,9 @@ class SynthesisBlock(nn.Module):
     """
 
     def __init__(self, in_channels, out_channels, w_dim, resolution, img_channels, is_last=False, up=2,
-                 resample_filter=(1, 3, 3, 1), conv_clamp=256, use_noise=True):
+                 resample_filter=(1, 3, 3, 1), conv_clamp=256, use_noise=True, channels_last=False):
         super().__init__()
+        self.channels_last = channels_last  # NHWC activations: cuDNN's tensor-core layout, no transposes
         self.in_channels, self.out_channels, self.resolution = in_channels, out_channels, resolution
         self.img_channels, self.is_last, self.up = img_channels, is_last, up
         self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
@@ -543,7 +544,11 @@ class SynthesisBlock(nn.Module):
         i = 0
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).expand(B, -1, -1, -1)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
         else:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             x = self.conv0(x, w[i], noise_mode=noise_mode, fused_modconv=fused_modconv)
             i += 1
         if mid is not None:
@@ -565,7 +570,7 @@ class SynthesisNetwork(nn.Module):
     """Constant 4x4 -> blocks doubling to ``img_resolution``, skip architecture."""
 
     def __init__(self, w_dim, img_resolution, img_channels, channel_base=32768, channel_max=512, conv_clamp=256,
-                 use_noise=True):
+                 use_noise=True, channels_last=False):
         super().__init__()
         log2 = int(round(math.log2(img_resolution)))
         if img_resolution < 4 or 2 ** log2 != img_resolution:
@@ -577,7 +582,8 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = 0
         for r in self.block_resolutions:
             block = SynthesisBlock(self.channels[r // 2] if r > 4 else 0, self.channels[r], w_dim, r, img_channels,
-                                   is_last=r == img_resolution, conv_clamp=conv_clamp, use_noise=use_noise)
+                                   is_last=r == img_resolution, conv_clamp=conv_clamp, use_noise=use_noise,
+                                   channels_last=channels_last)
             self.blocks.append(block)
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last block's toRGB
@@ -655,7 +661,7 @@ class TriplaneBackbone(nn.Module):
                  n_planes=3, plane_layers=1, channel_base=32768, channel_max=512, cond_resolution=256,
                  enc_channels=512, enc_resolution=8, inject_image_resolutions=(16, 32, 64, 128, 256),
                  cross_average=True, cross_fraction=1 / 8, image_channels=3, conv_clamp=256, lr_multiplier=0.01,
-                 use_noise=True):
+                 use_noise=True, channels_last=False):
         super().__init__()
         self.z_dim, self.w_dim, self.c_dim = z_dim, w_dim, c_dim
         self.plane_resolution, self.plane_channels = plane_resolution, plane_channels
@@ -664,7 +670,7 @@ class TriplaneBackbone(nn.Module):
         self.inject_image_resolutions = tuple(int(r) for r in inject_image_resolutions)
         self.synthesis = SynthesisNetwork(w_dim, plane_resolution, n_planes * plane_layers * plane_channels,
                                           channel_base=channel_base, channel_max=channel_max,
-                                          conv_clamp=conv_clamp, use_noise=use_noise)
+                                          conv_clamp=conv_clamp, use_noise=use_noise, channels_last=channels_last)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, num_layers=mapping_layers,
                                       lr_multiplier=lr_multiplier)

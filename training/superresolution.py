@@ -25,7 +25,7 @@ def resize(x, size):
 
 class SuperresolutionHybrid(nn.Module):
     def __init__(self, channels, img_resolution=512, input_resolution=128, w_dim=512, block_channels=(256, 128),
-                 img_channels=3, conv_clamp=256, use_noise=True):
+                 img_channels=3, conv_clamp=256, use_noise=True, channels_last=False):
         super().__init__()
         ratio = img_resolution // input_resolution
         if ratio not in (1, 2, 4) or ratio * input_resolution != img_resolution:
@@ -35,9 +35,10 @@ class SuperresolutionHybrid(nn.Module):
         up0, up1 = {1: (1, 1), 2: (1, 2), 4: (2, 2)}[ratio]
         r0 = input_resolution * up0
         self.block0 = SynthesisBlock(channels, block_channels[0], w_dim, r0, img_channels, up=up0,
-                                     conv_clamp=conv_clamp, use_noise=use_noise)
+                                     conv_clamp=conv_clamp, use_noise=use_noise, channels_last=channels_last)
         self.block1 = SynthesisBlock(block_channels[0], block_channels[1], w_dim, img_resolution, img_channels,
-                                     is_last=True, up=up1, conv_clamp=conv_clamp, use_noise=use_noise)
+                                     is_last=True, up=up1, conv_clamp=conv_clamp, use_noise=use_noise,
+                                     channels_last=channels_last)
 
     def forward(self, rgb, x_feat, ws, noise_mode="random", fused_modconv=None):
         """rgb [B,3,n,n], x_feat [B,channels,n,n], ws [B,num_ws,w_dim] (the last w is used)."""
