@@ -37,6 +37,7 @@ SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
                 "data_root", "runs_dir", "progress", "tensorboard", "preview_count"}
+RUNTIME_LOSS_KEYS = {"batch_views"}
 
 
 @dataclasses.dataclass
@@ -104,8 +105,14 @@ class TrainConfig:
 
 
 def learning_config(d: dict) -> dict:
-    """The part of a config that must not change when a run resumes."""
-    return {k: v for k, v in d.items() if k not in RUNTIME_KEYS}
+    """The part of a config that must not change when a run resumes (keys added since are defaults)."""
+    try:
+        d = TrainConfig.from_dict(d).to_dict()
+    except (TypeError, UserError):
+        pass
+    out = {k: v for k, v in d.items() if k not in RUNTIME_KEYS}
+    out["loss"] = {k: v for k, v in dict(out.get("loss", {})).items() if k not in RUNTIME_LOSS_KEYS}
+    return out
 
 
 # ---------------------------------------------------------------- distributed
@@ -278,6 +285,13 @@ def build_dataset(cfg: TrainConfig):
     return ds
 
 
+def _worker_ignores_stop_signals(_worker_id):
+    """A scheduler's SIGTERM reaches every process; workers keep serving until the main process has
+    finished its step and written its snapshot (they exit with it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class SkipSampler(torch.utils.data.Sampler):
     """An endless sampler with its first ``skip`` indices dropped: a resumed run sees the same data order."""
 
@@ -297,6 +311,7 @@ def rank_batches(ds, cfg: TrainConfig, d: Dist, per_gpu: int, step: int):
     loader = torch.utils.data.DataLoader(ds, batch_size=per_gpu, sampler=SkipSampler(sampler, step * per_gpu),
                                          num_workers=cfg.workers, collate_fn=dsm.collate,
                                          pin_memory=d.device.type == "cuda", persistent_workers=cfg.workers > 0,
+                                         worker_init_fn=_worker_ignores_stop_signals,
                                          generator=torch.Generator().manual_seed(cfg.seed * 1000 + d.rank + step))
     return iter(loader)
 
@@ -479,9 +494,11 @@ def train(cfg: TrainConfig) -> Path:
     if resume_from is not None:
         data = load_snapshot(resume_from, nets, opts, d.device)
         saved = data.get("training_config") or {}
-        if cfg.resume == "auto" and learning_config(saved) != learning_config(cfg.to_dict()):
-            diff = sorted(k for k in set(learning_config(saved)) | set(learning_config(cfg.to_dict()))
-                          if saved.get(k) != cfg.to_dict().get(k))
+        old, new = learning_config(saved), learning_config(cfg.to_dict())
+        if cfg.resume == "auto" and old != new:
+            flat = lambda c: {**{k: v for k, v in c.items() if k != "loss"}, **c.get("loss", {})}  # noqa: E731
+            fo, fn = flat(old), flat(new)
+            diff = sorted(k for k in set(fo) | set(fn) if fo.get(k) != fn.get(k))
             raise fail(resume_from, f"run {cfg.run_name!r} was started with other settings ({', '.join(diff)}); "
                        "pass the same flags, or --resume none for a new run")
         extra = data.get("extra") or {}
