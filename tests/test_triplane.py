@@ -378,3 +378,35 @@ def test_compiled_field_is_not_a_submodule_and_copies_stay_eager(tiny_generators
     assert list(G.state_dict()) == keys and G._field_fn is not G.field
     ema = copy.deepcopy(G)
     assert ema._field_fn is ema.field and list(ema.state_dict()) == keys
+
+
+def test_bf16_autocast_stays_close_to_fp32(tiny_generators):
+    G = tiny_generators["TriPlaneGenerator_v1"]
+    c = cameras.as_tensor(cameras.view_set("rgb", "head", char_id="bf")[:2])
+    with torch.no_grad():
+        a = G(_cond(2), c)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            b = G(_cond(2), c)
+    # compositing is fp32 whatever the autocast; lookups too, so geometry stays within a few mm
+    assert b["image_alpha"].dtype == torch.float32 and b["image_depth"].dtype == torch.float32
+    assert (a["image_alpha"] - b["image_alpha"]).abs().max() < 0.02
+    assert (a["image_depth"] - b["image_depth"]).abs().max() < 0.02
+    assert (a["image_raw"] - b["image_raw"].float()).abs().max() < 0.02
+
+
+def test_ablation_and_precomputed_features():
+    torch.manual_seed(0)
+    G = build_preset("tiny", variant="TriPlaneGenerator_v0", back_encoder="resnet").eval()
+    assert G.back_encoder is None and G.config["back_encoder"] == "resnet"
+    c = cameras.as_tensor(cameras.view_set("ortho", "head")[:1])
+    cond = _cond(1)
+    with torch.no_grad():
+        feat = G.encoder(torch.nn.functional.interpolate(cond["front"], size=64))
+        out = G(cond, c)
+        G1 = build_preset("tiny", variant="TriPlaneGenerator").eval()
+        p1 = G1.synthesize(cond)["planes"]
+        p2 = G1.synthesize({**cond, "feat_front": G1.encoder(cond["front"])})["planes"]
+    assert out["image"].shape == (1, 3, 32, 32) and feat.shape[1] == G.config["enc_channels"]
+    assert torch.allclose(p1, p2, atol=1e-6)
+    with pytest.raises(ValueError, match="feat_front"):
+        G1.synthesize({**cond, "feat_front": torch.zeros(1, 3, 2, 2)})
