@@ -115,22 +115,25 @@ def sample_pdf(edges: torch.Tensor, weights: torch.Tensor, n: int, deterministic
     return e0 + frac * (e1 - e0)
 
 
-def composite(t: torch.Tensor, sigma: torch.Tensor, feat: torch.Tensor):
-    """Midpoint-rule alpha compositing in fp32.
+def compositing_weights(t: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Midpoint-rule alpha compositing weights in fp32 for sorted t, sigma [B,R,S].
 
-    t, sigma [B,R,S] (t sorted), feat [B,R,S,F] -> feature [B,R,F], alpha [B,R],
-    depth numerator [B,R], interval weights [B,R,S-1].
+    Returns the interval weights w [B,R,S-1] and per-sample weights [B,R,S] such that
+    sum_i w_i * (f_i + f_{i+1}) / 2 == sum_s ws_s * f_s (no midpoint tensor needed).
     """
     t, sigma = t.float(), sigma.float()
     delta = t[..., 1:] - t[..., :-1]
     alpha = 1.0 - torch.exp(-0.5 * (sigma[..., 1:] + sigma[..., :-1]) * delta)
     trans = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], -1), -1)[..., :-1]
-    w = alpha * trans                                                      # [B,R,S-1]
-    # sum_i w_i * (f_i + f_{i+1}) / 2 == sum_s f_s * (w_{s-1} + w_s) / 2: no midpoint tensor needed
-    ws = 0.5 * (F.pad(w, (0, 1)) + F.pad(w, (1, 0)))                       # [B,R,S]
-    feat_out = torch.einsum("brs,brsf->brf", ws, feat.float())
-    depth_num = (ws * t).sum(-1)
-    return feat_out, w.sum(-1), depth_num, w
+    w = alpha * trans
+    return w, 0.5 * (F.pad(w, (0, 1)) + F.pad(w, (1, 0)))
+
+
+def composite(t: torch.Tensor, sigma: torch.Tensor, feat: torch.Tensor):
+    """t, sigma [B,R,S] (t sorted), feat [B,R,S,F] -> feature [B,R,F], alpha [B,R],
+    depth numerator [B,R], interval weights [B,R,S-1]."""
+    w, ws = compositing_weights(t, sigma)
+    return torch.einsum("brs,brsf->brf", ws, feat.float()), w.sum(-1), (ws * t.float()).sum(-1), w
 
 
 def _smooth_weights(w: torch.Tensor) -> torch.Tensor:
@@ -176,18 +179,20 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, box_warp: f
     sigma, feat = run(t_c)
     if depth_resolution_importance > 0:
         with torch.no_grad():
-            _, _, _, w = composite(t_c, sigma, feat[..., :1])
-            edges = t_c.reshape(B * R, D)
-            t_f = sample_pdf(edges, _smooth_weights(w.reshape(B * R, D - 1)), depth_resolution_importance,
-                             deterministic=not perturb).reshape(B, R, -1)
+            w, _ = compositing_weights(t_c, sigma)
+            t_f = sample_pdf(t_c.reshape(B * R, D), _smooth_weights(w.reshape(B * R, D - 1)),
+                             depth_resolution_importance, deterministic=not perturb).reshape(B, R, -1)
         sigma_f, feat_f = run(t_f)
         t_all, order = torch.sort(torch.cat([t_c, t_f], -1), -1)
-        sigma = torch.cat([sigma, sigma_f], -1).gather(-1, order)
-        feat = torch.cat([feat, feat_f], -2)
-        feat = feat.gather(-2, order[..., None].expand(-1, -1, -1, feat.shape[-1]))
+        w, ws = compositing_weights(t_all, torch.cat([sigma, sigma_f], -1).gather(-1, order))
+        # composite is linear in the features: move the (small) weights back to the unsorted
+        # sample order instead of sorting the (large) feature tensors
+        ws_u = torch.zeros_like(ws).scatter(-1, order, ws)
+        feat_out = torch.einsum("brs,brsf->brf", ws_u[..., :D], feat.float()) + \
+            torch.einsum("brs,brsf->brf", ws_u[..., D:], feat_f.float())
+        alpha, depth_num = w.sum(-1), (ws * t_all).sum(-1)
     else:
-        t_all = t_c
-    feat_out, alpha, depth_num, _ = composite(t_all, sigma, feat)
+        feat_out, alpha, depth_num, _ = composite(t_c, sigma, feat)
     depth = torch.where(alpha > 1e-4, depth_num / alpha.clamp_min(1e-4), torch.full_like(alpha, float(ray_end)))
     xyz = origins + depth[..., None] * dirs
     if white_back:
@@ -216,4 +221,4 @@ def render_image(field, cam: torch.Tensor, resolution: int, **kw) -> dict:
 
 
 __all__ = ["PLANE_AXES", "plane_coords", "sample_planes", "triplane_features", "OSGDecoder", "ray_box",
-           "sample_pdf", "composite", "render_rays", "render_image", "resolve_ray_range"]
+           "sample_pdf", "compositing_weights", "composite", "render_rays", "render_image", "resolve_ray_range"]
