@@ -61,11 +61,11 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def frame_strip(gif: Path, n: int = 8, height: int = 96) -> np.ndarray:
-    """n evenly spaced turntable frames side by side, each resized to height."""
+def frame_strip(gif: Path, n: int = 8, height: int = 96, inputs=()) -> np.ndarray:
+    """The input images (on white), then n evenly spaced turntable frames, side by side at height px."""
     im = Image.open(gif)
     idx = np.linspace(0, im.n_frames, n, endpoint=False).astype(int)
-    frames = []
+    frames = [Image.open(p).convert("RGB").resize((height, height), Image.LANCZOS) for p in inputs]
     for i in idx:
         im.seek(int(i))
         frames.append(im.convert("RGB").resize((height, height), Image.LANCZOS))
@@ -109,7 +109,8 @@ def main(argv=None):
     with atomic_write(root / "quickstart_summary.md", "w") as f:
         f.write(table + "\n")
     if a.strip:
-        save_png_atomic(a.strip, frame_strip(a.infer / "turntable.gif"))
+        inputs = [a.infer / f"input_{k}.png" for k in ("front", "back") if (a.infer / f"input_{k}.png").is_file()]
+        save_png_atomic(a.strip, frame_strip(a.infer / "turntable.gif", inputs=inputs))
     print()
     print("test split, trained model vs the same model after one step (mean over characters):")
     print(table)
