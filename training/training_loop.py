@@ -336,11 +336,12 @@ def _np_state():
 
 
 def set_rng_state(st: dict, device) -> None:
-    torch.set_rng_state(st["torch"])
-    s = json.loads(bytes(st["numpy"].tolist()).decode())
+    # the snapshot was loaded onto the training device; RNG states must be CPU byte tensors
+    torch.set_rng_state(st["torch"].cpu())
+    s = json.loads(bytes(st["numpy"].cpu().tolist()).decode())
     np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
     if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state(st["cuda"], device)
+        torch.cuda.set_rng_state(st["cuda"].cpu(), device)
 
 
 def save_snapshot(path: Path, nets: dict, opts: dict, step: int, cur_nimg: int, cfg: TrainConfig, extra: dict,
@@ -545,7 +546,9 @@ def train(cfg: TrainConfig) -> Path:
             except ImportError:
                 pbar = None
         n_prev = min(cfg.preview_count, len(ds))
-        samples = [ds[i] for i in range(n_prev)]
+        with torch.random.fork_rng(devices=[]):   # fixed preview views; the training RNG stream is untouched
+            torch.manual_seed(cfg.seed)
+            samples = [ds[i] for i in range(n_prev)]
         preview_batch = to_device(importlib.import_module("training.dataset").collate(samples), d.device)
         preview_views = {n: i for i, n in enumerate(ds.ortho_views)}
         print(f"run folder: {run_dir}" + (f" (resuming {resume_from.name}, step {step})" if resume_from else ""))
@@ -625,10 +628,10 @@ def train(cfg: TrainConfig) -> Path:
                     kimg_i = int(cur_nimg // 1000)
                     save_snapshot(run_dir / f"network-snapshot-{kimg_i:06d}.pt", nets, opts, step, cur_nimg, cfg,
                                   {"tick": tick + 1, "nan_skips": nan_skips}, d.device)
-            if d.main and (done or tick % max(cfg.preview_ticks, 1) == 0):
+            if d.main and (done or stop or tick % max(cfg.preview_ticks, 1) == 0):
                 G_ema.eval()
                 grid = preview_grid(G_ema, preview_batch, preview_views, 128, nrr)
-                save_png_atomic(run_dir / f"preview-{int(cur_nimg // 1000):06d}.png", grid)
+                save_png_atomic(run_dir / f"preview-{cur_nimg / 1000:010.3f}.png", grid)  # kimg, sortable
             tick += 1
             tick_start_nimg, tick_start_time = cur_nimg, time.time()
             if stop:
