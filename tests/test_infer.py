@@ -138,3 +138,20 @@ def test_bad_inputs(setup, tmp_path, capsys, case):
               "corrupt_ckpt": "checkpoint", "no_back": "--back"}[case]
     assert expect in err, err
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_single_view_head_checkpoint(setup, tmp_path, caplog):
+    """PAniC-3D variant in head framing: the back image is ignored with a warning; artwork is head-framed."""
+    d, _, front, back, _ = setup
+    torch.manual_seed(1)
+    G1 = build_preset("tiny", variant="TriPlaneGenerator")
+    save_checkpoint(tmp_path / "G1.pt", {"G_ema": G1}, step=0, kimg=0.0)
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        s = infer.reconstruct(front, tmp_path / "G1.pt", out, back=back, turntable=2, mesh_resolution=8,
+                              device="cpu")
+    assert "ignored" in caplog.text
+    assert s["generator"] == "TriPlaneGenerator" and s["framing"] == "head"
+    assert "input_back.png" not in s["outputs"] and "silhouette_mismatch" not in s
+    planes = torch.load(out / "triplane.pt", weights_only=True)
+    assert planes["planes"].shape[:2] == (1, 3)
