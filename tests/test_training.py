@@ -241,3 +241,25 @@ def test_resume_refuses_other_settings(toy_data, tmp_path):
     # runtime keys may change: a longer run continues the same folder
     run = train(tiny_config(toy_data, tmp_path, "r", kimg=0.004))
     assert run.name == "00000" and snapshot(run)["step"] == 2
+
+
+def test_sigterm_to_the_process_group_stops_with_a_snapshot(toy_data, tmp_path):
+    """A scheduler's SIGTERM reaches the trainer and its data workers: the step finishes, a snapshot
+    of that step is written, the process exits 0."""
+    args = tiny_args(toy_data, tmp_path, "term", kimg=1, workers=1, **{"snap-ticks": 1000, "no-progress": True})
+    p = _cli(args, start_new_session=True)
+    run = tmp_path / "term" / "00000"
+    deadline = time.time() + 120
+    while not list(run.glob("network-snapshot-*.pt")):
+        assert p.poll() is None, p.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.killpg(p.pid, signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 0, out
+    stopped = [line for line in out.splitlines() if line.startswith("stopped by signal at step")]
+    assert stopped, out
+    step = int(stopped[0].split("step ")[1].split(";")[0])
+    assert snapshot(run)["step"] == step == metrics(run)[-1]["step"]
+    assert not list(run.glob(".*tmp*"))                        # no temporary files left behind
