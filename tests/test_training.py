@@ -241,6 +241,13 @@ def test_resume_refuses_other_settings(toy_data, tmp_path):
     # runtime keys may change: a longer run continues the same folder
     run = train(tiny_config(toy_data, tmp_path, "r", kimg=0.004))
     assert run.name == "00000" and snapshot(run)["step"] == 2
+    # --resume PATH: a new run (folder) starting from that snapshot's weights and counters, other settings allowed
+    snap = sorted(run.glob("network-snapshot-*.pt"))[-1]
+    run2 = train(tiny_config(toy_data, tmp_path, "r", kimg=0.006, glr=0.01, resume=str(snap)))
+    assert run2.name == "00001" and snapshot(run2)["step"] == 3
+    assert json.loads((run2 / "config.json").read_text())["glr"] == 0.01
+    with pytest.raises(UserError, match="not found"):
+        train(tiny_config(toy_data, tmp_path, "r", resume=str(tmp_path / "missing.pt")))
 
 
 def test_sigterm_to_the_process_group_stops_with_a_snapshot(toy_data, tmp_path):
