@@ -45,7 +45,8 @@ class LossConfig:
     lpips_random_init: bool = False    # tests only: random LPIPS backbone, no download
     l1_weight: float = 4.0
     alpha_weight: float = 1.0          # alpha L2 outside the silhouette band
-    alpha_band_px: int = 2             # half width of the excluded band around the GT silhouette
+    alpha_band_px: int = 2             # half width of the excluded band around the GT silhouette, in pixels
+                                       # of a 128-px rendering (scaled with the neural rendering size)
     depth_weight: float = 1000.0       # L2 (metres^2) of surface points where both alphas are opaque
     recon_sr_weight: float = 1.0       # relative weight of LPIPS/L1 on the super-resolved image
     recon_raw_weight: float = 1.0      # ... and on the raw neural rendering
@@ -110,6 +111,12 @@ def silhouette_band(alpha: torch.Tensor, px: int) -> torch.Tensor:
     dilated = F.max_pool2d(inside, k, stride=1, padding=px)
     eroded = 1.0 - F.max_pool2d(1.0 - inside, k, stride=1, padding=px)
     return dilated - eroded
+
+
+def band_pixels(band_px_at_128: int, res: int) -> int:
+    """The silhouette band at this rendering size: a fixed pixel count would swallow thin limbs
+    whole at small sizes (2 px at 16 px is the whole arm), leaving the silhouette unsupervised."""
+    return int(round(band_px_at_128 * res / 128))
 
 
 def alpha_loss(pred_alpha: torch.Tensor, gt_alpha: torch.Tensor, band_px: int) -> torch.Tensor:
@@ -296,7 +303,8 @@ class ReconGANLoss:
                     terms[f"lpips_{key}"] = rel * cfg.lpips_weight * self.lpips_distance(pred, gt)
             a_gt = resize(gt_alpha, n)
             if cfg.alpha_weight > 0:
-                terms["alpha"] = cfg.alpha_weight * alpha_loss(out["image_alpha"].float(), a_gt, cfg.alpha_band_px)
+                terms["alpha"] = cfg.alpha_weight * alpha_loss(out["image_alpha"].float(), a_gt,
+                                                               band_pixels(cfg.alpha_band_px, n))
             if cfg.depth_weight > 0:
                 # nearest keeps surface points on the surface (no blending across depth edges)
                 xyz_gt = F.interpolate(gt_xyz, size=(n, n), mode="nearest") if gt_xyz.shape[-1] != n else gt_xyz
