@@ -68,6 +68,16 @@ CAMERA_DTYPE = {"ortho_xyza": "ortho", "ortho_mask": "ortho", "ortho_lines": "or
                 "xyza60": "rgb60", FEATURE_DTYPE: "ortho"}
 
 
+def _run_jobs(fn, jobs: list, workers: int, chunksize: int, **bar) -> list:
+    """fn over jobs in order with a progress bar; a spawn pool of ``workers`` processes when > 1."""
+    from tqdm import tqdm
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(workers) as pool:
+            return list(tqdm(pool.imap(fn, jobs, chunksize=chunksize), total=len(jobs), unit="char", **bar))
+    return list(tqdm(map(fn, jobs), total=len(jobs), unit="char", **bar))
+
+
 def framing_of(meta: dict, rs_meta: dict | None = None) -> str | None:
     for m in (meta, rs_meta or {}):
         f = m.get("framing")
@@ -258,7 +268,6 @@ def _check_star(args):
 
 def clean(root, renderset: str, cfg: CleanConfig, workers: int = 1, progress: bool = True):
     """Check every candidate of a renderset -> (kept ids, drops [{id, key, reason, detail}], candidates)."""
-    from tqdm import tqdm
     cands = candidate_ids(root, renderset)
     failures = read_failures(root, renderset)
     rs_meta = load_renderset_meta(root, renderset)
@@ -268,13 +277,7 @@ def clean(root, renderset: str, cfg: CleanConfig, workers: int = 1, progress: bo
         raise fail(paths.renderset_meta_path(root, renderset),
                    f"rendered without {', '.join(lacking)}; render them or pass --require {have}")
     jobs = [(root, renderset, cid, cfg, failures, rs_meta) for cid in cands]
-    bar = dict(total=len(jobs), desc=f"clean {renderset}", unit="char", disable=not progress)
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        with mp.get_context("spawn").Pool(workers) as pool:
-            results = dict(tqdm(pool.imap_unordered(_check_star, jobs, chunksize=8), **bar))
-    else:
-        results = dict(tqdm(map(_check_star, jobs), **bar))
+    results = dict(_run_jobs(_check_star, jobs, workers, 8, desc=f"clean {renderset}", disable=not progress))
     kept, drops = [], []
     for cid in cands:
         reason, detail = results[cid]
@@ -393,18 +396,11 @@ def generate_masks(root, renderset: str, ids, kind: str = "ortho", threshold: in
     ``ortho`` masks come from the RGBA ortho renders; ``rgb`` views are on white,
     so theirs come from the alpha of the xyza render of the same view.
     """
-    from tqdm import tqdm
     if kind not in MASK_SOURCES:
         raise UserError(f"mask kind {kind!r}: expected one of {sorted(MASK_SOURCES)}")
     src, dst = MASK_SOURCES[kind]
     jobs = [(root, renderset, cid, src, dst, int(threshold), overwrite) for cid in ids]
-    bar = dict(total=len(jobs), desc=f"{dst} {renderset}", unit="char", disable=not progress)
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        with mp.get_context("spawn").Pool(workers) as pool:
-            results = list(tqdm(pool.imap(_mask_one, jobs, chunksize=4), **bar))
-    else:
-        results = list(tqdm(map(_mask_one, jobs), **bar))
+    results = _run_jobs(_mask_one, jobs, workers, 4, desc=f"{dst} {renderset}", disable=not progress)
     errors = [e for _, _, e in results if e]
     return {"characters": len(ids), "written": sum(r[0] for r in results),
             "skipped": sum(r[1] for r in results), "errors": errors}
