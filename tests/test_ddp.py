@@ -1,4 +1,5 @@
-"""2-process gloo training (torchrun) takes the same step as 1 process with the same global batch."""
+"""2-process gloo training (torchrun, DistributedDataParallel) takes the same step as 1 process with the
+same global batch."""
 import json
 import os
 import subprocess
@@ -56,6 +57,8 @@ def test_two_process_gloo_step_equals_one_process(toy_data, tmp_path):  # noqa: 
     out = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "-m", "_train.eg3dc.train", *a2])
     assert "2 process(es) on cpu, batch 4 (2 per process)" in out
+    # the gradients were averaged by DDP's reducer (G finds Greg's unused super-resolution parameters)
+    assert "DistributedDataParallel: G find_unused_parameters=True, D find_unused_parameters=False" in out
     assert out.count("run folder:") == 1                       # only rank 0 reports and writes
     train(config_from_args(half))
     one, two, other = _final(tmp_path, "one"), _final(tmp_path, "two"), _final(tmp_path, "half")
@@ -71,14 +74,39 @@ def test_two_process_gloo_step_equals_one_process(toy_data, tmp_path):  # noqa: 
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["00000"]
 
 
-def test_grad_sync_average_and_nan_guard():
-    """Single-process semantics of the flat sync: NaN/Inf anywhere -> False (the step is skipped)."""
-    from training.training_loop import Dist, sync_grads_and_check
+def test_grad_check_and_nan_guard():
+    """Single-process semantics of the gradient check: NaN/Inf anywhere -> False (the step is skipped)."""
+    from training.training_loop import Dist, check_grads
     p = torch.nn.Parameter(torch.ones(3))
     q = torch.nn.Parameter(torch.ones(2))
     p.grad = torch.tensor([1.0, 2.0, 3.0])
     q.grad = None                                  # unused parameter: zeros, not an error
-    assert sync_grads_and_check([p, q], Dist())
+    assert check_grads([p, q], Dist())
     assert torch.equal(q.grad, torch.zeros(2)) and torch.equal(p.grad, torch.tensor([1.0, 2.0, 3.0]))
     p.grad = torch.tensor([1.0, float("nan"), 3.0])
-    assert not sync_grads_and_check([p, q], Dist())
+    assert not check_grads([p, q], Dist())
+    p.grad = torch.tensor([1.0, float("inf"), 3.0])
+    assert not check_grads([p, q], Dist())
+
+
+def _nan_on_one_rank(rank, init_file, results):
+    import torch.distributed as dist
+    from training.training_loop import Dist, check_grads
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        p = torch.nn.Parameter(torch.ones(2))
+        p.grad = torch.tensor([1.0, float("nan") if rank == 1 else 2.0])
+        finite_only = torch.nn.Parameter(torch.ones(2))
+        finite_only.grad = torch.ones(2)
+        results[rank] = (check_grads([p], Dist(rank, 2)), check_grads([finite_only], Dist(rank, 2)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_nan_guard_agrees_across_ranks(tmp_path):
+    """A NaN on rank 1 only makes both ranks skip the step (the ranks' parameters never diverge)."""
+    import torch.multiprocessing as mp
+    results = mp.Manager().dict()
+    mp.spawn(_nan_on_one_rank, args=(str(tmp_path / "pg"), results), nprocs=2, join=True)
+    assert dict(results) == {0: (False, True), 1: (False, True)}

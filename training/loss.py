@@ -11,6 +11,12 @@ One ``ReconGANLoss`` object runs the four phases of a StyleGAN2-style step:
   ``image_raw`` like EG3D, plus the mask-branch R1 of the mask discriminator.
 
 The loss only calls backward; the loop owns optimisers and gradient sync.
+Each phase's use of its network (G or D) happens inside one call
+``G_call(fn, *args)`` / ``D_call(fn, *args)`` = ``fn(net, *args)``: in
+multi-process training that call is the forward of the network's
+DistributedDataParallel wrapper (``training_loop.PhaseForward``), so DDP sees
+exactly one forward per backward and its reducer averages the gradients
+while backward runs.
 Randomness that decides results (z, regulariser points) is drawn per sample
 from (seed, step, sample id), so 1 process and N processes with the same
 global batch compute the same gradients.
@@ -200,13 +206,20 @@ def run_D(D, img: dict, c: torch.Tensor, sigma: float):
 # ----------------------------------------------------------------- the loss
 
 class ReconGANLoss:
-    """Runs one phase of a training step on this rank's part of the batch and calls backward."""
+    """Runs one phase of a training step on this rank's part of the batch and calls backward.
+
+    ``G_call``/``D_call``: ``call(fn, *args) -> fn(net, *args)``; the DDP wrappers of the loop in
+    multi-process training, plain calls of G/D when None.
+    """
 
     def __init__(self, G, D, cfg: LossConfig, box: float, seed: int = 0,
                  neural_rendering_resolution: int | None = None, use_mask_d: bool = False,
                  autocast_dtype: torch.dtype | None = None, lpips_module=None,
-                 ortho_views=("front", "back", "left", "right"), render_kwargs: dict | None = None):
+                 ortho_views=("front", "back", "left", "right"), render_kwargs: dict | None = None,
+                 G_call=None, D_call=None):
         self.G, self.D, self.cfg, self.box, self.seed = G, D, cfg, box, seed
+        self.G_call = G_call or (lambda fn, *args: fn(self.G, *args))
+        self.D_call = D_call or (lambda fn, *args: fn(self.D, *args))
         self.ortho_views = list(ortho_views)
         self.render_kwargs = dict(render_kwargs or {})
         self.nrr = neural_rendering_resolution
@@ -247,11 +260,11 @@ class ReconGANLoss:
             pred, gt = resize(pred, self.LPIPS_MIN), resize(gt, self.LPIPS_MIN)
         return self.lpips(pred, gt).mean()
 
-    def _render(self, planes, c):
+    def _render(self, G, planes, c):
         kw = dict(self.render_kwargs)
         if self.nrr is not None:
             kw["neural_rendering_resolution"] = self.nrr
-        return self.G.render(planes, c, **kw)
+        return G.render(planes, c, **kw)
 
     def _fake_for_D(self, out) -> dict:
         img = {"image": out["image"], "image_raw": out["image_raw"]}
@@ -268,24 +281,24 @@ class ReconGANLoss:
             img["image_mask"] = resize(batch["rgb_mask"].float(), n)
         return img
 
-    def _render_views(self, planes, cams: list[torch.Tensor]) -> list[dict]:
+    def _render_views(self, G, planes, cams: list[torch.Tensor]) -> list[dict]:
         """Render the same planes from several [B,25] cameras; one call with the planes repeated when allowed."""
         if len(cams) < 2 or not self.cfg.batch_views or not isinstance(planes, (dict, torch.Tensor)):
-            return [self._render(planes, c) for c in cams]
+            return [self._render(G, planes, c) for c in cams]
         V, B = len(cams), cams[0].shape[0]
 
         def rep(x):
             return torch.cat([x] * V) if torch.is_tensor(x) else x
-        out = self._render({k: rep(x) for k, x in planes.items()} if isinstance(planes, dict) else rep(planes),
+        out = self._render(G, {k: rep(x) for k, x in planes.items()} if isinstance(planes, dict) else rep(planes),
                            torch.cat(cams))
         return [{k: (x[i * B:(i + 1) * B] if torch.is_tensor(x) and x.shape[:1] == (V * B,) else x)
                  for k, x in out.items()} for i in range(V)]
 
-    def reconstruction(self, planes, batch) -> tuple[torch.Tensor, dict]:
-        """Weighted reconstruction of the ortho views present in the batch."""
+    def reconstruction(self, G, planes, batch) -> tuple[torch.Tensor, dict]:
+        """Weighted reconstruction of the ortho views present in the batch (rendered by G from ``planes``)."""
         cfg, stats = self.cfg, {}
         used = [(v, name) for v, name in enumerate(self.ortho_views) if self.view_weights.get(name, 0.0) > 0]
-        outs = self._render_views(planes, [batch["ortho_cam"][:, v] for v, _ in used])
+        outs = self._render_views(G, planes, [batch["ortho_cam"][:, v] for v, _ in used])
         total = batch["ortho_rgb"].new_zeros(())
         for (v, name), out in zip(used, outs):
             w = self.view_weights[name]
@@ -319,72 +332,90 @@ class ReconGANLoss:
         return total, stats
 
     def accumulate_gradients(self, phase: str, batch: dict, gain: float, step: int, cur_nimg: float) -> dict:
-        cfg, stats = self.cfg, {}
-        dev = batch["rgb_cam"].device
+        cfg = self.cfg
         sigma = blur_sigma(cfg, cur_nimg)
-
         if phase == "Gmain":
-            with self._autocast(dev):
-                planes = self.G.synthesize(self.cond_of(batch), z=self._z(batch, step))
-                loss = batch["rgb"].new_zeros(())
-                out = None
-                if cfg.gan_weight > 0:
-                    out = self._render(planes, batch["rgb_cam"])
-                    logits, mask_logits = run_D(self.D, self._fake_for_D(out), batch["rgb_cam"], sigma)
-                    l_gan = F.softplus(-logits.float()).mean()
-                    if mask_logits is not None:
-                        l_gan = l_gan + F.softplus(-mask_logits.float()).mean()
-                    loss = loss + cfg.gan_weight * l_gan
-                    stats["G/gan"] = float(l_gan.detach())
-                    self._fake = {k: v.detach().float() for k, v in self._fake_for_D(out).items()}
-                else:
-                    self._fake = None
-                rec, rs = self.reconstruction(planes, batch)
-            stats.update(rs)
-            loss = loss + rec
-            stats["G/loss"] = float(loss.detach())
-            loss.mul(gain).backward()
-
+            loss, stats, self._fake = self.G_call(self._gmain, batch, step, sigma)
         elif phase == "Greg":
             if cfg.tv_weight <= 0:
-                return stats
-            planes = self.G.synthesize(self.cond_of(batch), z=self._z(batch, step))
-            box = batch["box"].float() if "box" in batch else self.box
-            tv = density_tv(self.G, planes, batch["id"], self.seed, step, box, cfg.tv_points, cfg.tv_perturb)
-            stats["G/tv"] = float(tv.detach())
-            (tv * cfg.tv_weight).mul(gain).backward()
-
+                return {}
+            loss, stats = self.G_call(self._greg, batch, step)
         elif phase == "Dmain":
             if cfg.gan_weight <= 0 or self._fake is None:
-                return stats
-            fake = self._fake
-            with self._autocast(dev):
-                f_logits, f_mask = run_D(self.D, fake, batch["rgb_cam"], sigma)
-                real = self.real_for_D(batch, fake)
-                r_logits, r_mask = run_D(self.D, real, batch["rgb_cam"], sigma)
-            loss = F.softplus(f_logits.float()).mean() + F.softplus(-r_logits.float()).mean()
-            if f_mask is not None:
-                loss = loss + F.softplus(f_mask.float()).mean() + F.softplus(-r_mask.float()).mean()
-            stats["D/loss"] = float(loss.detach())
-            stats["D/real"] = float(r_logits.detach().float().mean())
-            stats["D/fake"] = float(f_logits.detach().float().mean())
-            loss.mul(gain).backward()
-
+                return {}
+            loss, stats = self.D_call(self._dmain, batch, self._fake, sigma)
         elif phase == "Dreg":
             if cfg.gan_weight <= 0 or (cfg.r1_gamma <= 0 and cfg.r1_gamma_mask <= 0):
-                return stats
-            # R1 in full precision: double backward through bf16 is not stable
-            real = {k: v.detach().requires_grad_(True) for k, v in self.real_for_D(batch, self._fake).items()}
-            logits, mask_logits = run_D(self.D, real, batch["rgb_cam"], sigma)
-            pen = r1_penalty(logits, [real["image"], real["image_raw"]])
-            loss = pen.mean() * (cfg.r1_gamma / 2)
-            stats["D/r1"] = float(pen.detach().mean())
-            if mask_logits is not None and cfg.r1_gamma_mask > 0:
+                return {}
+            loss, stats = self.D_call(self._dreg, batch, sigma)
+        else:
+            raise ValueError(f"unknown phase {phase!r}")
+        loss.mul(gain).backward()
+        return stats
+
+    # -- one function per phase: (network, inputs) -> (loss, stats[, fakes]), run as one forward
+
+    def _gmain(self, G, batch, step, sigma):
+        """Adversarial loss of a random perspective view + reconstruction of the ortho views; also returns
+        the (detached) fakes for Dmain."""
+        cfg, stats, fake = self.cfg, {}, None
+        with self._autocast(batch["rgb_cam"].device):
+            planes = G.synthesize(self.cond_of(batch), z=self._z(batch, step))
+            loss = batch["rgb"].new_zeros(())
+            if cfg.gan_weight > 0:
+                out = self._render(G, planes, batch["rgb_cam"])
+                # D is called directly: its parameters do not require grad in this phase
+                logits, mask_logits = run_D(self.D, self._fake_for_D(out), batch["rgb_cam"], sigma)
+                l_gan = F.softplus(-logits.float()).mean()
+                if mask_logits is not None:
+                    l_gan = l_gan + F.softplus(-mask_logits.float()).mean()
+                loss = loss + cfg.gan_weight * l_gan
+                stats["G/gan"] = float(l_gan.detach())
+                fake = {k: v.detach().float() for k, v in self._fake_for_D(out).items()}
+            rec, rs = self.reconstruction(G, planes, batch)
+        stats.update(rs)
+        loss = loss + rec
+        stats["G/loss"] = float(loss.detach())
+        return loss, stats, fake
+
+    def _greg(self, G, batch, step):
+        """Density total variation (uses only the density path of G: no super-resolution)."""
+        planes = G.synthesize(self.cond_of(batch), z=self._z(batch, step))
+        box = batch["box"].float() if "box" in batch else self.box
+        tv = density_tv(G, planes, batch["id"], self.seed, step, box, self.cfg.tv_points, self.cfg.tv_perturb)
+        return tv * self.cfg.tv_weight, {"G/tv": float(tv.detach())}
+
+    def _dmain(self, D, batch, fake, sigma):
+        """Non-saturating D loss on the fakes of the last Gmain and the real perspective view."""
+        with self._autocast(batch["rgb_cam"].device):
+            f_logits, f_mask = run_D(D, fake, batch["rgb_cam"], sigma)
+            real = self.real_for_D(batch, fake)
+            r_logits, r_mask = run_D(D, real, batch["rgb_cam"], sigma)
+        loss = F.softplus(f_logits.float()).mean() + F.softplus(-r_logits.float()).mean()
+        if f_mask is not None:
+            loss = loss + F.softplus(f_mask.float()).mean() + F.softplus(-r_mask.float()).mean()
+        stats = {"D/loss": float(loss.detach()), "D/real": float(r_logits.detach().float().mean()),
+                 "D/fake": float(f_logits.detach().float().mean())}
+        return loss, stats
+
+    def _dreg(self, D, batch, sigma):
+        """R1 on the real images.  The gradient is taken w.r.t. the images, not D's parameters, so under DDP
+        no reducer hook fires inside; backward of the penalty then reaches the parameters through the
+        double-backward graph and the reducer averages those gradients."""
+        cfg, stats = self.cfg, {}
+        # R1 in full precision: double backward through bf16 is not stable
+        real = {k: v.detach().requires_grad_(True) for k, v in self.real_for_D(batch, self._fake).items()}
+        logits, mask_logits = run_D(D, real, batch["rgb_cam"], sigma)
+        pen = r1_penalty(logits, [real["image"], real["image_raw"]])
+        loss = pen.mean() * (cfg.r1_gamma / 2)
+        stats["D/r1"] = float(pen.detach().mean())
+        # logits * 0 keeps every D parameter in the graph (the output layers' biases get no R1 gradient):
+        # DDP without find_unused_parameters needs a gradient for every parameter
+        keep = logits.sum() * 0
+        if mask_logits is not None:
+            if cfg.r1_gamma_mask > 0:
                 pen_m = r1_penalty(mask_logits, [real["image_mask"]])
                 loss = loss + pen_m.mean() * (cfg.r1_gamma_mask / 2)
                 stats["D/r1_mask"] = float(pen_m.detach().mean())
-            # logits*0 keeps every D parameter in the graph (unused-parameter safety)
-            (loss + logits.sum() * 0).mul(gain).backward()
-        else:
-            raise ValueError(f"unknown phase {phase!r}")
-        return stats
+            keep = keep + mask_logits.sum() * 0
+        return loss + keep, stats

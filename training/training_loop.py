@@ -5,11 +5,13 @@ networks -> optimisers -> resume -> loop (phases, EMA, ticks, snapshots,
 previews) -> final snapshot.  Hyperparameters: REFERENCE section 4.
 
 Multi-process: started by torchrun (RANK/WORLD_SIZE/LOCAL_RANK in the
-environment).  Gradients are averaged with one flat all_reduce per phase
-(the EG3D/StyleGAN2 approach) instead of wrapping in DistributedDataParallel:
-R1 needs a double backward, which DDP's reducer does not support, and the
-flat all_reduce also gives every rank the same finite/NaN decision.
-Only rank 0 writes files.
+environment).  G and D are wrapped in DistributedDataParallel (through
+``PhaseForward``, so a whole phase is one DDP forward); DDP's reducer averages
+gradients while backward runs.  R1 takes its gradient w.r.t. the real images,
+not the parameters, so it works under DDP (see ``ReconGANLoss._dreg``).  G's
+wrapper finds unused parameters (Greg uses only the density path); D's does
+not need to (every D phase reaches every D parameter).  One process: no DDP,
+the networks are called directly.  Only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from . import cameras, paths
 from .errors import UserError, atomic_write, fail, save_json_atomic, save_png_atomic
@@ -159,26 +162,52 @@ def broadcast_object(obj, d: Dist):
 
 
 def sync_params(module: torch.nn.Module, d: Dist) -> None:
-    """Every rank starts from rank 0's parameters and buffers."""
+    """Every rank starts from rank 0's parameters and buffers (DDP does this itself for G and D)."""
     if d.world == 1:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, src=0)
 
 
-def sync_grads_and_check(params: list[torch.Tensor], d: Dist) -> bool:
-    """Average gradients over ranks with one flat all_reduce; False if any is NaN/Inf (same on all ranks)."""
-    if not params:
+class PhaseForward(torch.nn.Module):
+    """A network whose forward is ``fn(net, *args)``.  A phase calls G or D several times (synthesize, render,
+    real and fake logits) before one backward; wrapped in DDP, this makes the whole phase one forward, which
+    is what DDP's reducer expects."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, fn, *args):
+        return fn(self.net, *args)
+
+
+def wrap_ddp(net: torch.nn.Module, d: Dist, find_unused: bool) -> DistributedDataParallel:
+    """DDP over ``net`` (rank 0's weights broadcast on construction).  Buffers are not broadcast each forward
+    (BatchNorm is frozen, the rest are constants); gradients live in the reducer's buckets (no copy)."""
+    net.requires_grad_(True)  # DDP registers only parameters that require grad
+    ddp = DistributedDataParallel(PhaseForward(net), device_ids=[d.device.index] if d.device.type == "cuda" else None,
+                                  broadcast_buffers=False, gradient_as_bucket_view=True,
+                                  find_unused_parameters=find_unused)
+    net.requires_grad_(False)
+    return ddp
+
+
+def check_grads(params: list[torch.Tensor], d: Dist) -> bool:
+    """After DDP has averaged the gradients: False if any is NaN/Inf on any rank (every rank then skips the
+    step).  Parameters the phase did not use get zero gradients, as the 1-process loop always gave them, so
+    Adam's moments move the same way with or without DDP."""
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    if not grads:
         return True
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+    bad = torch.stack([~torch.isfinite(g).all() for g in grads]).any().float().reshape(1)
     if d.world > 1:
-        dist.all_reduce(flat)
-        flat /= d.world
-    if not bool(torch.isfinite(flat).all()):
-        return False
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad = g.view_as(p).clone() if p.grad is None else p.grad.copy_(g.view_as(p))
-    return True
+        dist.all_reduce(bad)  # identical averaged gradients give identical flags; this makes sure of it
+    return not bool(bad.item())
 
 
 # ---------------------------------------------------------------- run folder
@@ -507,8 +536,12 @@ def train(cfg: TrainConfig) -> Path:
         tick, nan_skips = int(extra.get("tick", 0)), int(extra.get("nan_skips", 0))
         if "rng" in extra:
             set_rng_state(extra["rng"], d.device)
-    for m in nets.values():
-        sync_params(m, d)
+    # multi-process: DDP wrappers (constructing them broadcasts rank 0's G and D); G finds unused parameters
+    # because Greg uses only the density path (super-resolution idle); every D phase uses all of D
+    G_call = D_call = None
+    if d.world > 1:
+        sync_params(G_ema, d)
+        G_call, D_call = wrap_ddp(G, d, find_unused=True), wrap_ddp(D, d, find_unused=False)
 
     # data: a resumed run skips what it has seen
     batches = rank_batches(ds, cfg, d, per_gpu, step)
@@ -518,7 +551,8 @@ def train(cfg: TrainConfig) -> Path:
     nrr = cfg.neural_rendering_resolution or None
     loss = ReconGANLoss(G, D, lc, box=box, seed=cfg.seed, neural_rendering_resolution=nrr,
                         render_kwargs={"perturb": cfg.ray_perturb},
-                        use_mask_d=use_mask_discriminator(D), autocast_dtype=autocast, ortho_views=ds.ortho_views)
+                        use_mask_d=use_mask_discriminator(D), autocast_dtype=autocast, ortho_views=ds.ortho_views,
+                        G_call=G_call, D_call=D_call)
     phases = [("Gmain", G, opt_G, 1)]
     if use_tv:
         phases.append(("Greg", G, opt_G, lc.tv_interval))
@@ -555,6 +589,9 @@ def train(cfg: TrainConfig) -> Path:
         print(f"{d.world} process(es) on {d.device.type}, batch {cfg.batch} ({per_gpu} per process), "
               f"G {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M params, "
               f"D {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M, bf16 {autocast is not None}")
+        if d.world > 1:
+            print(f"{type(G_call).__name__}: G find_unused_parameters={G_call.find_unused_parameters}, "
+                  f"D find_unused_parameters={D_call.find_unused_parameters}")
 
     stopper = StopFlag()
     tick_start_nimg, tick_start_time = cur_nimg, time.time()
@@ -568,7 +605,7 @@ def train(cfg: TrainConfig) -> Path:
         while not done:
             batch = to_device(next(batches), d.device)
 
-            # one step: each phase on its own interval, gradients averaged over ranks
+            # one step: each phase on its own interval, gradients averaged over ranks by DDP during backward
             for name, module, opt, interval in phases:
                 if step % interval:
                     continue
@@ -576,8 +613,7 @@ def train(cfg: TrainConfig) -> Path:
                 opt.zero_grad(set_to_none=True)
                 stats = loss.accumulate_gradients(name, batch, gain=interval, step=step, cur_nimg=cur_nimg)
                 module.requires_grad_(False)
-                params = [p for p in module.parameters()]
-                if sync_grads_and_check(params, d):
+                if check_grads(list(module.parameters()), d):
                     opt.step()
                 else:
                     nan_skips += 1
