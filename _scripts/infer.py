@@ -25,6 +25,7 @@ from training import artwork, cameras, inference
 from _train.img2img.model import LineRemovalUNet
 from training.checkpoint import load_checkpoint, load_generator
 from training.errors import UserError, atomic_path, cli_main, fail, save_json_atomic, save_png_atomic
+from training.images import to_uint8
 
 log = logging.getLogger("infer")
 GENERATOR_CLASSES = ("TriPlaneGenerator", "TriPlaneGenerator_v0", "TriPlaneGenerator_v1")
@@ -39,23 +40,6 @@ def parse_views(text: str | None) -> list[tuple[float, float]]:
     except ValueError:
         raise UserError(f"--views: expected 'elev,azim;elev,azim...', got {text!r}") from None
 
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[3,H,W] in [-1,1] -> HxWx3 uint8."""
-    return ((img.float().clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
-
-
-def framing_of(G) -> str:
-    """The framing a generator was trained in (its config), else the framing whose box matches its box."""
-    fr = getattr(G, "framing", None) or G.config.get("framing")
-    if fr in cameras.FRAMINGS:
-        return fr
-    box = float(G.field.box_warp)
-    return min(cameras.FRAMINGS, key=lambda k: abs(cameras.FRAMINGS[k].box - box))
-
-
-def is_two_view(G) -> bool:
-    return bool(getattr(G, "two_view", False))
 
 
 def load_reconstructor(path, device):
@@ -145,13 +129,13 @@ def reconstruct(front, ckpt, out, back=None, remove_lines=None, turntable: int =
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     out = Path(out)
     G = load_reconstructor(ckpt, device)
-    two_view = is_two_view(G)
+    two_view = G.two_view
     if two_view and back is None:
         raise fail(ckpt, f"{type(G).__name__} is a two-view model: give the back image with --back")
     if not two_view and back is not None:
         log.warning("%s is a single-view model: the back image is ignored", type(G).__name__)
         back = None
-    framing = framing_of(G)
+    framing = G.framing   # every generator records the framing it was trained in
     res = int(G.cond_resolution)
     summary = {"checkpoint": str(ckpt), "generator": type(G).__name__, "framing": framing,
                "kimg": G.checkpoint_info["kimg"], "device": str(device), "outputs": []}

@@ -2,7 +2,6 @@
 import base64
 import io
 import json
-import shutil
 import struct
 from pathlib import Path
 

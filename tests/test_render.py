@@ -6,7 +6,6 @@ into a temporary data tree (size 64..128 to stay fast on CPU/llvmpipe).
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -18,7 +18,7 @@ import torch
 from tests.test_dataprep import GOOD, fake_render
 from training import checkpoint, loss as L
 from training.errors import UserError
-from training.training_loop import TrainConfig, learning_config, train
+from training.training_loop import learning_config, train
 
 REPO = Path(__file__).resolve().parent.parent
 

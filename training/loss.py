@@ -24,7 +24,6 @@ global batch compute the same gradients.
 from __future__ import annotations
 
 import dataclasses
-import math
 import zlib
 from pathlib import Path
 

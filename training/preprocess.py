@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from . import cameras, paths
 from .errors import UserError, fail, load_image, save_json_atomic, save_png_atomic, atomic_write
+from .images import on_white
 
 MASK_THRESHOLD = 200            # NOVA-3D: foreground = alpha > 200
 ORTHO_NAMES = tuple(cameras.ORTHO_VIEWS)          # front, left, right, back, top
@@ -456,18 +456,11 @@ def check_feature_info(existing: dict | None, info: dict) -> None:
                         "pass --overwrite to recompute them all")
 
 
-def composite_white(rgba: np.ndarray) -> np.ndarray:
-    """uint8 RGBA [H,W,4] -> float RGB [H,W,3] in [0,1] on a white background."""
-    x = rgba.astype(np.float32) / 255.0
-    a = x[..., 3:4]
-    return x[..., :3] * a + (1.0 - a)
-
-
 def load_cond_image(path, size: int | None = None):
     """An ortho RGBA render as a [3,H,W] tensor on white in [-1,1] (area-resized to ``size``)."""
     import torch
     im = load_image(path, "RGBA")
-    t = torch.from_numpy(composite_white(np.asarray(im))).permute(2, 0, 1)
+    t = torch.from_numpy(on_white(np.asarray(im))).permute(2, 0, 1)
     if size and t.shape[-1] != size:
         t = torch.nn.functional.interpolate(t[None], size=(size, size), mode="area")[0]
     return t * 2.0 - 1.0

@@ -23,6 +23,7 @@ import numpy as np
 from . import cameras
 from .assets.character import Character
 from .errors import UserError
+from .images import on_white
 
 # ---------------------------------------------------------------- GL context
 
@@ -359,12 +360,6 @@ def decode_xyza(xyza: np.ndarray, box: float) -> tuple[np.ndarray, np.ndarray]:
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def on_white(rgba: np.ndarray) -> np.ndarray:
-    """Straight-alpha RGBA -> RGB composited on white."""
-    a = rgba[..., 3:4]
-    return rgba[..., :3] * a + (1 - a)
 
 
 LINE_COLOR = (0.08, 0.06, 0.07)

@@ -20,7 +20,6 @@ import dataclasses
 import importlib
 import itertools
 import json
-import math
 import os
 import re
 import signal
@@ -33,7 +32,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from . import cameras, paths
-from .errors import UserError, atomic_write, fail, save_json_atomic, save_png_atomic
+from .errors import UserError, fail, save_json_atomic, save_png_atomic
+from .images import to_uint8
 from .loss import LossConfig, ReconGANLoss, resize
 
 SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
@@ -400,10 +400,6 @@ def load_snapshot(path: Path, nets: dict, opts: dict, device) -> dict:
 
 
 # ---------------------------------------------------------------- previews
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[3,H,W] in [-1,1] -> HxWx3 uint8."""
-    return ((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 @torch.no_grad()

@@ -327,11 +327,6 @@ PRESETS = {
         framing="body", z_dim=512, w_dim=512, mapping_layers=2, cond_resolution=256, plane_resolution=256,
         plane_channels=16, plane_layers=3, use_mask=True, neural_rendering_resolution=96, img_resolution=512,
         rendering_kwargs=dict(depth_resolution=48, depth_resolution_importance=48))},
-    # EG3D FFHQ-512 sizes (speed comparison with the reference code): backbone 256, 3x32 planes, NR 64
-    "eg3d_ffhq512": {"class": "TriPlaneGenerator", "kwargs": dict(
-        framing="head", z_dim=512, w_dim=512, mapping_layers=2, cond_resolution=256, plane_resolution=256,
-        plane_channels=32, plane_layers=1, neural_rendering_resolution=64, img_resolution=512,
-        rendering_kwargs=dict(depth_resolution=48, depth_resolution_importance=48))},
     # CPU tests and smoke runs
     "tiny": {"class": "TriPlaneGenerator_v1", "kwargs": dict(
         framing="head", z_dim=16, w_dim=16, mapping_layers=1, cond_resolution=64, plane_resolution=16,
@@ -341,6 +336,10 @@ PRESETS = {
         fusion_dim=16, neural_rendering_resolution=16, img_resolution=32,
         rendering_kwargs=dict(depth_resolution=8, depth_resolution_importance=8))},
 }
+
+# EG3D FFHQ-512 sizes (speed comparison with the reference code: backbone 256, 3x32 planes, NR 64,
+# 48+48 samples, SR 512) are exactly the PAniC-3D head sizes
+PRESETS["eg3d_ffhq512"] = copy.deepcopy(PRESETS["panic_head"])
 
 
 def build_preset(name: str, variant: str | None = None, **overrides) -> _Generator:

@@ -9,7 +9,6 @@ generated images (temp/eval/<inferquery>/<renderset>/).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from training import eval_report, paths, preprocess
 from training.errors import UserError, cli_main, fail

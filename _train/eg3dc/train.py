@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 
 from training import paths
-from training.errors import UserError, cli_main, fail
+from training.errors import cli_main, fail
 from training.loss import LossConfig
 from training.training_loop import TrainConfig, cleanup_distributed, train
 

@@ -22,13 +22,13 @@ from tqdm import tqdm
 from _train.img2img.model import LineRemovalUNet
 from training import paths
 from training.errors import UserError, cli_main, fail, load_image
+from training.images import on_white
 
 VIEWS = ("front", "back", "left", "right")
 
 
-def on_white(path) -> np.ndarray:
-    a = np.asarray(load_image(path, "RGBA")).astype(np.float32) / 255.0
-    return a[..., :3] * a[..., 3:] + (1 - a[..., 3:])
+def on_white_file(path) -> np.ndarray:
+    return on_white(load_image(path, "RGBA"))
 
 
 def find_pairs(root: Path, renderset: str) -> list[tuple[str, Path, Path]]:
@@ -55,8 +55,8 @@ def held_out_ids(ids: list[str]) -> set[str]:
 
 
 def load_pairs(pairs) -> tuple[torch.Tensor, torch.Tensor]:
-    x = np.stack([on_white(p) for _, p, _ in pairs])
-    y = np.stack([on_white(c) for _, _, c in pairs])
+    x = np.stack([on_white_file(p) for _, p, _ in pairs])
+    y = np.stack([on_white_file(c) for _, _, c in pairs])
     to_t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2) * 2 - 1
     return to_t(x), to_t(y)
 

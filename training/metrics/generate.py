@@ -22,11 +22,11 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import cameras, paths, preprocess
 from ..errors import UserError, atomic_path, fail, save_json_atomic, save_png_atomic
+from ..images import to_uint8
 
 ORTHO_NAMES = ("front", "left", "right", "back")
 SNAPSHOT_EXTS = (".pt", ".pkl")
@@ -68,10 +68,6 @@ def load_eval_generator(path: Path, generator_module: str | None, device) -> tor
     from ..checkpoint import load_generator
     return load_generator(path, expected=generator_module, device=device).eval().requires_grad_(False)
 
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[3,H,W] in [-1,1] -> HxWx3 uint8."""
-    return ((img.float().clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(1, 2, 0).cpu().numpy()
 
 
 def eval_views(framing: str) -> list[tuple[str, cameras.View]]:

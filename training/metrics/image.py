@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..images import on_white  # noqa: F401  (re-exported: the metrics take images on white)
+
 PSNR_CAP_DB = 100.0                   # identical images: MSE floored at 1e-10 -> 100 dB
 _MSE_FLOOR = 10.0 ** (-PSNR_CAP_DB / 10.0)
 
@@ -29,20 +31,6 @@ class MetricUnavailable(Exception):
 
 # ------------------------------------------------------------------ images
 
-def on_white(image) -> np.ndarray:
-    """PIL image / uint8 or float array (gray, RGB or RGBA) -> [H,W,3] float32 in [0,1] over white."""
-    a = np.asarray(image)
-    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, -1)
-    elif a.shape[-1] == 2:      # gray + alpha
-        a = np.concatenate([np.repeat(a[..., :1], 3, -1), a[..., 1:]], -1)
-    if a.shape[-1] == 4:
-        alpha = a[..., 3:4]
-        a = a[..., :3] * alpha + (1.0 - alpha)
-    return np.clip(a[..., :3], 0.0, 1.0)
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> None:

@@ -92,7 +92,7 @@ class Atlas:
 
 def paint_face(atlas: Atlas, p: dict, jaw) -> None:
     """Anime face, front view, in head-normalised coordinates (x, y in [-1, 1], y up)."""
-    face, body, hair = p["face"], p["body"], p["hair"]
+    face, body = p["face"], p["body"]
     skin = tuple(body["skin"])
 
     def fn(d, W, H, img):
