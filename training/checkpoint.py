@@ -158,10 +158,15 @@ def load_generator(path, expected=None, key: str = "G_ema", device="cpu") -> nn.
     return G
 
 
-def export_bf16(path_in, path_out) -> Path:
+def export_bf16(path_in, path_out, keep=None) -> Path:
     """Module weights in bfloat16 for transport (about half the size); optimizer states are dropped.
+    keep: module names to keep (e.g. ('G_ema', 'D'): a run resumes from these, G restarting as G_ema).
     load_checkpoint upcasts to float32."""
     ckpt = load_checkpoint(path_in)
+    if keep is not None:
+        missing = sorted(set(keep) - set(ckpt["modules"]))
+        if missing:
+            raise fail(path_in, f"no module(s) {missing} to export (it has {sorted(ckpt['modules'])})")
 
     def down(x):
         if isinstance(x, torch.Tensor):
@@ -172,7 +177,7 @@ def export_bf16(path_in, path_out) -> Path:
 
     mods = {}
     for name, e in ckpt["modules"].items():
-        if str(e.get("class")).startswith("torch.optim."):
+        if str(e.get("class")).startswith("torch.optim.") or (keep is not None and name not in keep):
             continue
         mods[name] = {**e, "state_dict": down(e["state_dict"])}
     ckpt["modules"], ckpt["precision"] = mods, "bfloat16"
@@ -180,3 +185,25 @@ def export_bf16(path_in, path_out) -> Path:
     with atomic_path(path_out) as tmp:
         torch.save(ckpt, tmp)
     return path_out
+
+
+def main(argv=None):
+    """python -m training.checkpoint export-bf16 IN OUT [--keep G_ema,D]"""
+    import argparse
+    from training.errors import UserError
+    p = argparse.ArgumentParser(prog="python -m training.checkpoint", description="checkpoint utilities")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export-bf16", help="bfloat16 copy for transport (no optimizer states)")
+    e.add_argument("src")
+    e.add_argument("dst")
+    e.add_argument("--keep", default=None, help="comma-separated module names to keep (default: all networks)")
+    a = p.parse_args(argv)
+    try:
+        out = export_bf16(a.src, a.dst, keep=a.keep.split(",") if a.keep else None)
+    except UserError as err:
+        raise SystemExit(f"error: {err}")
+    print(f"{out} ({out.stat().st_size / 2 ** 20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -57,24 +57,32 @@ def _read_state_dict(path):
 class ResNetEncoder(nn.Module):
     """torchvision ResNet-``depth`` trunk (to layer4, stride 32) + 1x1 projection to ``out_channels``.
 
+    stages=3 stops after layer3 (stride 16, a quarter of ResNet-18's weights): with a
+    128-px input it still gives the 8x8 feature map of PAniC-3D, for small models.
+
     weights: None (random init), a path (a torchvision ResNet state dict, or a
     state dict of this encoder), or 'imagenet' (torchvision's file in the torch
     hub cache; missing -> UserError naming the file to download).
     """
 
-    def __init__(self, depth=50, out_channels=512, weights=None, in_channels=3):
+    def __init__(self, depth=50, out_channels=512, weights=None, in_channels=3, stages=4):
         super().__init__()
         import torchvision
         if depth not in _RESNET_WIDTH:
             raise ValueError(f"ResNetEncoder: depth must be one of {sorted(_RESNET_WIDTH)}, got {depth}")
-        self.depth, self.out_channels, self.in_channels = depth, out_channels, in_channels
+        if stages not in (3, 4):
+            raise ValueError(f"ResNetEncoder: stages must be 3 or 4, got {stages}")
+        self.depth, self.out_channels, self.in_channels, self.stages = depth, out_channels, in_channels, stages
         net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
         net.fc = nn.Identity()
         net.avgpool = nn.Identity()
+        if stages == 3:
+            net.layer4 = nn.Identity()
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.net = net
-        self.proj = Conv2dLayer(_RESNET_WIDTH[depth], out_channels, kernel_size=1)
+        width = _RESNET_WIDTH[depth] // (2 if stages == 3 else 1)
+        self.proj = Conv2dLayer(width, out_channels, kernel_size=1)
         mean = torch.tensor(_IMAGENET_MEAN).repeat(in_channels)[:in_channels] if in_channels != 3 else torch.tensor(_IMAGENET_MEAN)
         std = torch.tensor(_IMAGENET_STD).repeat(in_channels)[:in_channels] if in_channels != 3 else torch.tensor(_IMAGENET_STD)
         self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
@@ -94,7 +102,7 @@ class ResNetEncoder(nn.Module):
         log.info("ResNetEncoder(resnet%d, in=%d, out=%d): %s", depth, in_channels, out_channels, self.weights_source)
 
     def _load_trunk(self, sd, path):
-        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+        sd = {k: v for k, v in sd.items() if not k.startswith("fc.") and not (self.stages == 3 and k.startswith("layer4."))}
         w = sd.get("conv1.weight")
         if w is not None and w.shape[1] != self.in_channels:  # adapt RGB stem to other channel counts
             sd["conv1.weight"] = w.mean(1, keepdim=True).repeat(1, self.in_channels, 1, 1) * (3 / self.in_channels)

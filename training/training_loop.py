@@ -387,10 +387,13 @@ def load_snapshot(path: Path, nets: dict, opts: dict, device) -> dict:
     data = ckpt.load_checkpoint(path, map_location=device)
     mods = data["modules"]
     for name, m in nets.items():
-        if name not in mods:
+        src = name
+        if name == "G" and "G" not in mods and "G_ema" in mods:
+            src = "G_ema"     # a transport export (G_ema + D): training continues from the averaged weights
+        if src not in mods:
             raise fail(path, f"snapshot has no {name}")
         try:
-            m.load_state_dict(mods[name]["state_dict"])
+            m.load_state_dict(mods[src]["state_dict"])
         except RuntimeError as e:
             raise fail(path, f"{name} does not match this configuration ({str(e).splitlines()[0]})") from None
     for name, o in opts.items():

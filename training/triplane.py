@@ -103,12 +103,12 @@ class _Generator(nn.Module):
     def __init__(self, *, framing: str = "head", z_dim: int = 512, w_dim: int = 512, c_dim: int = 0,
                  mapping_layers: int = 2, cond_resolution: int = 256, plane_resolution: int = 256,
                  plane_channels: int = 32, plane_layers: int = 1, channel_base: int = 32768, channel_max: int = 512,
-                 enc_channels: int = 512, enc_resolution: int = 8, encoder_depth: int = 50,
+                 enc_channels: int = 512, enc_resolution: int = 8, encoder_depth: int = 50, encoder_stages: int = 4,
                  encoder_weights: str | None = None, inject_image_resolutions=(16, 32, 64, 128, 256),
                  cross_average: bool = True, use_mask: bool = False, back_encoder: str = "pat",
                  pat_dims=(64, 128, 320, 512), pat_depths=(2, 2, 6, 2), mask_base_channels: int = 32,
                  decoder_hidden: int = 64, decoder_features: int = 32, fusion_dim: int = 64,
-                 img_resolution: int = 512, neural_rendering_resolution: int = 64,
+                 img_resolution: int = 512, neural_rendering_resolution: int = 64, sr_channels=(256, 128),
                  sr_input_resolution: int | None = None, box_warp: float | None = None, rendering_kwargs: dict | None = None):
         super().__init__()
         cfg = dict(locals())
@@ -139,13 +139,16 @@ class _Generator(nn.Module):
         from training.networks_stylegan2 import TriplaneBackbone
         from training.superresolution import SuperresolutionHybrid
 
-        self.encoder = ResNetEncoder(depth=encoder_depth, out_channels=enc_channels, weights=encoder_weights)
+        self.encoder = ResNetEncoder(depth=encoder_depth, out_channels=enc_channels, weights=encoder_weights,
+                                     stages=encoder_stages)
+        enc_stride = 32 if encoder_stages == 4 else 16     # every encoder gives the same feature-map size
         self.back_encoder = None
         if self.two_view and back_encoder == "pat":
             self.back_encoder = PatchAggregationEncoder(in_channels=3, out_channels=enc_channels,
-                                                        dims=tuple(pat_dims), depths=tuple(pat_depths))
-        self.mask_encoder = MaskEncoder(out_channels=enc_channels, base_channels=mask_base_channels) \
-            if use_mask else None
+                                                        dims=tuple(pat_dims), depths=tuple(pat_depths),
+                                                        out_stride=enc_stride)
+        self.mask_encoder = MaskEncoder(out_channels=enc_channels, base_channels=mask_base_channels,
+                                        num_down=enc_stride.bit_length() - 1) if use_mask else None
         self.backbone = TriplaneBackbone(
             z_dim=z_dim, w_dim=w_dim, c_dim=c_dim, mapping_layers=mapping_layers,
             plane_resolution=plane_resolution, plane_channels=plane_channels, n_planes=3,
@@ -155,7 +158,8 @@ class _Generator(nn.Module):
         self.field = TriplaneField(plane_channels, plane_layers, decoder_hidden, decoder_features, box_warp,
                                    self.fusion, fusion_dim)
         self.superresolution = SuperresolutionHybrid(channels=decoder_features, img_resolution=img_resolution,
-                                                     input_resolution=sr_input_resolution, w_dim=w_dim)
+                                                     input_resolution=sr_input_resolution, w_dim=w_dim,
+                                                     block_channels=tuple(sr_channels))
         object.__setattr__(self, "_field_fn", self.field)
 
     # ------------------------------------------------------------ conditioning
@@ -336,6 +340,19 @@ PRESETS = {
         fusion_dim=16, neural_rendering_resolution=16, img_resolution=32,
         rendering_kwargs=dict(depth_resolution=8, depth_resolution_importance=8))},
 }
+
+# GPU results runs (docs/results.md): the same architectures at 128-px conditioning, 128^2 planes, NR 64,
+# 256 output, ResNet-18 to layer3; small enough that G_ema + D in bf16 come back through a 16 MiB file limit
+_SMALL = dict(z_dim=128, w_dim=128, mapping_layers=2, cond_resolution=128, plane_resolution=128,
+              channel_base=4096, channel_max=128, enc_channels=128, enc_resolution=8, encoder_depth=18,
+              encoder_stages=3, inject_image_resolutions=(16, 32, 64, 128), decoder_hidden=64, decoder_features=32,
+              pat_dims=(32, 64, 128, 128), pat_depths=(1, 1, 2, 1), mask_base_channels=16, fusion_dim=32,
+              sr_channels=(128, 64), neural_rendering_resolution=64, img_resolution=256,
+              rendering_kwargs=dict(depth_resolution=32, depth_resolution_importance=32))
+PRESETS["panic_head_small"] = {"class": "TriPlaneGenerator", "kwargs": dict(
+    PRESETS["panic_head"]["kwargs"], **_SMALL)}
+PRESETS["nova_body_small"] = {"class": "TriPlaneGenerator_v1", "kwargs": dict(
+    PRESETS["nova_body"]["kwargs"], **_SMALL, plane_channels=16, plane_layers=3)}
 
 # EG3D FFHQ-512 sizes (speed comparison with the reference code: backbone 256, 3x32 planes, NR 64,
 # 48+48 samples, SR 512) are exactly the PAniC-3D head sizes
