@@ -1,23 +1,39 @@
-"""Model benchmark: parameters, forward / forward+backward time, images/s and peak memory of G and D.
+"""Model benchmark: parameters, FLOPs, forward / forward+backward time, images/s, MFU, peak memory, batch-1
+inference (eager and compiled) and mesh extraction time.
 
     python -m _scripts.bench.models --preset nova_body --batch 4 --bf16 both --device cuda
     python -m _scripts.bench.models --preset eg3d_ffhq512 --batch 16 --train-step --compile --nr 64 128
+    python -m _scripts.bench.models --preset eg3d_ffhq512 --batch 16 --nr 64 --bf16 on --compile-infer --mesh-res 256
     python -m _scripts.bench.models                       # CPU: the tiny preset, batch 2
 
-Presets come from training.triplane.PRESETS.  --train-step times a full GAN
-step the EG3D way (G main, D main on fake+real, R1 on real every 16 steps,
-Adam updates; images/s = batch / mean step time over 16 steps).  --compile
-compiles the generator's per-point field, backbone and super-resolution
-(not D: R1 differentiates D twice).  fp32 runs on CUDA allow TF32 matmuls.
+Presets come from training.triplane.PRESETS.  --train-step times full GAN
+steps the way training/training_loop.py runs them (phases G main, D main on
+fake + real, lazy R1 on real every 16th step in fp32; only the phase's network
+requires grad; Adam updates): 16 steps, one of them with R1, images/s = batch /
+mean step time.  FLOPs are counted once per configuration with
+torch.utils.flop_counter.FlopCounterMode on the eager networks: matmul/conv
+FLOPs only (grid_sample, elementwise ops, normalisations, sorting are not
+counted), so MFU (flops_per_train_image x images/s / peak dense bf16 of the
+GPU) is a lower bound.  --compile compiles the generator's per-point field,
+backbone and super-resolution with --compile-mode (not D: R1 differentiates D
+twice); --compile-infer compiles the whole eval forward (conditioning images
+-> final image) for the batch-1 inference timing (default mode
+reduce-overhead: CUDA graphs).  fp32 runs on CUDA allow TF32 matmuls.
+Each configuration catches CUDA out-of-memory ({"error": "OOM"}) and goes on;
+--json is rewritten after every configuration.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
+import math
 import platform
 import resource
 import time
+import traceback
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +42,16 @@ from training.errors import UserError, cli_main, save_json_atomic
 from training.triplane import PRESETS, build_preset
 
 D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}
+COMPILE_MODES = ["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
+FLOPS_NOTE = ("matmul/conv FLOPs only (torch.utils.flop_counter.FlopCounterMode): grid_sample, elementwise "
+              "ops, normalisations and sorting are not counted, so MFU is a lower bound")
+# dense (no sparsity) bf16 tensor-core peaks, matched in order against torch.cuda.get_device_name()
+PEAK_BF16 = [("H200", 989.4e12, "H200 dense bf16"),
+             ("H100 PCIE", 756e12, "H100 PCIe dense bf16"),
+             ("H100 NVL", 835e12, "H100 NVL dense bf16"),
+             ("H100", 989.4e12, "H100 SXM/HBM3 dense bf16"),
+             ("A100", 312e12, "A100 dense bf16")]
+R1_INTERVAL = 16
 
 
 def parse_args(argv=None):
@@ -35,17 +61,36 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=None, help="default: 2 on CPU, 4 on CUDA")
     p.add_argument("--nr", type=int, nargs="*", default=None, help="neural rendering resolution(s) (default: preset)")
     p.add_argument("--bf16", default="off", choices=["on", "off", "both"])
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action="store_true", help="compile G's field, backbone and super-resolution")
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES, help="torch.compile mode for --compile")
+    p.add_argument("--compile-infer", nargs="?", const="reduce-overhead", default=None, choices=COMPILE_MODES,
+                   metavar="MODE", help="also time batch-1 inference with the whole eval forward compiled "
+                   "(MODE default reduce-overhead = CUDA graphs)")
     p.add_argument("--device", default=None, choices=["cuda", "cpu"])
     p.add_argument("--steps", type=int, default=None, help="timed iterations (default 3 CPU / 10 CUDA)")
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 1 CPU / 3 CUDA)")
-    p.add_argument("--train-step", action="store_true", help="also time full GAN steps with R1 every 16")
+    p.add_argument("--train-step", action="store_true",
+                   help=f"also time full GAN steps with R1 every {R1_INTERVAL} (steps rounded up to {R1_INTERVAL}s)")
     p.add_argument("--samples", type=int, nargs=2, default=None, metavar=("COARSE", "FINE"),
                    help="depth_resolution and depth_resolution_importance (default: preset)")
+    p.add_argument("--mesh-res", type=int, default=None,
+                   help="time density grid + marching cubes at this resolution, once per run (first configuration); "
+                   "0 = off (default: 256 on CUDA, off on CPU)")
+    p.add_argument("--mesh-level", default="0.5",
+                   help="occupancy level for marching cubes: a number (infer.py's default 0.5) or 'median' "
+                   "(the grid's median occupancy: gives a surface even for untrained networks)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak dense bf16 TFLOP/s for MFU (default: from the GPU name; CPU: none, MFU n/a)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--profile", action="store_true", help="print the top kernels of G forward+backward")
-    p.add_argument("--json", default=None, help="write the results here")
-    return p.parse_args(argv)
+    p.add_argument("--json", default=None, help="write the results here (a list, one entry per configuration)")
+    a = p.parse_args(argv)
+    if a.mesh_level != "median":
+        try:
+            float(a.mesh_level)
+        except ValueError:
+            p.error(f"--mesh-level: {a.mesh_level!r} is neither a number nor 'median'")
+    return a
 
 
 class Clock:
@@ -58,22 +103,32 @@ class Clock:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def __call__(self, fn, steps, warmup):
-        for _ in range(warmup):
-            fn()
+    def reset_peak(self):
         self.sync()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        times = []
-        for _ in range(steps):
-            t = time.perf_counter()
-            fn()
-            self.sync()
-            times.append(time.perf_counter() - t)
+
+    def peak_gib(self):
         peak = (torch.cuda.max_memory_allocated() if self.device.type == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        return peak / 2 ** 30
+
+    def seconds(self, fn):
+        self.sync()
+        t = time.perf_counter()
+        out = fn()
+        self.sync()
+        return time.perf_counter() - t, out
+
+    def __call__(self, fn, steps, warmup):
+        for _ in range(warmup):
+            fn()
+        self.reset_peak()
+        times = [self.seconds(fn)[0] for _ in range(max(1, steps))]
+        mean = sum(times) / len(times)
         times.sort()
-        return {"ms": 1000 * times[len(times) // 2], "ms_min": 1000 * times[0], "peak_gib": peak / 2 ** 30}
+        return {"ms": 1000 * times[len(times) // 2], "ms_min": 1000 * times[0], "ms_mean": 1000 * mean,
+                "peak_gib": self.peak_gib()}
 
 
 def make_inputs(G, batch, device):
@@ -102,30 +157,106 @@ def d_input(G, out, use_mask):
     return img
 
 
-def bench_config(a, preset, device, nr, bf16, clock) -> dict:
+def peak_flops(dev_name: str, a) -> tuple[float | None, str]:
+    if a.peak_tflops:
+        return a.peak_tflops * 1e12, "--peak-tflops"
+    if dev_name.startswith("CPU"):
+        return None, "n/a on CPU (give --peak-tflops)"
+    up = dev_name.upper()
+    for key, peak, what in PEAK_BF16:
+        if key in up:
+            return peak, what
+    return None, f"unknown GPU {dev_name!r} (give --peak-tflops)"
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call of fn (forward and any backward it runs): matmul/conv only."""
+    from torch.utils.flop_counter import FlopCounterMode
+    fc = FlopCounterMode(display=False)
+    if hasattr(fc, "mod_tracker"):
+        # the per-module breakdown's global module hooks break autograd.grad w.r.t. leaf inputs (R1); totals only
+        fc.mod_tracker = _NoModuleTracker()
+    with fc:
+        fn()
+    return int(fc.get_total_flops())
+
+
+class _NoModuleTracker:
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+def step_begin():
+    """Marks a new iteration for CUDA-graph trees (reduce-overhead); a no-op otherwise."""
+    if hasattr(torch, "compiler") and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def compile_G(G, mode: str):
+    kw = {} if mode == "default" else {"mode": mode}
+    G.compile_renderer(**kw)
+    G.backbone = torch.compile(G.backbone, **kw)
+    G.superresolution = torch.compile(G.superresolution, **kw)
+
+
+def uncompile_G(G):
+    """Back to the eager modules (the compiled wrappers share the parameters)."""
+    object.__setattr__(G, "_field_fn", G.field)
+    for name in ("backbone", "superresolution"):
+        m = getattr(G, name)
+        setattr(G, name, getattr(m, "_orig_mod", m))
+
+
+def section(res: dict, key: str, fn, device):
+    """res[key] = fn(); CUDA OOM -> {'error': 'OOM'} (the configuration goes on)."""
+    try:
+        res[key] = fn()
+    except torch.cuda.OutOfMemoryError:
+        res[key] = {"error": "OOM"}
+    free(device)
+
+
+def free(device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def error_string(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:2000]
+
+
+def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
+    """Fills res as it goes (partial results survive an error)."""
     torch.manual_seed(0)
+    if a.compile or a.compile_infer:
+        torch._dynamo.reset()      # a fresh cache per configuration (new modules; stay under the recompile limit)
     overrides = {}
     if a.samples:
         overrides["rendering_kwargs"] = dict(depth_resolution=a.samples[0], depth_resolution_importance=a.samples[1])
     G = build_preset(preset, variant=a.variant, **overrides).to(device).train()
     D = build_D(preset, G, device).train()
-    if a.compile:
-        G.compile_renderer()
-        G.backbone = torch.compile(G.backbone)
-        G.superresolution = torch.compile(G.superresolution)
     cond, c = make_inputs(G, a.batch, device)
-    ac = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext)
-    res = {"preset": preset, "generator": type(G).__name__, "batch": a.batch, "nr": nr, "bf16": bf16,
-           "compile": a.compile, "img_resolution": G.img_resolution,
-           "samples": [G.rendering_kwargs["depth_resolution"], G.rendering_kwargs["depth_resolution_importance"]],
-           "params_G": sum(p.numel() for p in G.parameters()), "params_D": sum(p.numel() for p in D.parameters())}
+    ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    res.update({"generator": type(G).__name__, "img_resolution": G.img_resolution,
+                "nr": nr or G.neural_rendering_resolution,
+                "samples": [G.rendering_kwargs["depth_resolution"], G.rendering_kwargs["depth_resolution_importance"]],
+                "params_G": sum(p.numel() for p in G.parameters()),
+                "params_D": sum(p.numel() for p in D.parameters())})
     z = torch.randn(a.batch, G.z_dim, device=device)
 
     def g_fwd():
+        step_begin()
         with torch.no_grad(), ac():
             return G(cond, c, z=z, neural_rendering_resolution=nr)
 
     def g_fwd_bwd():
+        step_begin()
         with ac():
             out = G(cond, c, z=z, neural_rendering_resolution=nr)
             loss = out["image"].float().square().mean() + out["image_raw"].float().square().mean()
@@ -144,29 +275,131 @@ def bench_config(a, preset, device, nr, bf16, clock) -> dict:
             loss = F.softplus(D(fake, c)).float().mean()
         loss.backward()
 
+    # ---- FLOPs, once, on the eager networks (compiling does not change the matmul/conv work)
+    fl = {"G_forward": count_flops(g_fwd), "G_forward_backward": count_flops(g_fwd_bwd),
+          "D_forward_backward": count_flops(d_fwd_bwd)}
+    step, parts = make_train_step(G, D, cond, c, z, nr, ac, a.batch)
+    fl.update({f"train_{k}": count_flops(fn) for k, fn in parts.items()})    # also warms the R1 path
+    G.requires_grad_(True)
+    D.requires_grad_(True)
+    G.zero_grad(set_to_none=True)
+    D.zero_grad(set_to_none=True)
+    per_image = (fl["train_G_main"] + fl["train_D_main"] + fl["train_R1"] / R1_INTERVAL) / a.batch
+    res["flops"] = fl                           # per batch of a.batch images
+    res["flops_per_train_image"] = per_image
+    res["flops_note"] = FLOPS_NOTE
+    res["peak_flops"], res["peak_source"] = peak
+
+    # ---- timings of the parts (compiled when asked)
+    if a.compile:
+        compile_G(G, a.compile_mode)
     steps, warm = a.steps, a.warmup
     if a.profile:
         profile(g_fwd_bwd, device)
-    res["G_forward"] = clock(g_fwd, steps, warm)
-    res["G_forward_backward"] = clock(g_fwd_bwd, steps, warm)
-    res["D_forward"] = clock(d_fwd, steps, warm)
-    res["D_forward_backward"] = clock(d_fwd_bwd, steps, warm)
-    res["G_images_per_s"] = a.batch / (res["G_forward"]["ms"] / 1000)
+    section(res, "G_forward", lambda: clock(g_fwd, steps, warm), device)
+    section(res, "G_forward_backward", lambda: clock(g_fwd_bwd, steps, warm), device)
+    G.zero_grad(set_to_none=True)
+    section(res, "D_forward", lambda: clock(d_fwd, steps, warm), device)
+    section(res, "D_forward_backward", lambda: clock(d_fwd_bwd, steps, warm), device)
+    D.zero_grad(set_to_none=True)
+    if "ms" in res["G_forward"]:
+        res["G_images_per_s"] = a.batch / (res["G_forward"]["ms"] / 1000)
+    mfu = {"G_forward": None, "train": None}
+    if peak[0] and "G_images_per_s" in res:
+        mfu["G_forward"] = fl["G_forward"] / a.batch * res["G_images_per_s"] / peak[0]
+    if a.train_step:
+        section(res, "train_step", lambda: train_steps(step, clock, a), device)
+        t = res["train_step"]
+        if "images_per_s" in t:
+            t["achieved_tflops"] = per_image * t["images_per_s"] / 1e12
+            if peak[0]:
+                mfu["train"] = per_image * t["images_per_s"] / peak[0]
+    res["mfu"] = mfu                            # fraction of the peak dense bf16 throughput (see peak_source)
+    G.requires_grad_(True)
+    D.requires_grad_(True)
     G.zero_grad(set_to_none=True)
     D.zero_grad(set_to_none=True)
-    # inference at batch 1 (conditioning included), eval mode
+    del parts, step
+    free(device)
+
+    # ---- batch-1 inference (conditioning included), eval mode, eager and compiled
+    if a.compile:
+        uncompile_G(G)
     G.eval()
     cond1 = {k: v[:1] for k, v in cond.items()}
+    c1 = c[:1]
 
     def g_infer1():
         with torch.no_grad(), ac():
-            return G(cond1, c[:1], neural_rendering_resolution=nr)["image"]
+            return G(cond1, c1, neural_rendering_resolution=nr)["image"]
 
-    res["G_inference_batch1"] = clock(g_infer1, steps, warm)
-    G.train()
-    if a.train_step:
-        res["train_step"] = train_steps(G, D, cond, c, z, nr, ac, clock, a)
-    return res
+    section(res, "G_inference_batch1", lambda: clock(g_infer1, steps, warm), device)
+    if a.compile_infer:
+        res["G_inference_batch1_compiled"] = bench_compiled_infer(G, cond1, c1, nr, ac, clock, a, g_infer1)
+        free(device)
+    if a.mesh_res and not a._mesh_done:
+        a._mesh_done = True
+        res["mesh"] = bench_mesh(G, cond1, clock, a)
+        free(device)
+
+
+def bench_compiled_infer(G, cond1, c1, nr, ac, clock, a, g_infer1) -> dict:
+    """Batch-1 inference with the whole eval forward compiled; any failure becomes an error string."""
+    mode = a.compile_infer
+    r = {"mode": mode}
+    try:
+        def fwd(cond, c):
+            return G(cond, c, neural_rendering_resolution=nr)["image"]
+
+        fn = torch.compile(fwd, **({} if mode == "default" else {"mode": mode}))
+
+        def run():
+            step_begin()
+            with torch.no_grad(), ac():
+                return fn(cond1, c1)
+
+        r["compile_s"], out = clock.seconds(run)          # first call: tracing + compilation
+        out = out.float().clone()
+        ref = g_infer1().float()
+        r["max_abs_diff_vs_eager"] = float((out - ref).abs().max())
+        r.update(clock(run, a.steps, max(3, a.warmup)))   # CUDA graphs record on the 2nd/3rd call
+    except torch.cuda.OutOfMemoryError:
+        r["error"] = "OOM"
+    except Exception as e:      # noqa: BLE001 -- a compile failure is a result, not a crash of the benchmark
+        traceback.print_exc()
+        r["error"] = error_string(e)
+    return r
+
+
+def bench_mesh(G, cond1, clock, a) -> dict:
+    """training.inference.density_grid + skimage marching cubes, and the whole extract_mesh as
+    _scripts/infer.py calls it (its own grid, marching cubes and vertex colours); fp32, z = 0."""
+    from training import inference
+    res_ = a.mesh_res
+    r = {"resolution": res_}
+    try:
+        with torch.no_grad():
+            planes = G.synthesize(cond1)
+        r["grid_s"], sigma = clock.seconds(lambda: inference.density_grid(G, planes, res_))
+        occ = inference.occupancy(sigma)
+        r["occupancy_min_median_max"] = [float(occ.min()), float(np.median(occ)), float(occ.max())]
+        level = float(np.median(occ)) if a.mesh_level == "median" else float(a.mesh_level)
+        r["level"], r["level_rule"] = level, a.mesh_level
+        from skimage import measure
+        if occ.min() < level < occ.max():
+            t = time.perf_counter()
+            measure.marching_cubes(occ, level=level)
+            r["marching_cubes_s"] = time.perf_counter() - t
+        else:
+            r["marching_cubes_s"] = 0.0          # the level is never crossed: nothing to extract
+        r["extract_mesh_s"], mesh = clock.seconds(lambda: inference.extract_mesh(G, planes, res_, level=level))
+        r["vertices"], r["faces"] = int(len(mesh.vertices)), int(len(mesh.faces))
+    except torch.cuda.OutOfMemoryError:
+        r["error"] = "OOM"
+    except Exception as e:      # noqa: BLE001 -- e.g. skimage/trimesh missing: keep the grid time
+        traceback.print_exc()
+        r["error"] = error_string(e)
+    return r
 
 
 def profile(fn, device, rows=25):
@@ -181,55 +414,134 @@ def profile(fn, device, rows=25):
     print(p.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60))
 
 
-def train_steps(G, D, cond, c, z, nr, ac, clock, a) -> dict:
-    """Full EG3D-style steps: G main, D main (fake + real), R1 on real every 16th step; Adam updates."""
+def make_train_step(G, D, cond, c, z, nr, ac, batch):
+    """One GAN step as training/training_loop.py runs its phases: G main, D main (fake + real), R1 on real
+    every 16th step (fp32, gain 16); only the phase's network requires grad; Adam updates.
+    Returns (step, {'G_main': fn, 'D_main': fn, 'R1': fn})."""
     opt_G = torch.optim.Adam(G.parameters(), lr=0.0025, betas=(0.0, 0.99), eps=1e-8)
     opt_D = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99), eps=1e-8)
     S, n = G.img_resolution, nr or G.neural_rendering_resolution
-    real = {"image": torch.rand(a.batch, 3, S, S, device=c.device) * 2 - 1}
+    real = {"image": torch.rand(batch, 3, S, S, device=c.device) * 2 - 1}
     real["image_raw"] = F.interpolate(real["image"], size=(n, n), mode="bilinear", antialias=True, align_corners=False)
     if G.use_mask:
         real["image_mask"] = (real["image"][:, :1] > 0).float()
-    counter = {"i": 0}
+    st = {"i": 0, "fake": None}
+    G.requires_grad_(False)
+    D.requires_grad_(False)
 
-    def step():
-        counter["i"] += 1
-        # G main
+    def g_main():
+        G.requires_grad_(True)
         opt_G.zero_grad(set_to_none=True)
         with ac():
             out = G(cond, c, z=z, neural_rendering_resolution=nr)
-            loss = F.softplus(-D(d_input(G, out, G.use_mask), c)).float().mean()
+            img = d_input(G, out, G.use_mask)
+            loss = F.softplus(-D(img, c)).float().mean()
         loss.backward()
+        G.requires_grad_(False)
         opt_G.step()
-        # D main on the (detached) fakes and the reals
+        st["fake"] = {k: v.detach().float() for k, v in img.items()}
+
+    def d_main():
+        D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
-        fake = {k: v.detach() for k, v in d_input(G, out, G.use_mask).items()}
         with ac():
-            loss = F.softplus(D(fake, c)).float().mean() + F.softplus(-D(real, c)).float().mean()
+            loss = F.softplus(D(st["fake"], c)).float().mean() + F.softplus(-D(real, c)).float().mean()
         loss.backward()
-        if counter["i"] % 16 == 0:     # lazy R1 (double backward through D: not compiled)
-            r = {k: v.detach().requires_grad_(True) for k, v in real.items()}
-            with ac():
-                logits = D(r, c)
-            grads = torch.autograd.grad(logits.float().sum(), [r["image"], r["image_raw"]], create_graph=True)
-            penalty = sum(g.float().square().flatten(1).sum(1) for g in grads).mean() * (5.0 / 2) * 16
-            penalty.backward()
+        D.requires_grad_(False)
         opt_D.step()
 
-    r = clock(step, max(16, a.steps), a.warmup)
-    # the median step misses the R1 step: report the mean over a 16-step cycle as well
-    t = time.perf_counter()
-    for _ in range(16):
+    def r1():       # lazy R1 in fp32 like training/loss.py (double backward through D: D is not compiled)
+        D.requires_grad_(True)
+        opt_D.zero_grad(set_to_none=True)
+        r = {k: v.detach().requires_grad_(True) for k, v in real.items()}
+        logits = D(r, c)
+        grads = torch.autograd.grad(logits.float().sum(), [r["image"], r["image_raw"]], create_graph=True)
+        penalty = sum(g.float().square().flatten(1).sum(1) for g in grads).mean() * (5.0 / 2) * R1_INTERVAL
+        penalty.backward()
+        D.requires_grad_(False)
+        opt_D.step()
+
+    def step():
+        st["i"] += 1
+        step_begin()
+        g_main()
+        d_main()
+        if st["i"] % R1_INTERVAL == 0:
+            r1()
+        return st["i"] % R1_INTERVAL == 0
+
+    return step, {"G_main": g_main, "D_main": d_main, "R1": r1}
+
+
+def train_steps(step, clock, a) -> dict:
+    """Warm-up, then whole 16-step cycles (exactly one R1 step in each), each step timed."""
+    for _ in range(a.warmup):
         step()
-    clock.sync()
-    cycle = (time.perf_counter() - t) / 16
-    r["ms_mean_with_r1"] = 1000 * cycle
-    r["images_per_s"] = a.batch / cycle
-    return r
+    n = R1_INTERVAL * max(1, math.ceil(a.steps / R1_INTERVAL))
+    clock.reset_peak()
+    plain, with_r1 = [], []
+    for _ in range(n):
+        dt, had_r1 = clock.seconds(step)
+        (with_r1 if had_r1 else plain).append(dt)
+    mean = (sum(plain) + sum(with_r1)) / n
+    plain.sort()
+    return {"ms": 1000 * plain[len(plain) // 2], "ms_min": 1000 * plain[0],
+            "ms_r1_step": 1000 * sum(with_r1) / max(1, len(with_r1)), "ms_mean_with_r1": 1000 * mean,
+            "images_per_s": a.batch / mean, "steps": n, "peak_gib": clock.peak_gib()}
 
 
 def fmt(r):
+    if not r or "error" in r:
+        return f"error: {(r or {}).get('error', 'not run')}"
     return f"{r['ms']:8.1f} ms (min {r['ms_min']:.1f})  peak {r['peak_gib']:.2f} GiB"
+
+
+def pct(x):
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def report(r, cpu):
+    print(f"\n{r.get('generator', '?')} preset={r['preset']} batch={r['batch']} nr={r.get('nr')} "
+          f"samples={'+'.join(map(str, r.get('samples', ['?'])))} sr={r.get('img_resolution', '?')} "
+          f"{'bf16' if r['bf16'] else 'fp32' if cpu else 'fp32/tf32'}"
+          f"{' compiled (' + r['compile_mode'] + ')' if r['compile'] else ''}")
+    if "params_G" in r:
+        print(f"  params: G {r['params_G'] / 1e6:.2f} M, D {r['params_D'] / 1e6:.2f} M")
+    if "flops" in r:
+        fl, b = r["flops"], r["batch"]
+        print(f"  GFLOP/image: G fwd {fl['G_forward'] / b / 1e9:.2f}, G fwd+bwd {fl['G_forward_backward'] / b / 1e9:.2f},"
+              f" D fwd+bwd {fl['D_forward_backward'] / b / 1e9:.3f}; train step {r['flops_per_train_image'] / 1e9:.2f}"
+              f" (G main {fl['train_G_main'] / b / 1e9:.2f} + D main {fl['train_D_main'] / b / 1e9:.3f}"
+              f" + R1/16 {fl['train_R1'] / 16 / b / 1e9:.3f})  [matmul/conv FLOPs only]")
+    for k in ("G_forward", "G_forward_backward", "D_forward", "D_forward_backward", "G_inference_batch1"):
+        if k in r:
+            print(f"  {k:20s} {fmt(r[k])}")
+    if "G_inference_batch1_compiled" in r:
+        ci = r["G_inference_batch1_compiled"]
+        extra = "" if "error" in ci else (f"; compile {ci['compile_s']:.1f} s, "
+                                          f"max |diff| vs eager {ci['max_abs_diff_vs_eager']:.2g}")
+        print(f"  {'G_infer_b1_compiled':20s} {fmt(ci)} [{ci['mode']}]{extra}")
+    if "G_images_per_s" in r:
+        print(f"  G forward images/s   {r['G_images_per_s']:.1f}; MFU {pct(r['mfu']['G_forward'])}")
+    if "train_step" in r:
+        t = r["train_step"]
+        if "error" in t:
+            print(f"  train step           {fmt(t)}")
+        else:
+            print(f"  train step           {fmt(t)}; R1 step {t['ms_r1_step']:.1f} ms; mean with R1 "
+                  f"{t['ms_mean_with_r1']:.1f} ms -> {t['images_per_s']:.1f} images/s, "
+                  f"{t['achieved_tflops']:.2f} TFLOP/s, MFU {pct(r['mfu']['train'])} of {r['peak_source']}")
+    if "mesh" in r:
+        m = r["mesh"]
+        if "grid_s" in m:
+            print(f"  mesh {m['resolution']}^3: density grid {m['grid_s']:.2f} s"
+                  + (f", marching cubes {m['marching_cubes_s']:.2f} s, extract_mesh {m['extract_mesh_s']:.2f} s"
+                     f" -> {m['vertices']} vertices, {m['faces']} faces at level {m['level']:.3g}"
+                     f" ({m['level_rule']})" if "faces" in m else ""))
+        if "error" in m:
+            print(f"  mesh error: {m['error']}")
+    if "error" in r:
+        print(f"  error: {r['error']}")
 
 
 @cli_main
@@ -243,8 +555,21 @@ def main(argv=None):
     a.batch = a.batch or (2 if cpu else 4)
     a.steps = a.steps or (3 if cpu else 10)
     a.warmup = a.warmup if a.warmup is not None else (1 if cpu else 3)
+    a.mesh_res = a.mesh_res if a.mesh_res is not None else (0 if cpu else 256)
+    a._mesh_done = False
     if a.threads:
         torch.set_num_threads(a.threads)
+    # denormals after a few Adam steps slow CPU convolutions down up to 100x (GPUs flush them anyway)
+    flush = cpu and torch.set_flush_denormal(True)
+    try:
+        return run_all(a, device, preset)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+
+
+def run_all(a, device, preset):
+    cpu = device.type == "cpu"
     if not cpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -255,27 +580,26 @@ def main(argv=None):
     results = []
     dev_name = torch.cuda.get_device_name(device) if not cpu else f"CPU ({platform.processor() or 'cpu'}, " \
         f"{torch.get_num_threads()} threads)"
-    print(f"device: {dev_name}; torch {torch.__version__}")
+    peak = peak_flops(dev_name, a)
+    print(f"device: {dev_name}; torch {torch.__version__}; peak for MFU: "
+          f"{'n/a' if peak[0] is None else f'{peak[0] / 1e12:.1f} TFLOP/s'} ({peak[1]}); FLOPs: {FLOPS_NOTE}")
     for nr in nrs:
         for bf16 in modes:
-            r = bench_config(a, preset, device, nr, bf16, clock)
-            r["device"] = dev_name
+            r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
+                 "compile_mode": a.compile_mode if a.compile else None, "device": dev_name,
+                 "torch": torch.__version__}
             results.append(r)
-            print(f"\n{r['generator']} preset={preset} batch={a.batch} nr={nr or 'preset'} "
-                  f"samples={r['samples'][0]}+{r['samples'][1]} sr={r['img_resolution']} "
-                  f"{'bf16' if bf16 else 'fp32/tf32' if not cpu else 'fp32'}{' compiled' if a.compile else ''}")
-            print(f"  params: G {r['params_G'] / 1e6:.2f} M, D {r['params_D'] / 1e6:.2f} M")
-            for k in ("G_forward", "G_forward_backward", "D_forward", "D_forward_backward", "G_inference_batch1"):
-                print(f"  {k:20s} {fmt(r[k])}")
-            print(f"  G forward images/s   {r['G_images_per_s']:.1f}")
-            if "train_step" in r:
-                t = r["train_step"]
-                print(f"  train step           {fmt(t)}; mean with R1 {t['ms_mean_with_r1']:.1f} ms "
-                      f"-> {t['images_per_s']:.1f} images/s")
-            if not cpu:
-                torch.cuda.empty_cache()
-    if a.json:
-        save_json_atomic(a.json, results)
+            try:
+                bench_config(a, preset, device, nr, bf16, clock, r, peak)
+            except torch.cuda.OutOfMemoryError:
+                r["error"] = "OOM"
+            except Exception as e:      # noqa: BLE001 -- record it and go on with the next configuration
+                traceback.print_exc()
+                r["error"] = error_string(e)
+            free(device)
+            report(r, cpu)
+            if a.json:
+                save_json_atomic(a.json, results)
     return results
 
 
