@@ -311,3 +311,26 @@ def test_channels_last_gives_the_same_numbers():
     img = dict(image=torch.randn(2, 3, 32, 32), image_raw=torch.randn(2, 3, 16, 16))
     c = torch.randn(2, 25)
     assert torch.allclose(D(img, c), Dcl(img, c), atol=1e-4)
+
+
+def test_resnet_three_stages_and_small_presets(tmp_path):
+    """stages=3 stops at layer3 (stride 16, 256 channels for ResNet-18) and loads a full trunk without layer4."""
+    enc = ResNetEncoder(depth=18, out_channels=8, stages=3)
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    assert enc(x).shape == (2, 8, 8, 8)
+    assert sum(p.numel() for p in enc.parameters()) < 3e6
+    ref = torchvision.models.resnet18(weights=None)
+    p = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), p)
+    enc = ResNetEncoder(depth=18, out_channels=8, stages=3, weights=str(p))
+    assert torch.equal(enc.net.layer3[1].conv2.weight, ref.layer3[1].conv2.weight)
+    with pytest.raises(ValueError, match="stages"):
+        ResNetEncoder(depth=18, stages=2)
+    from training.triplane import build_preset
+    for name, n_max in (("panic_head_small", 5e6), ("nova_body_small", 6.5e6)):
+        G = build_preset(name)
+        assert sum(p.numel() for p in G.parameters()) < n_max     # bf16 G_ema + D fit a 16 MiB transport file
+        assert G.encoder(torch.zeros(1, 3, 128, 128)).shape[-1] == 8
+        if G.back_encoder is not None:
+            assert G.back_encoder(torch.zeros(1, 3, 128, 128)).shape[-1] == 8
+            assert G.mask_encoder(torch.zeros(1, 1, 128, 128)).shape[-1] == 8

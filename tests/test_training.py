@@ -270,3 +270,16 @@ def test_sigterm_to_the_process_group_stops_with_a_snapshot(toy_data, tmp_path):
     step = int(stopped[0].split("step ")[1].split(";")[0])
     assert snapshot(run)["step"] == step == metrics(run)[-1]["step"]
     assert not list(run.glob(".*tmp*"))                        # no temporary files left behind
+
+
+def test_resume_from_transport_export(toy_data, tmp_path):
+    """A bf16 export of G_ema + D (what comes back from the GPU machine) continues a run: G restarts as G_ema."""
+    run = train(tiny_config(toy_data, tmp_path, "t", kimg=0.004))
+    snap = sorted(run.glob("network-snapshot-*.pt"))[-1]
+    small = checkpoint.export_bf16(snap, tmp_path / "transport.pt", keep=["G_ema", "D"])
+    ck = checkpoint.load_checkpoint(small)
+    assert set(ck["modules"]) == {"G_ema", "D"} and ck["step"] == 2
+    with pytest.raises(UserError, match="no module"):
+        checkpoint.export_bf16(snap, tmp_path / "x.pt", keep=["G_ema", "nope"])
+    run2 = train(tiny_config(toy_data, tmp_path, "t2", kimg=0.006, resume=str(small)))
+    assert snapshot(run2)["step"] == 3

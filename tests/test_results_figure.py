@@ -1,0 +1,40 @@
+"""_scripts.eval.results_figure: input / prediction / truth grid from generated trees and ground-truth renders."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from _scripts.eval import results_figure
+
+
+def _png(path, colour, size=32):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.zeros((size, size, 4), np.uint8)
+    a[8:24, 8:24] = (*colour, 255)          # an opaque square on a transparent background
+    Image.fromarray(a).save(path)
+
+
+def test_grid_layout_and_errors(tmp_path, capsys):
+    root, ev = tmp_path / "data", tmp_path / "eval"
+    keys = ["1/c1", "2/c2"]
+    for k in keys:
+        for v in ("front", "back", "left"):
+            _png(root / "renders/rs/ortho" / k / f"{v}.png", (255, 0, 0))
+            _png(ev / "m1/rs/ortho" / k / f"{v}.png", (0, 255, 0))
+    _png(ev / "m2/rs/ortho/1/c1/front.png", (0, 0, 255))       # m2 generated c1 only (front only)
+    out = tmp_path / "fig.png"
+    results_figure.main(["--renderset", "rs", "--inferquery", "m1", "--label", "model", "--size", "20",
+                         "--eval-dir", str(ev), "--data-root", str(root), "--out", str(out)])
+    g = np.asarray(Image.open(out))
+    assert g.shape == (18 + 2 * 20, 8 * 20, 3)    # header + 2 rows; 2 inputs + 3 predictions + 3 truths
+    row = g[18:38]
+    assert row[10, 20 * 2 + 10].tolist() == [0, 255, 0]          # prediction tile: green square
+    assert row[10, 20 * 5 + 10].tolist() == [255, 0, 0]          # truth tile: red square
+    assert row[1, 20 * 5 + 1].tolist() == [255, 255, 255]        # transparent -> white
+    with pytest.raises(SystemExit):                                 # only c1 is common; its back view is missing
+        results_figure.main(["--renderset", "rs", "--inferquery", "m1", "m2", "--eval-dir", str(ev),
+                             "--data-root", str(root), "--out", str(out)])
+    assert "m2/rs/ortho/1/c1/back.png: image missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        results_figure.main(["--renderset", "rs", "--inferquery", "m1", "m2", "--label", "x",
+                             "--eval-dir", str(ev), "--data-root", str(root), "--out", str(out)])
+    assert "one label per" in capsys.readouterr().err
