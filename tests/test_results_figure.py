@@ -38,3 +38,19 @@ def test_grid_layout_and_errors(tmp_path, capsys):
         results_figure.main(["--renderset", "rs", "--inferquery", "m1", "m2", "--label", "x",
                              "--eval-dir", str(ev), "--data-root", str(root), "--out", str(out)])
     assert "one label per" in capsys.readouterr().err
+
+
+def test_blank_baseline_psnr(tmp_path):
+    """All-white prediction against a half-black ground truth: MSE 0.5 -> PSNR 3.01 dB."""
+    from _scripts.eval import blank_baseline
+    root = tmp_path / "data"
+    (root / "subsets").mkdir(parents=True)
+    (root / "subsets" / "rs_test.csv").write_text("1/c1\n")
+    for v in ("front", "back"):
+        a = np.full((16, 16, 4), 255, np.uint8)
+        a[:, :8, :3] = 0                       # left half opaque black
+        (root / "renders/rs/ortho/1/c1").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(root / f"renders/rs/ortho/1/c1/{v}.png")
+    out = blank_baseline.main(["--dataset", "rs", "--data-root", str(root), "--json", str(tmp_path / "b.json")])
+    assert out["front"]["psnr"] == pytest.approx(10 * np.log10(2), abs=1e-6)
+    assert (tmp_path / "b.json").is_file()
