@@ -5,11 +5,13 @@
 #    split: the synthetic characters are byte-deterministic) and renders them in head and body framing;
 # 2. renders the real characters of ../shared/data/real_models in both framings;
 # 3. _scripts.eval.generate + _scripts.eval.measure for each model on its framing's sets.
-# Tables land in $RESULTS (default temp/results_eval/): measure_<model>_<set>.{txt,json}.
+# Tables land in $RESULTS (default temp/results_eval/): measure_<model>_<set>.{txt,json}, the all-white floor
+# blank_<set>.json and table.md (the table of docs/results.md).  EVAL_N_BODY (default EVAL_N) keeps only the
+# first N body characters (the session-2 run: 30 head, 20 body, for CPU time).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CKPTS=${CKPTS:?CKPTS=<folder with the transport checkpoints>}
-EVAL_N=${EVAL_N:-30}; N_TOTAL=${N_TOTAL:-2000}; SIZE=${SIZE:-256}; MESH_RES=${MESH_RES:-128}
+EVAL_N=${EVAL_N:-30}; EVAL_N_BODY=${EVAL_N_BODY:-$EVAL_N}; N_TOTAL=${N_TOTAL:-2000}; SIZE=${SIZE:-256}; MESH_RES=${MESH_RES:-128}
 REAL=${REAL:-../shared/data/real_models}; DEVICE=${DEVICE:-auto}
 ROOT=${EVAL_ROOT:-$PWD/_data/results_eval}; RESULTS=${RESULTS:-$PWD/temp/results_eval}
 PY=${PY:-.venv/bin/python}
@@ -30,24 +32,32 @@ for i in idx:
 print(f"{len(test)} test ids of {n}; wrote the first {len(idx)}")
 PY
 for F in head body; do
-    $PY -m _scripts.data.render --source synth --renderset "synth_$F" --framing "$F" --size "$SIZE" --workers 2 "${DR[@]}"
+    $PY -m _scripts.data.render --source synth --renderset "synth_$F" --framing "$F" --size "$SIZE" --grid60 \
+        --workers 2 "${DR[@]}"
     # every rendered character is a test character here (the same drop rules as the training data)
     $PY -m _scripts.train.data_clean --dataset "synth_$F" --ratios 0,0,1 --quiet "${DR[@]}" | tail -2
 done
+T=$ROOT/subsets/synth_body_test.csv
+head -n "$EVAL_N_BODY" "$T" > "$T.tmp" && mv "$T.tmp" "$T"
 
 # 2. the real characters, both framings
 for F in head body; do
     $PY -m _scripts.data.render --src "$REAL/godette/godette.vrm" --renderset "real_$F" --framing "$F" \
-        --size "$SIZE" "${DR[@]}"
+        --size "$SIZE" --grid60 "${DR[@]}"
     $PY -m _scripts.data.render --src "$REAL/rai_girl/model.obj" --texture "$REAL/rai_girl/diffuse_map.png" \
-        --renderset "real_$F" --framing "$F" --size "$SIZE" "${DR[@]}"
+        --renderset "real_$F" --framing "$F" --size "$SIZE" --grid60 "${DR[@]}"
     # both characters are measured even where data_clean would drop one as cut off (godette's hair buns
     # leave the head box): the evaluation reports them, flagged in docs/results.md
     $PY -c "from training import paths; print(paths.key_of('godette')); print(paths.key_of('model'))" \
         > "$ROOT/subsets/real_${F}_test.csv"
 done
 
-# 3. generate + measure
+# 3. the floor: an all-white prediction
+for set in synth_head real_head synth_body real_body; do
+    $PY -m _scripts.eval.blank_baseline --dataset "$set" --json "$RESULTS/blank_$set.json" "${DR[@]}"
+done
+
+# 4. generate + measure
 for m in panic_head panic_body nova_v1 nova_v0; do
     [ -f "$CKPTS/$m.pt" ] || { echo "missing $CKPTS/$m.pt: skipped"; continue; }
     F=body; [ "$m" = panic_head ] && F=head
@@ -61,3 +71,31 @@ for m in panic_head panic_body nova_v1 nova_v0; do
         echo "== $m on $set"; head -20 "$RESULTS/measure_${m}_$set.txt"
     done
 done
+
+# 5. one table (docs/results.md)
+$PY - "$RESULTS" > "$RESULTS/table.md" <<'PY'
+import json, math, os, sys
+R = sys.argv[1]
+def f(x, nd=2):
+    if x is None:
+        return "n/a"
+    if isinstance(x, str) or math.isinf(x):
+        return "no surface"
+    return f"{x:.{nd}f}"
+print("| model | test set | characters | front PSNR / SSIM | back PSNR / SSIM | 360 PSNR / SSIM | CD (cm) | F1@5 / F1@10 (%) |")
+print("|---|---|---|---|---|---|---|---|")
+for s in ("synth_head", "real_head", "synth_body", "real_body"):
+    b = json.load(open(f"{R}/blank_{s}.json"))
+    print(f"| all-white image (floor) | {s} | {b['characters']} | {b['front']['psnr']:.2f} / {b['front']['ssim']:.1f} "
+          f"| {b['back']['psnr']:.2f} / {b['back']['ssim']:.1f} | | | |")
+    for m in ("panic_head", "panic_body", "nova_v1", "nova_v0"):
+        p = f"{R}/measure_{m}_{s}.json"
+        if not os.path.exists(p):
+            continue
+        d = json.load(open(p))
+        t = {(r["subset"], r["metric"]): r["value"] for r in d["table"]}
+        print(f"| {m} | {s} | {d['n_characters']} | {f(t['front', 'psnr'])} / {f(t['front', 'ssim'], 1)} "
+              f"| {f(t['back', 'psnr'])} / {f(t['back', 'ssim'], 1)} | {f(t['360', 'psnr'])} / {f(t['360', 'ssim'], 1)} "
+              f"| {f(t['geom', 'cd'])} | {f(t['geom', 'f1@5'], 1)} / {f(t['geom', 'f1@10'], 1)} |")
+PY
+cat "$RESULTS/table.md"
