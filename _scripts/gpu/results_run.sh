@@ -115,6 +115,7 @@ collect)
     status
     export_all ""
     mkdir -p "$ROOT/eval_out"
+    pack      # logs, metrics and previews first: the evaluation below may run out of the call's time
     for m in $MODELS; do
         F=head; [ "$m" = panic_head ] || F=body
         timeout $(( EVAL_S / 4 )) $PY -m _scripts.eval.generate --ckpt "$OUT/$m.pt" --name "gpu_$m" \
