@@ -196,17 +196,22 @@ def _cli(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def _wait_for_snapshot(p, run, timeout=120):
+    """Until the CLI run p has written its first snapshot into run (failing if p exits first)."""
+    deadline = time.time() + timeout
+    while not list(run.glob("network-snapshot-*.pt")):
+        assert p.poll() is None, p.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
 def test_kill_and_resume_matches_uninterrupted_run(toy_data, tmp_path):
     det = {"no-ray-perturb": True, "no-random-views": True, "kimg": 0.012, "no-progress": True,
            "r1-interval": 2, "tv-interval": 2, "tv-points": 64}
     args = tiny_args(toy_data, tmp_path, "killed", **det)
     p = _cli(args)
     run = tmp_path / "killed" / "00000"
-    deadline = time.time() + 120
-    while not list(run.glob("network-snapshot-*.pt")):
-        assert p.poll() is None, p.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.05)
+    _wait_for_snapshot(p, run)
     p.send_signal(signal.SIGKILL)
     p.wait()
     killed_at = checkpoint.load_checkpoint(sorted(run.glob("network-snapshot-*.pt"))[-1])
@@ -256,11 +261,7 @@ def test_sigterm_to_the_process_group_stops_with_a_snapshot(toy_data, tmp_path):
     args = tiny_args(toy_data, tmp_path, "term", kimg=1, workers=1, **{"snap-ticks": 1000, "no-progress": True})
     p = _cli(args, start_new_session=True)
     run = tmp_path / "term" / "00000"
-    deadline = time.time() + 120
-    while not list(run.glob("network-snapshot-*.pt")):
-        assert p.poll() is None, p.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.05)
+    _wait_for_snapshot(p, run)
     time.sleep(1.0)
     os.killpg(p.pid, signal.SIGTERM)
     out, _ = p.communicate(timeout=120)

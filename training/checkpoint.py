@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from training.errors import atomic_path, fail
+from training.errors import atomic_path, cli_main, fail
 
 FORMAT = "anime3d-checkpoint"
 VERSION = 1
@@ -187,10 +187,10 @@ def export_bf16(path_in, path_out, keep=None) -> Path:
     return path_out
 
 
+@cli_main
 def main(argv=None):
     """python -m training.checkpoint export-bf16 IN OUT [--keep G_ema,D]"""
     import argparse
-    from training.errors import UserError
     p = argparse.ArgumentParser(prog="python -m training.checkpoint", description="checkpoint utilities")
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("export-bf16", help="bfloat16 copy for transport (no optimizer states)")
@@ -198,10 +198,7 @@ def main(argv=None):
     e.add_argument("dst")
     e.add_argument("--keep", default=None, help="comma-separated module names to keep (default: all networks)")
     a = p.parse_args(argv)
-    try:
-        out = export_bf16(a.src, a.dst, keep=a.keep.split(",") if a.keep else None)
-    except UserError as err:
-        raise SystemExit(f"error: {err}")
+    out = export_bf16(a.src, a.dst, keep=a.keep.split(",") if a.keep else None)
     print(f"{out} ({out.stat().st_size / 2 ** 20:.1f} MiB)")
 
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from training import cameras
 from training.errors import UserError, cli_main, save_json_atomic
+from training.loss import LossConfig, r1_penalty
 from training.triplane import PRESETS, build_preset
 
 D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}
@@ -51,7 +52,8 @@ PEAK_BF16 = [("H200", 989.4e12, "H200 dense bf16"),
              ("H100 NVL", 835e12, "H100 NVL dense bf16"),
              ("H100", 989.4e12, "H100 SXM/HBM3 dense bf16"),
              ("A100", 312e12, "A100 dense bf16")]
-R1_INTERVAL = 16
+R1_INTERVAL = LossConfig.r1_interval     # lazy R1 as the trainer's defaults
+R1_GAMMA = LossConfig.r1_gamma
 
 
 def parse_args(argv=None):
@@ -455,8 +457,7 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch):
         opt_D.zero_grad(set_to_none=True)
         r = {k: v.detach().requires_grad_(True) for k, v in real.items()}
         logits = D(r, c)
-        grads = torch.autograd.grad(logits.float().sum(), [r["image"], r["image_raw"]], create_graph=True)
-        penalty = sum(g.float().square().flatten(1).sum(1) for g in grads).mean() * (5.0 / 2) * R1_INTERVAL
+        penalty = r1_penalty(logits.float(), [r["image"], r["image_raw"]]).mean() * (R1_GAMMA / 2) * R1_INTERVAL
         penalty.backward()
         D.requires_grad_(False)
         opt_D.step()

@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 from training import paths
-from training.errors import UserError, cli_main, fail, load_image, save_json_atomic
+from training.errors import cli_main, fail, load_image, save_json_atomic
 from training.images import on_white
 from training.metrics.image import psnr, ssim
 
@@ -29,12 +29,9 @@ def main(argv=None):
     paths.add_data_root_arg(p)
     a = p.parse_args(argv)
     root = paths.data_root(a.data_root)
-    csv = paths.subset_csv(root, a.dataset, a.split)
-    if not csv.is_file():
-        raise fail(csv, "subset not found (run _scripts.train.data_clean first)")
-    keys = [line.strip() for line in csv.read_text().splitlines() if line.strip()][: a.limit]
+    keys = [paths.key_of(i) for i in paths.read_subset(root, a.dataset, a.split)][: a.limit]
     if not keys:
-        raise UserError(f"{csv}: no characters")
+        raise fail(paths.subset_csv(root, a.dataset, a.split), "no characters")
     ortho = root / "renders" / (a.renderset or a.dataset) / "ortho"
     out = {}
     for v in VIEWS:
