@@ -181,3 +181,5 @@ def test_oracle_tree_scores_perfect(toy, capsys, monkeypatch):
         assert rows[("all", "fid")] == pytest.approx(0.0, abs=1e-3)
     assert rows[("geom", "cd")] == pytest.approx(0.0, abs=1e-6)
     assert rows[("geom", "f1@5")] == pytest.approx(100.0) and rows[("geom", "f1@10")] == pytest.approx(100.0)
+    for sub in ("front", "back"):    # the ground truth depends on its input perfectly
+        assert rows[(sub, "spread")] == pytest.approx(1.0) and rows[(sub, "devcorr")] == pytest.approx(1.0)

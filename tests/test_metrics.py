@@ -194,3 +194,18 @@ def test_lpips_loads_alexnet_trunk_from_weights_dir(tmp_path):
     a, b = _images(2, 64)
     s = m([a], [b])
     assert np.isfinite(s).all() and s[0] > 0
+
+
+def test_input_dependence_separates_mean_output_from_real_predictions():
+    from training.metrics.measure import input_dependence
+    rng = np.random.default_rng(0)
+    gts = rng.random((6, 16, 16, 3))
+    same = np.repeat(gts.mean(0, keepdims=True), 6, 0)          # one output whatever the input
+    dep = input_dependence(same, gts)
+    assert dep["spread"] == pytest.approx(0.0, abs=1e-9) and dep["devcorr"] == pytest.approx(0.0, abs=1e-6)
+    noisy = rng.random((6, 16, 16, 3))                           # varies, but not with the input
+    dep = input_dependence(noisy, gts)
+    assert dep["spread"] == pytest.approx(1.0, abs=0.1) and abs(dep["devcorr"]) < 0.1
+    half = 0.5 * gts + 0.25                                      # faithful but washed out
+    dep = input_dependence(half, gts)
+    assert dep["spread"] == pytest.approx(0.5) and dep["devcorr"] == pytest.approx(1.0)

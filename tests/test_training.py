@@ -188,6 +188,29 @@ def test_short_fit_lowers_reconstruction(toy_data, tmp_path):
     assert last < 0.7 * first, (first, last)
 
 
+def test_gan_warm_up_leaves_D_alone_until_it_starts(toy_data, tmp_path):
+    """--gan-start-kimg: reconstruction only (D untouched, no GAN stats) until that many kimg, then the GAN."""
+    torch.set_num_threads(1)
+    cfg = tiny_config(toy_data, tmp_path, "warm", kimg=0.008, **{"tick-kimg": 0.002, "gan-start-kimg": 0.004,
+                                                                 "r1-interval": 2, "tv-interval": 2, "tv-points": 64})
+    run = train(cfg)
+    recs = metrics(run)
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    warm, late = recs[:2], recs[2:]
+    assert all("G/gan" not in r and "D/loss" not in r and "D/r1" not in r and "recon/total" in r for r in warm)
+    assert all("G/gan" in r and "D/loss" in r for r in late) and any("D/r1" in r for r in late)
+    lc = cfg.loss                                        # D's blur fades from the GAN's start
+    assert L.blur_sigma(lc, 0) == L.blur_sigma(lc, lc.gan_start_kimg * 1e3) == lc.blur_init_sigma > 0
+    assert L.blur_sigma(lc, (lc.gan_start_kimg + lc.blur_fade_kimg) * 1e3) == 0
+    # D's weights after the warm-up are its initial ones: a second run stopped at the GAN's start
+    cfg0 = tiny_config(toy_data, tmp_path, "warm0", kimg=0.004, **{"tick-kimg": 0.002, "gan-start-kimg": 0.004})
+    from training.training_loop import build_networks
+    torch.manual_seed(cfg0.seed)
+    _, D_init = build_networks(cfg0)
+    D_warm = snapshot(train(cfg0))["modules"]["D"]["state_dict"]
+    assert all(torch.equal(v, D_warm[k]) for k, v in D_init.state_dict().items())
+
+
 # ------------------------------------------------------------------ kill -9 and resume
 
 def _cli(args, **kw):

@@ -39,6 +39,7 @@ OPAQUE = 0.5  # alpha above which a pixel counts as surface (depth term, silhoue
 class LossConfig:
     """Every weight of the objective; each is a CLI flag of the trainer."""
     gan_weight: float = 1.0            # generator adversarial term (0: pure reconstruction)
+    gan_start_kimg: float = 0.0        # reconstruction-only warm-up: G's adversarial term, D and R1 start here
     random_z: bool = True              # random latent per sample and step (off: z = 0, deterministic output)
     r1_gamma: float = 5.0              # NOVA-3D 5 (EG3D R1 on image and image_raw)
     r1_gamma_mask: float = 1.0         # R1 of the mask branch (MaskDualDiscriminator)
@@ -93,10 +94,16 @@ def per_sample_rand(ids, shape, seed: int, step: int, tag: str, device) -> torch
     return torch.stack(rows).to(device)
 
 
+def gan_active(cfg: LossConfig, cur_nimg: float) -> bool:
+    return cfg.gan_weight > 0 and cur_nimg >= cfg.gan_start_kimg * 1e3
+
+
 def blur_sigma(cfg: LossConfig, cur_nimg: float) -> float:
+    """D's input blur: blur_init_sigma when the GAN starts, fading to 0 over blur_fade_kimg."""
     if cfg.blur_fade_kimg <= 0:
         return 0.0
-    return max(1.0 - cur_nimg / (cfg.blur_fade_kimg * 1e3), 0.0) * cfg.blur_init_sigma
+    since = max(cur_nimg - cfg.gan_start_kimg * 1e3, 0.0)
+    return max(1.0 - since / (cfg.blur_fade_kimg * 1e3), 0.0) * cfg.blur_init_sigma
 
 
 def resize(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -330,22 +337,25 @@ class ReconGANLoss:
         stats["recon/total"] = float(total.detach())
         return total, stats
 
-    def accumulate_gradients(self, phase: str, batch: dict, gain: float, step: int, cur_nimg: float) -> dict:
+    def accumulate_gradients(self, phase: str, batch: dict, gain: float, step: int,
+                             cur_nimg: float) -> dict | None:
+        """Backward of one phase's loss; None when the phase is off at this point (no step to take)."""
         cfg = self.cfg
         sigma = blur_sigma(cfg, cur_nimg)
+        gan = gan_active(cfg, cur_nimg)
         if phase == "Gmain":
-            loss, stats, self._fake = self.G_call(self._gmain, batch, step, sigma)
+            loss, stats, self._fake = self.G_call(self._gmain, batch, step, sigma, gan)
         elif phase == "Greg":
             if cfg.tv_weight <= 0:
-                return {}
+                return None
             loss, stats = self.G_call(self._greg, batch, step)
         elif phase == "Dmain":
-            if cfg.gan_weight <= 0 or self._fake is None:
-                return {}
+            if not gan or self._fake is None:
+                return None
             loss, stats = self.D_call(self._dmain, batch, self._fake, sigma)
         elif phase == "Dreg":
-            if cfg.gan_weight <= 0 or (cfg.r1_gamma <= 0 and cfg.r1_gamma_mask <= 0):
-                return {}
+            if not gan or (cfg.r1_gamma <= 0 and cfg.r1_gamma_mask <= 0):
+                return None
             loss, stats = self.D_call(self._dreg, batch, sigma)
         else:
             raise ValueError(f"unknown phase {phase!r}")
@@ -354,14 +364,14 @@ class ReconGANLoss:
 
     # -- one function per phase: (network, inputs) -> (loss, stats[, fakes]), run as one forward
 
-    def _gmain(self, G, batch, step, sigma):
+    def _gmain(self, G, batch, step, sigma, gan=True):
         """Adversarial loss of a random perspective view + reconstruction of the ortho views; also returns
         the (detached) fakes for Dmain."""
         cfg, stats, fake = self.cfg, {}, None
         with self._autocast(batch["rgb_cam"].device):
             planes = G.synthesize(self.cond_of(batch), z=self._z(batch, step))
             loss = batch["rgb"].new_zeros(())
-            if cfg.gan_weight > 0:
+            if gan:
                 out = self._render(G, planes, batch["rgb_cam"])
                 # D is called directly: its parameters do not require grad in this phase
                 logits, mask_logits = run_D(self.D, self._fake_for_D(out), batch["rgb_cam"], sigma)

@@ -613,6 +613,8 @@ def train(cfg: TrainConfig) -> Path:
                 opt.zero_grad(set_to_none=True)
                 stats = loss.accumulate_gradients(name, batch, gain=interval, step=step, cur_nimg=cur_nimg)
                 module.requires_grad_(False)
+                if stats is None:       # phase off now (the GAN's warm-up): no optimizer step
+                    continue
                 if check_grads(list(module.parameters()), d):
                     opt.step()
                 else:

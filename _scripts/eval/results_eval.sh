@@ -8,17 +8,21 @@
 # Tables land in $RESULTS (default temp/results_eval/): measure_<model>_<set>.{txt,json}, the all-white floor
 # blank_<set>.json and table.md (the table of docs/results.md).  EVAL_N_BODY (default EVAL_N) keeps only the
 # first N body characters (the session-2 run: 30 head, 20 body, for CPU time).
+# STEPS=data|models|all (default all): data = steps 1-3 (test renders, floor), models = steps 4-5.
+# JOBS=N runs N generate+measure pairs at a time (a GPU machine: 8); WORKERS renders with that many processes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CKPTS=${CKPTS:?CKPTS=<folder with the transport checkpoints>}
 EVAL_N=${EVAL_N:-30}; EVAL_N_BODY=${EVAL_N_BODY:-$EVAL_N}; N_TOTAL=${N_TOTAL:-2000}; SIZE=${SIZE:-256}; MESH_RES=${MESH_RES:-128}
 REAL=${REAL:-../shared/data/real_models}; DEVICE=${DEVICE:-auto}
+STEPS=${STEPS:-all}; JOBS=${JOBS:-1}; WORKERS=${WORKERS:-2}
 ROOT=${EVAL_ROOT:-$PWD/_data/results_eval}; RESULTS=${RESULTS:-$PWD/temp/results_eval}
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$ROOT" "$RESULTS"
 DR=(--data-root "$ROOT")
 
+if [ "$STEPS" != models ]; then
 # 1. the held-out synthetic characters: ids with a test hash among the N_TOTAL of the GPU run
 $PY - "$ROOT" "$N_TOTAL" "$EVAL_N" <<'PY'
 import sys
@@ -33,7 +37,7 @@ print(f"{len(test)} test ids of {n}; wrote the first {len(idx)}")
 PY
 for F in head body; do
     $PY -m _scripts.data.render --source synth --renderset "synth_$F" --framing "$F" --size "$SIZE" --grid60 \
-        --workers 2 "${DR[@]}"
+        --workers "$WORKERS" "${DR[@]}"
     # every rendered character is a test character here (the same drop rules as the training data)
     $PY -m _scripts.train.data_clean --dataset "synth_$F" --ratios 0,0,1 --quiet "${DR[@]}" | tail -2
 done
@@ -57,20 +61,43 @@ for set in synth_head real_head synth_body real_body; do
     $PY -m _scripts.eval.blank_baseline --dataset "$set" --json "$RESULTS/blank_$set.json" "${DR[@]}"
 done
 
-# 4. generate + measure
+# 3b. the ground-truth meshes (cached under temp/eval/_gt: every model's measure then reuses them)
+for set in synth_head real_head synth_body real_body; do
+    $PY - "$ROOT" "$set" <<'PY' &
+import sys
+from training import paths, preprocess
+from training.metrics.gt_mesh import ground_truth_mesh
+root, rs = sys.argv[1], sys.argv[2]
+ids = paths.read_subset(root, rs, "test")
+for cid in ids:
+    ground_truth_mesh(root, rs, cid, preprocess.load_char_meta(root, rs, cid), preprocess.load_renderset_meta(root, rs))
+print(f"{rs}: {len(ids)} ground-truth meshes cached")
+PY
+done
+wait
+fi
+[ "$STEPS" = data ] && exit 0
+
+# 4. generate + measure, JOBS pairs at a time
+evaluate() {   # model, set
+    local m=$1 set=$2 name="res_$1_$2"
+    $PY -m _scripts.eval.generate --ckpt "$CKPTS/$m.pt" --name "$name" --dataset "$set" --split test \
+        --batch 4 --samples 48 48 --mesh-resolution "$MESH_RES" --device "$DEVICE" --no-progress "${DR[@]}" \
+        > "$RESULTS/generate_${m}_$set.txt" 2>&1 || { echo "== $m on $set: generate failed"; tail -3 "$RESULTS/generate_${m}_$set.txt"; return; }
+    $PY -m _scripts.eval.measure --inferquery "$name" --dataset "$set" --split test --samples 10000 \
+        --fid-min 1000000 --device "$DEVICE" --no-progress "${DR[@]}" > "$RESULTS/measure_${m}_$set.txt" 2>&1
+    cp "temp/eval/$name/$set/measure.json" "$RESULTS/measure_${m}_$set.json"
+    echo "== $m on $set"; head -20 "$RESULTS/measure_${m}_$set.txt"
+}
 for m in panic_head panic_body nova_v1 nova_v0; do
     [ -f "$CKPTS/$m.pt" ] || { echo "missing $CKPTS/$m.pt: skipped"; continue; }
     F=body; [ "$m" = panic_head ] && F=head
     for set in "synth_$F" "real_$F"; do
-        name="res_${m}_$set"
-        $PY -m _scripts.eval.generate --ckpt "$CKPTS/$m.pt" --name "$name" --dataset "$set" --split test \
-            --batch 4 --samples 48 48 --mesh-resolution "$MESH_RES" --device "$DEVICE" --no-progress "${DR[@]}"
-        $PY -m _scripts.eval.measure --inferquery "$name" --dataset "$set" --split test --samples 10000 \
-            --fid-min 1000000 --device "$DEVICE" --no-progress "${DR[@]}" > "$RESULTS/measure_${m}_$set.txt"
-        cp "temp/eval/$name/$set/measure.json" "$RESULTS/measure_${m}_$set.json"
-        echo "== $m on $set"; head -20 "$RESULTS/measure_${m}_$set.txt"
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 2; done
+        evaluate "$m" "$set" &
     done
 done
+wait
 
 # 5. one table (docs/results.md)
 $PY - "$RESULTS" > "$RESULTS/table.md" <<'PY'

@@ -14,12 +14,17 @@
 #   nova_v1     TriPlaneGenerator_v1 body framing, direction-aware attention fusion, mask-aware D
 #   nova_v0     TriPlaneGenerator_v0 body framing, concatenation fusion (ablation)
 # A resumed session passes RESUME_DIR=<folder with <model>.pt transport files> to continue from them.
+# Recipe (session 3 on): z = 0 (deterministic reconstruction), L1 x L1_WEIGHT (LPIPS is off: L1 is the only
+# appearance term), and a reconstruction-only warm-up: the GAN starts at GAN_START_KIMG.
+# EVAL=1: monitor also builds the evaluation sets (_scripts/eval/results_eval.sh STEPS=data, real characters
+# from REAL) and collect evaluates there (STEPS=models) and draws the comparison figures.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PHASE=${PHASE:?PHASE=data_train|monitor|collect}
 N=${N:-2000}; SIZE=${SIZE:-256}; BATCH=${BATCH:-8}; CALL_S=${CALL_S:-570}
 TRAIN_END_S=${TRAIN_END_S:-1430}       # the trainings stop this long after data_train started
-EVAL_LIMIT=${EVAL_LIMIT:-100}; EVAL_S=${EVAL_S:-260}
+EVAL=${EVAL:-0}; EVAL_N=${EVAL_N:-30}; REAL=${REAL:-.real}
+GAN_START_KIMG=${GAN_START_KIMG:-100}; L1_WEIGHT=${L1_WEIGHT:-10}
 OUT=${OUT:-/tmp/out}; PY=${PY:-python3}
 export LUSTROUS_DATA_ROOT=${LUSTROUS_DATA_ROOT:-/tmp/lustrous} PYTHONUNBUFFERED=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
@@ -32,7 +37,7 @@ D_SMALL='{"channel_base": 2048, "channel_max": 128}'
 start_training() {   # model, seconds to run
     local m=$1 left=$2 args=(--runs-dir "$RUNS" --batch "$BATCH" --lpips-weight 0 --d-kwargs "$D_SMALL"
         --ema-rampup 0.05 --tick-kimg 1 --snap-ticks 2 --preview-ticks 2 --kimg 100000 --workers 3 --no-progress
-        --run-name "$m")
+        --run-name "$m" --no-random-z --gan-start-kimg "$GAN_START_KIMG" --l1-weight "$L1_WEIGHT")
     case $m in
         panic_head) args+=(--config _configs/panic_head/base.json --preset panic_head_small --g-kwargs '{}'
                            --renderset synth_head --dataset synth_head) ;;
@@ -67,8 +72,10 @@ status() {
 }
 
 pack() {
+    # the last two previews of each run (the file limit: four checkpoints leave ~8 MB for this archive)
     tar czf "$OUT/results_logs.tar.gz" -C "$ROOT" results_state $(cd "$ROOT" && ls -d runs/*/0*/metrics.jsonl \
-        runs/*/0*/config.json runs/*/0*/preview-*.png eval_out 2>/dev/null) 2>/dev/null
+        runs/*/0*/config.json eval_out 2>/dev/null; for d in "$ROOT"/runs/*/0*; do
+        ls -1 "$d"/preview-*.png 2>/dev/null | tail -2 | sed "s|^$ROOT/||"; done) 2>/dev/null
     ls -la "$OUT"
 }
 
@@ -104,7 +111,14 @@ data_train)
     while [ $(( $(date +%s) - T0 )) -lt "$CALL_S" ]; do sleep 30; status; done
     ;;
 monitor)
+    if [ "$EVAL" = 1 ]; then   # the evaluation sets, on the CPU cores the trainings leave
+        ( CKPTS=$OUT STEPS=data EVAL_N=$EVAL_N REAL=$REAL WORKERS=4 PY=$PY EVAL_ROOT=$ROOT/results_eval \
+          RESULTS=$ROOT/eval_out bash _scripts/eval/results_eval.sh > "$STATE/eval_data.log" 2>&1
+          echo "exit $?" >> "$STATE/eval_data.log" ) &
+    fi
     while [ $(( $(date +%s) - T0 )) -lt $(( CALL_S - 40 )) ]; do sleep 60; status; done
+    wait
+    [ "$EVAL" = 1 ] && { log "eval data:"; grep -E "cached|test ids|exit" "$STATE/eval_data.log"; }
     export_all _mid
     ;;
 collect)
@@ -116,17 +130,17 @@ collect)
     export_all ""
     mkdir -p "$ROOT/eval_out"
     pack      # logs, metrics and previews first: the evaluation below may run out of the call's time
-    for m in $MODELS; do
-        F=head; [ "$m" = panic_head ] || F=body
-        timeout $(( EVAL_S / 4 )) $PY -m _scripts.eval.generate --ckpt "$OUT/$m.pt" --name "gpu_$m" \
-            --dataset "synth_$F" --split test --batch 16 --samples 48 48 --mesh-resolution 128 --limit "$EVAL_LIMIT" \
-            --overwrite --no-progress > "$ROOT/eval_out/generate_$m.txt" 2>&1
-        timeout $(( EVAL_S / 4 )) $PY -m _scripts.eval.measure --inferquery "gpu_$m" --dataset "synth_$F" \
-            --split test --samples 10000 --fid-min 1000000 --no-progress > "$ROOT/eval_out/measure_$m.txt" 2>&1
-        log "$m eval: $(tail -3 "$ROOT/eval_out/measure_$m.txt" | tr '\n' ' ')"
-        cp temp/eval/"gpu_$m/synth_$F/measure.json" "$ROOT/eval_out/measure_$m.json" 2>/dev/null
-        cp temp/eval/"gpu_$m/synth_$F/measure.csv" "$ROOT/eval_out/measure_$m.csv" 2>/dev/null
-    done
+    if [ "$EVAL" = 1 ]; then
+        CKPTS=$OUT STEPS=models EVAL_N=$EVAL_N REAL=$REAL DEVICE=cuda JOBS=8 PY=$PY EVAL_ROOT=$ROOT/results_eval \
+            RESULTS=$ROOT/eval_out bash _scripts/eval/results_eval.sh > "$ROOT/eval_out/results_eval.log" 2>&1
+        log "eval: exit $?"; cat "$ROOT/eval_out/table.md"
+        for set in synth_head real_head synth_body real_body; do
+            case $set in *head) q="res_panic_head_$set"; l=PAniC-3D ;;
+                         *) q="res_nova_v1_$set res_nova_v0_$set res_panic_body_$set"; l="NOVA_v1 NOVA_v0 single-view" ;; esac
+            $PY -m _scripts.eval.results_figure --renderset "$set" --data-root "$ROOT/results_eval" --inferquery $q \
+                --label $l --chars 3 --out "$ROOT/eval_out/results_$set.png" 2>&1 | tail -1
+        done
+    fi
     pack
     ;;
 esac

@@ -70,6 +70,31 @@ def load_rois(path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+DEPENDENCE_SIZE = 64          # input dependence is measured on 64-px copies (colour and layout, not detail)
+
+
+def input_dependence(preds: np.ndarray, gts: np.ndarray) -> dict[str, float]:
+    """How much the predictions vary with the input, over a set of characters ([N,H,W,3] on white, N >= 2).
+
+    spread: per-pixel std over characters of the predictions / the same for the ground truth (0: one output
+    for every input).  devcorr: Pearson correlation of each prediction's deviation from the mean prediction
+    with its ground truth's deviation from the mean ground truth (0: the variation is unrelated to the input;
+    a model that outputs the set's mean image scores 0 on both, whatever its PSNR).
+    """
+    p = preds.astype(np.float64) - preds.mean(0)
+    g = gts.astype(np.float64) - gts.mean(0)
+    gs = np.sqrt((g ** 2).mean(0)).mean()
+    den = np.sqrt((p ** 2).sum() * (g ** 2).sum())
+    return {"spread": float(np.sqrt((p ** 2).mean(0)).mean() / gs) if gs > 0 else float("nan"),
+            "devcorr": float((p * g).sum() / den) if den > 0 else 0.0}
+
+
+def _small(img: np.ndarray) -> np.ndarray:
+    from PIL import Image
+    im = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
+    return np.asarray(im.resize((DEPENDENCE_SIZE,) * 2, Image.BOX), np.float32) / 255
+
+
 def _mean(vals):
     vals = [v for v in vals if v is not None]
     return float(np.mean(vals)) if vals else None
@@ -98,6 +123,7 @@ class Measurer:
             from .gt_mesh import ground_truth_mesh
             gt_mesh_fn = ground_truth_mesh
         self.gt_mesh_fn = gt_mesh_fn
+        self._small: dict[str, list] = {"front": [], "back": []}   # (pred, gt) 64-px pairs: input dependence
         self._fid_pred: list[np.ndarray] = []
         self._fid_gt: list[np.ndarray] = []
 
@@ -121,6 +147,9 @@ class Measurer:
         ps, gs, ns = self._pairs(char_id, SPIN_DTYPE, spin_names())
         if po:
             s = self.metrics(po, go)
+            for v in self._small:
+                if v in no:
+                    self._small[v].append((_small(po[no.index(v)]), _small(go[no.index(v)])))
             for i, v in enumerate(no):
                 out["views"][f"ortho/{v}"] = {m: float(s[m][i]) for m in s}
         if ps:
@@ -214,6 +243,14 @@ class Measurer:
                     vals = finite if finite else vals
             rows.append({"subset": sub, "metric": m, "value": _mean(vals), "n": len(vals),
                          "note": "; ".join(notes) or None})
+        for sub, pairs in self._small.items():
+            for m in ("spread", "devcorr"):
+                if len(pairs) < 2:
+                    rows.append({"subset": sub, "metric": m, "value": None, "n": len(pairs),
+                                 "note": "needs at least 2 characters"})
+                    continue
+                dep = input_dependence(np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]))
+                rows.append({"subset": sub, "metric": m, "value": dep[m], "n": len(pairs), "note": None})
         for name in self.rois:
             for m in geo.GEOM_METRICS:
                 vals = [rec["geom"][f"roi:{name}"].get(m) for rec in per_char.values()
