@@ -61,3 +61,34 @@ def test_peak_flops_table():
     assert bench.peak_flops("Some GPU", A)[0] is None
     A.peak_tflops = 100.0
     assert bench.peak_flops("CPU (x86_64, 2 threads)", A) == (100e12, "--peak-tflops")
+
+
+def test_compile_d_serves_first_order_phases_only(monkeypatch):
+    """--compile-d: the compiled D runs G main and D main; R1 (double backward) keeps calling the eager D."""
+    from training.dual_discriminator import DualDiscriminator
+    calls = {"compiled": 0, "eager_r1": 0}
+    compiled = []
+
+    def fake_compile(mod, **kw):
+        assert isinstance(mod, DualDiscriminator)
+        compiled.append(mod)
+
+        def run(*args, **kwargs):
+            calls["compiled"] += 1
+            return mod(*args, **kwargs)
+        return run
+
+    real_r1 = bench.r1_penalty
+
+    def counting_r1(*args, **kwargs):
+        calls["eager_r1"] += 1
+        return real_r1(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(bench, "r1_penalty", counting_r1)
+    (r,) = bench.main(["--preset", "tiny", "--batch", "2", "--train-step", "--compile-d", "--r1-bf16",
+                       "--bf16", "on", "--steps", "1", "--warmup", "0", "--threads", "1", "--mesh-res", "0"])
+    assert "error" not in r and r["compile_d"] and r["r1_bf16"] and len(compiled) == 1
+    # D forward (+backward) timings and 16 train steps x (1 G main + 2 D main) went through the compiled D
+    assert calls["compiled"] >= 16 * 3 and calls["eager_r1"] >= 1
+    assert r["train_step"]["images_per_s"] > 0

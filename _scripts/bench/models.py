@@ -65,6 +65,9 @@ def parse_args(argv=None):
     p.add_argument("--bf16", default="off", choices=["on", "off", "both"])
     p.add_argument("--compile", action="store_true", help="compile G's field, backbone and super-resolution")
     p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES, help="torch.compile mode for --compile")
+    p.add_argument("--compile-d", action="store_true",
+                   help="also compile D for its first-order uses (G main, D main); R1 keeps the eager D")
+    p.add_argument("--r1-bf16", action="store_true", help="run the R1 phase under bf16 autocast (default fp32)")
     p.add_argument("--compile-infer", nargs="?", const="reduce-overhead", default=None, choices=COMPILE_MODES,
                    metavar="MODE", help="also time batch-1 inference with the whole eval forward compiled "
                    "(MODE default reduce-overhead = CUDA graphs)")
@@ -152,10 +155,10 @@ def build_D(preset, G, device):
 
 
 def d_input(G, out, use_mask):
+    """What training/loss.py gives D: the mask at the neural-rendering size (D resizes it itself)."""
     img = {"image": out["image"], "image_raw": out["image_raw"]}
     if use_mask:
-        img["image_mask"] = F.interpolate(out["image_alpha"], size=out["image"].shape[-2:], mode="bilinear",
-                                          align_corners=False)
+        img["image_mask"] = out["image_alpha"]
     return img
 
 
@@ -236,7 +239,7 @@ def error_string(e: BaseException) -> str:
 def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     """Fills res as it goes (partial results survive an error)."""
     torch.manual_seed(0)
-    if a.compile or a.compile_infer:
+    if a.compile or a.compile_d or a.compile_infer:
         torch._dynamo.reset()      # a fresh cache per configuration (new modules; stay under the recompile limit)
     overrides = {}
     if a.samples:
@@ -268,19 +271,21 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
         fake = d_input(G, G(cond, c, z=z, neural_rendering_resolution=nr), G.use_mask)
     fake = {k: v.detach().float() for k, v in fake.items()}
 
+    D_first = {"net": D}       # D for G main / D main (compiled with --compile-d)
+
     def d_fwd():
         with torch.no_grad(), ac():
-            return D(fake, c)
+            return D_first["net"](fake, c)
 
     def d_fwd_bwd():
         with ac():
-            loss = F.softplus(D(fake, c)).float().mean()
+            loss = F.softplus(D_first["net"](fake, c)).float().mean()
         loss.backward()
 
     # ---- FLOPs, once, on the eager networks (compiling does not change the matmul/conv work)
     fl = {"G_forward": count_flops(g_fwd), "G_forward_backward": count_flops(g_fwd_bwd),
           "D_forward_backward": count_flops(d_fwd_bwd)}
-    step, parts = make_train_step(G, D, cond, c, z, nr, ac, a.batch)
+    step, parts = make_train_step(G, D, cond, c, z, nr, ac, a.batch, r1_bf16=a.r1_bf16 and bf16, D_first=D_first)
     fl.update({f"train_{k}": count_flops(fn) for k, fn in parts.items()})    # also warms the R1 path
     G.requires_grad_(True)
     D.requires_grad_(True)
@@ -295,6 +300,8 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     # ---- timings of the parts (compiled when asked)
     if a.compile:
         compile_G(G, a.compile_mode)
+    if a.compile_d:     # first-order uses only: D_first shares D's parameters; R1 differentiates eager D twice
+        D_first["net"] = torch.compile(D, **({} if a.compile_mode == "default" else {"mode": a.compile_mode}))
     steps, warm = a.steps, a.warmup
     if a.profile:
         profile(g_fwd_bwd, device)
@@ -416,17 +423,19 @@ def profile(fn, device, rows=25):
     print(p.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60))
 
 
-def make_train_step(G, D, cond, c, z, nr, ac, batch):
+def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None):
     """One GAN step as training/training_loop.py runs its phases: G main, D main (fake + real), R1 on real
-    every 16th step (fp32, gain 16); only the phase's network requires grad; Adam updates.
+    every 16th step (fp32 unless r1_bf16, gain 16); only the phase's network requires grad; Adam updates.
+    D_first['net'] (default D) is the D of the first-order phases, a compiled D sharing D's parameters.
     Returns (step, {'G_main': fn, 'D_main': fn, 'R1': fn})."""
+    D_first = D_first if D_first is not None else {"net": D}
     opt_G = torch.optim.Adam(G.parameters(), lr=0.0025, betas=(0.0, 0.99), eps=1e-8)
     opt_D = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99), eps=1e-8)
     S, n = G.img_resolution, nr or G.neural_rendering_resolution
     real = {"image": torch.rand(batch, 3, S, S, device=c.device) * 2 - 1}
     real["image_raw"] = F.interpolate(real["image"], size=(n, n), mode="bilinear", antialias=True, align_corners=False)
     if G.use_mask:
-        real["image_mask"] = (real["image"][:, :1] > 0).float()
+        real["image_mask"] = (real["image_raw"][:, :1] > 0).float()
     st = {"i": 0, "fake": None}
     G.requires_grad_(False)
     D.requires_grad_(False)
@@ -437,7 +446,7 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch):
         with ac():
             out = G(cond, c, z=z, neural_rendering_resolution=nr)
             img = d_input(G, out, G.use_mask)
-            loss = F.softplus(-D(img, c)).float().mean()
+            loss = F.softplus(-D_first["net"](img, c)).float().mean()
         loss.backward()
         G.requires_grad_(False)
         opt_G.step()
@@ -447,7 +456,8 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch):
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
         with ac():
-            loss = F.softplus(D(st["fake"], c)).float().mean() + F.softplus(-D(real, c)).float().mean()
+            Df = D_first["net"]
+            loss = F.softplus(Df(st["fake"], c)).float().mean() + F.softplus(-Df(real, c)).float().mean()
         loss.backward()
         D.requires_grad_(False)
         opt_D.step()
@@ -456,7 +466,11 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch):
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
         r = {k: v.detach().requires_grad_(True) for k, v in real.items()}
-        logits = D(r, c)
+        if r1_bf16:
+            with ac():
+                logits = D(r, c)
+        else:
+            logits = D(r, c)
         penalty = r1_penalty(logits.float(), [r["image"], r["image_raw"]]).mean() * (R1_GAMMA / 2) * R1_INTERVAL
         penalty.backward()
         D.requires_grad_(False)
@@ -505,7 +519,8 @@ def report(r, cpu):
     print(f"\n{r.get('generator', '?')} preset={r['preset']} batch={r['batch']} nr={r.get('nr')} "
           f"samples={'+'.join(map(str, r.get('samples', ['?'])))} sr={r.get('img_resolution', '?')} "
           f"{'bf16' if r['bf16'] else 'fp32' if cpu else 'fp32/tf32'}"
-          f"{' compiled (' + r['compile_mode'] + ')' if r['compile'] else ''}")
+          f"{' compiled (' + r['compile_mode'] + ')' if r['compile'] else ''}"
+          f"{' +D compiled' if r.get('compile_d') else ''}{' R1 bf16' if r.get('r1_bf16') else ''}")
     if "params_G" in r:
         print(f"  params: G {r['params_G'] / 1e6:.2f} M, D {r['params_D'] / 1e6:.2f} M")
     if "flops" in r:
@@ -587,7 +602,8 @@ def run_all(a, device, preset):
     for nr in nrs:
         for bf16 in modes:
             r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
-                 "compile_mode": a.compile_mode if a.compile else None, "device": dev_name,
+                 "compile_d": a.compile_d, "r1_bf16": a.r1_bf16 and bf16,
+                 "compile_mode": a.compile_mode if a.compile or a.compile_d else None, "device": dev_name,
                  "torch": torch.__version__}
             results.append(r)
             try:
