@@ -218,12 +218,16 @@ def uncompile_G(G):
 
 
 def section(res: dict, key: str, fn, device):
-    """res[key] = fn(); CUDA OOM -> {'error': 'OOM'} (the configuration goes on)."""
+    """res[key] = fn(); CUDA OOM -> {'error': 'OOM'} (the configuration goes on).  Prints a progress line
+    (wall time included: compilation happens in the first calls), so a run stopped by a timeout still shows
+    how far it got."""
+    t0 = time.perf_counter()
     try:
         res[key] = fn()
     except torch.cuda.OutOfMemoryError:
         res[key] = {"error": "OOM"}
     free(device)
+    print(f"  [{key}: done in {time.perf_counter() - t0:.1f} s wall]", flush=True)
 
 
 def free(device):
