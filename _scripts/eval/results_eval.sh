@@ -109,12 +109,13 @@ def f(x, nd=2):
     if isinstance(x, str) or math.isinf(x):
         return "no surface"
     return f"{x:.{nd}f}"
-print("| model | test set | characters | front PSNR / SSIM | back PSNR / SSIM | 360 PSNR / SSIM | CD (cm) | F1@5 / F1@10 (%) |")
-print("|---|---|---|---|---|---|---|---|")
+print("| model | test set | characters | front PSNR / SSIM | back PSNR / SSIM | 360 PSNR / SSIM | CD (cm) | F1@5 / F1@10 (%) "
+      "| back spread / devcorr |")
+print("|---|---|---|---|---|---|---|---|---|")
 for s in ("synth_head", "real_head", "synth_body", "real_body"):
     b = json.load(open(f"{R}/blank_{s}.json"))
     print(f"| all-white image (floor) | {s} | {b['characters']} | {b['front']['psnr']:.2f} / {b['front']['ssim']:.1f} "
-          f"| {b['back']['psnr']:.2f} / {b['back']['ssim']:.1f} | | | |")
+          f"| {b['back']['psnr']:.2f} / {b['back']['ssim']:.1f} | | | | |")
     for m in ("panic_head", "panic_body", "nova_v1", "nova_v0"):
         p = f"{R}/measure_{m}_{s}.json"
         if not os.path.exists(p):
@@ -123,6 +124,7 @@ for s in ("synth_head", "real_head", "synth_body", "real_body"):
         t = {(r["subset"], r["metric"]): r["value"] for r in d["table"]}
         print(f"| {m} | {s} | {d['n_characters']} | {f(t['front', 'psnr'])} / {f(t['front', 'ssim'], 1)} "
               f"| {f(t['back', 'psnr'])} / {f(t['back', 'ssim'], 1)} | {f(t['360', 'psnr'])} / {f(t['360', 'ssim'], 1)} "
-              f"| {f(t['geom', 'cd'])} | {f(t['geom', 'f1@5'], 1)} / {f(t['geom', 'f1@10'], 1)} |")
+              f"| {f(t['geom', 'cd'])} | {f(t['geom', 'f1@5'], 1)} / {f(t['geom', 'f1@10'], 1)} "
+              f"| {f(t.get(('back', 'spread')))} / {f(t.get(('back', 'devcorr')))} |")
 PY
 cat "$RESULTS/table.md"
