@@ -155,11 +155,12 @@ def build_D(preset, G, device):
 
 
 def d_input(G, out, use_mask):
-    """What training/loss.py gives D: the mask at the neural-rendering size (D resizes it itself)."""
+    """What training/loss.py gives D: the mask at the neural-rendering size (D resizes it itself).  Contiguous
+    (image_raw is a channel slice of the feature image): fakes and reals then share one compiled D graph."""
     img = {"image": out["image"], "image_raw": out["image_raw"]}
     if use_mask:
         img["image_mask"] = out["image_alpha"]
-    return img
+    return {k: v.contiguous() for k, v in img.items()}
 
 
 def peak_flops(dev_name: str, a) -> tuple[float | None, str]:
