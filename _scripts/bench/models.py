@@ -471,10 +471,7 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
         r = {k: v.detach().requires_grad_(True) for k, v in real.items()}
-        if r1_bf16:
-            with ac():
-                logits = D(r, c)
-        else:
+        with ac() if r1_bf16 else contextlib.nullcontext():
             logits = D(r, c)
         penalty = r1_penalty(logits.float(), [r["image"], r["image_raw"]]).mean() * (R1_GAMMA / 2) * R1_INTERVAL
         penalty.backward()

@@ -8,7 +8,8 @@
 # Tables land in $RESULTS (default temp/results_eval/): measure_<model>_<set>.{txt,json}, the all-white floor
 # blank_<set>.json and table.md (the table of docs/results.md).  EVAL_N_BODY (default EVAL_N) keeps only the
 # first N body characters (the session-2 run: 30 head, 20 body, for CPU time).
-# STEPS=data|models|all (default all): data = steps 1-3 (test renders, floor), models = steps 4-5.
+# STEPS=data|models|all (default all): data = steps 1-3 (test renders, floor, GT meshes), models = steps 4-6
+# (generate + measure, table.md, the comparison figures results_<set>.png).
 # JOBS=N runs N generate+measure pairs at a time (a GPU machine: 8); WORKERS renders with that many processes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -69,8 +70,9 @@ from training import paths, preprocess
 from training.metrics.gt_mesh import ground_truth_mesh
 root, rs = sys.argv[1], sys.argv[2]
 ids = paths.read_subset(root, rs, "test")
+rs_meta = preprocess.load_renderset_meta(root, rs)
 for cid in ids:
-    ground_truth_mesh(root, rs, cid, preprocess.load_char_meta(root, rs, cid), preprocess.load_renderset_meta(root, rs))
+    ground_truth_mesh(root, rs, cid, preprocess.load_char_meta(root, rs, cid), rs_meta)
 print(f"{rs}: {len(ids)} ground-truth meshes cached")
 PY
 done
@@ -128,3 +130,13 @@ for s in ("synth_head", "real_head", "synth_body", "real_body"):
               f"| {f(t.get(('back', 'spread')))} / {f(t.get(('back', 'devcorr')))} |")
 PY
 cat "$RESULTS/table.md"
+
+# 6. comparison figures (3 characters per set): results_<set>.png
+for set in synth_head real_head synth_body real_body; do
+    case $set in
+        *head) q=(res_panic_head_$set); l=(PAniC-3D) ;;
+        *) q=(res_nova_v1_$set res_nova_v0_$set res_panic_body_$set); l=(NOVA_v1 NOVA_v0 single-view) ;;
+    esac
+    $PY -m _scripts.eval.results_figure --renderset "$set" --inferquery "${q[@]}" --label "${l[@]}" --chars 3 \
+        --out "$RESULTS/results_$set.png" "${DR[@]}" 2>&1 | tail -1 || true
+done

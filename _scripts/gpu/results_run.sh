@@ -17,7 +17,7 @@
 # Recipe (session 3 on): z = 0 (deterministic reconstruction), L1 x L1_WEIGHT (LPIPS is off: L1 is the only
 # appearance term), and a reconstruction-only warm-up: the GAN starts at GAN_START_KIMG.
 # EVAL=1: monitor also builds the evaluation sets (_scripts/eval/results_eval.sh STEPS=data, real characters
-# from REAL) and collect evaluates there (STEPS=models) and draws the comparison figures.
+# from REAL) and collect evaluates there (STEPS=models: tables and comparison figures).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PHASE=${PHASE:?PHASE=data_train|monitor|collect}
@@ -133,13 +133,7 @@ collect)
     if [ "$EVAL" = 1 ]; then
         CKPTS=$OUT STEPS=models EVAL_N=$EVAL_N REAL=$REAL DEVICE=cuda JOBS=8 PY=$PY EVAL_ROOT=$ROOT/results_eval \
             RESULTS=$ROOT/eval_out bash _scripts/eval/results_eval.sh > "$ROOT/eval_out/results_eval.log" 2>&1
-        log "eval: exit $?"; cat "$ROOT/eval_out/table.md"
-        for set in synth_head real_head synth_body real_body; do
-            case $set in *head) q="res_panic_head_$set"; l=PAniC-3D ;;
-                         *) q="res_nova_v1_$set res_nova_v0_$set res_panic_body_$set"; l="NOVA_v1 NOVA_v0 single-view" ;; esac
-            $PY -m _scripts.eval.results_figure --renderset "$set" --data-root "$ROOT/results_eval" --inferquery $q \
-                --label $l --chars 3 --out "$ROOT/eval_out/results_$set.png" 2>&1 | tail -1
-        done
+        log "eval: exit $?"; cat "$ROOT/eval_out/table.md"      # figures: eval_out/results_<set>.png
     fi
     pack
     ;;

@@ -92,7 +92,7 @@ def input_dependence(preds: np.ndarray, gts: np.ndarray) -> dict[str, float]:
 def _small(img: np.ndarray) -> np.ndarray:
     from PIL import Image
     im = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
-    return np.asarray(im.resize((DEPENDENCE_SIZE,) * 2, Image.BOX), np.float32) / 255
+    return on_white(im.resize((DEPENDENCE_SIZE,) * 2, Image.BOX))
 
 
 def _mean(vals):
@@ -123,7 +123,7 @@ class Measurer:
             from .gt_mesh import ground_truth_mesh
             gt_mesh_fn = ground_truth_mesh
         self.gt_mesh_fn = gt_mesh_fn
-        self._small: dict[str, list] = {"front": [], "back": []}   # (pred, gt) 64-px pairs: input dependence
+        self._dependence_pairs: dict[str, list] = {"front": [], "back": []}   # (pred, gt) 64-px copies
         self._fid_pred: list[np.ndarray] = []
         self._fid_gt: list[np.ndarray] = []
 
@@ -147,9 +147,9 @@ class Measurer:
         ps, gs, ns = self._pairs(char_id, SPIN_DTYPE, spin_names())
         if po:
             s = self.metrics(po, go)
-            for v in self._small:
+            for v, pairs in self._dependence_pairs.items():
                 if v in no:
-                    self._small[v].append((_small(po[no.index(v)]), _small(go[no.index(v)])))
+                    pairs.append((_small(po[no.index(v)]), _small(go[no.index(v)])))
             for i, v in enumerate(no):
                 out["views"][f"ortho/{v}"] = {m: float(s[m][i]) for m in s}
         if ps:
@@ -243,14 +243,12 @@ class Measurer:
                     vals = finite if finite else vals
             rows.append({"subset": sub, "metric": m, "value": _mean(vals), "n": len(vals),
                          "note": "; ".join(notes) or None})
-        for sub, pairs in self._small.items():
+        for sub, pairs in self._dependence_pairs.items():
+            dep = input_dependence(np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])) \
+                if len(pairs) >= 2 else {}
             for m in ("spread", "devcorr"):
-                if len(pairs) < 2:
-                    rows.append({"subset": sub, "metric": m, "value": None, "n": len(pairs),
-                                 "note": "needs at least 2 characters"})
-                    continue
-                dep = input_dependence(np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs]))
-                rows.append({"subset": sub, "metric": m, "value": dep[m], "n": len(pairs), "note": None})
+                rows.append({"subset": sub, "metric": m, "value": dep.get(m), "n": len(pairs),
+                             "note": None if dep else "needs at least 2 characters"})
         for name in self.rois:
             for m in geo.GEOM_METRICS:
                 vals = [rec["geom"][f"roi:{name}"].get(m) for rec in per_char.values()
