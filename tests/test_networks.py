@@ -280,6 +280,42 @@ def test_folded_fir_conv_equals_filter_then_conv(up, down, k, groups):
     assert torch.allclose(y, ref, atol=1e-4)
 
 
+def test_set_fold_switches_each_kind_and_keeps_the_numbers():
+    """set_fold(False) (the torch.compile setting) runs a real discriminator and super-resolution through
+    the unfolded paths (fewer FLOPs) with the same outputs and gradients as the folded default."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from training.dual_discriminator import DualDiscriminator
+    from training.superresolution import SuperresolutionHybrid
+    torch.manual_seed(0)
+    D = DualDiscriminator(c_dim=25, img_resolution=32, channel_base=256, channel_max=32)
+    SR = SuperresolutionHybrid(channels=8, img_resolution=32, input_resolution=8, w_dim=16, block_channels=(16, 8))
+    img = {"image": torch.randn(2, 3, 32, 32, requires_grad=True), "image_raw": torch.randn(2, 3, 16, 16)}
+    c, feat, ws = torch.randn(2, 25), torch.randn(2, 8, 8, 8, requires_grad=True), torch.randn(2, 3, 16)
+
+    def run():
+        out = [D(img, c), SR(feat[:, :3], feat, ws, noise_mode="const")]
+        grads = torch.autograd.grad(sum(o.square().sum() for o in out), [img["image"], feat])
+        with FlopCounterMode(display=False) as fc:
+            D(img, c), SR(feat[:, :3], feat, ws, noise_mode="const")
+        return out, grads, fc.get_total_flops()
+
+    assert nets.FOLD == {"up": True, "down": True, "down_1x1": True}
+    out_f, grads_f, flops_f = run()
+    old = nets.set_fold(False)
+    try:
+        assert old == {"up": True, "down": True, "down_1x1": True}
+        assert nets.FOLD == {"up": False, "down": False, "down_1x1": False}
+        out_u, grads_u, flops_u = run()
+        nets.set_fold(down_1x1=True)
+        assert nets.FOLD == {"up": False, "down": False, "down_1x1": True}
+    finally:
+        nets.set_fold(**old)
+    assert nets.FOLD == old
+    for a, b in zip(out_f + list(grads_f), out_u + list(grads_u)):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert flops_u < 0.6 * flops_f          # the point of unfolding: far fewer multiply-adds
+
+
 @pytest.mark.parametrize("impl", ["taps", "batch", "depthwise"])
 def test_fir_implementations_agree(impl, monkeypatch):
     torch.manual_seed(0)
@@ -311,6 +347,10 @@ def test_channels_last_gives_the_same_numbers():
     img = dict(image=torch.randn(2, 3, 32, 32), image_raw=torch.randn(2, 3, 16, 16))
     c = torch.randn(2, 25)
     assert torch.allclose(D(img, c), Dcl(img, c), atol=1e-4)
+    # the run-time switch reaches every block (G's synthesis blocks, D itself) and back
+    assert nets.set_channels_last(G) == len(G.synthesis.blocks) and all(b.channels_last for b in G.synthesis.blocks)
+    assert torch.allclose(G(*args, noise_mode="const")[0], Gcl(*args, noise_mode="const")[0], atol=1e-4)
+    assert nets.set_channels_last(Dcl, False) == 1 and not Dcl.channels_last
 
 
 def test_resnet_three_stages_and_small_presets(tmp_path):

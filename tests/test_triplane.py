@@ -111,6 +111,30 @@ def test_multilayer_planes_interpolate_along_the_perpendicular_axis():
     assert torch.allclose(f, torch.tensor([0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.0]), atol=1e-5)
 
 
+@pytest.mark.parametrize("layers", [1, 3])
+def test_gather_lookup_equals_grid_sample(layers, monkeypatch):
+    """LOOKUP='gather' (channels-last rows) gives grid_sample's values and plane gradients, inside the
+    box, on its faces and outside it (zero padding), with one and several sheets."""
+    g = torch.Generator().manual_seed(layers)
+    planes = torch.randn(2, 6, layers * 5, 7, 9, generator=g)[..., :7]          # non-contiguous input too
+    coords = torch.rand(2, 6, 300, 3, generator=g) * 2.6 - 1.3
+    coords[:, :, :8] = torch.tensor([-1.0, 1.0, 0.0]).repeat(8, 1) * torch.rand(8, 1, generator=g).round()
+    weight = torch.randn(2, 6, 300, 5, generator=g)
+
+    def run(lookup):
+        monkeypatch.setattr(vr, "LOOKUP", lookup)
+        p = planes.clone().requires_grad_(True)
+        f = vr.sample_planes(p, coords, layers)
+        (f * weight).sum().backward()
+        return f, p.grad
+
+    f_ref, g_ref = run("grid_sample")
+    f, grad = run("gather")
+    assert f.shape == f_ref.shape == (2, 6, 300, 5)
+    assert torch.allclose(f, f_ref, atol=1e-5) and torch.allclose(grad, g_ref, atol=1e-5)
+    assert f_ref.abs().sum() > 0 and (f_ref[..., 0] == 0).any()     # some points outside: zero padding seen
+
+
 def test_ray_box_intersection():
     o = torch.tensor([[[0.0, 0.0, 1.0], [0.1, 0.2, 1.0], [0.5, 0.0, 1.0]]])
     d = torch.tensor([[[0.0, 0.0, -1.0]] * 3])

@@ -39,6 +39,14 @@ def plane_coords(xyz: torch.Tensor, box_warp: float) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
+# How sample_planes reads the planes: "grid_sample" (F.grid_sample on the [C,R,R] planes) or "gather"
+# (the planes as a channels-last table, the 4 (8 with sheets) corner rows of C contiguous values gathered
+# and weighted: coalesced reads, and a backward that scatter-adds whole rows instead of single values
+# strided by R*R; plain indexing that torch.compile fuses).  Same numbers (tested); speed only.
+LOOKUP = "grid_sample"
+LOOKUPS = ("grid_sample", "gather")
+
+
 def sample_planes(planes: torch.Tensor, coords: torch.Tensor, layers: int = 1) -> torch.Tensor:
     """Bilinear lookup of all planes in one grid_sample.
 
@@ -50,6 +58,8 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, layers: int = 1) -
     C = LC // layers
     # fp32 lookups even under autocast: bf16 grid coordinates would snap to ~1/256 of the plane
     planes, coords = planes.float(), coords.float()
+    if LOOKUP == "gather":
+        return _sample_planes_gather(planes, coords, layers)
     if layers == 1:
         grid = coords[..., :2].reshape(B * P, 1, N, 2)
         f = F.grid_sample(planes.reshape(B * P, C, R, R), grid, mode="bilinear",
@@ -62,6 +72,39 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, layers: int = 1) -
         f = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros",
                           align_corners=False).reshape(B * P, C, 1, N)
     return f.reshape(B, P, C, N).transpose(2, 3)
+
+
+def _sample_planes_gather(planes: torch.Tensor, coords: torch.Tensor, layers: int) -> torch.Tensor:
+    """sample_planes by gathering channels-last rows: grid_sample's bilinear (trilinear across sheets)
+    interpolation with align_corners=False and zero padding, written out."""
+    B, P, LC, R, _ = planes.shape
+    N, C = coords.shape[2], LC // layers
+    table = planes.reshape(B * P, layers, C, R, R).permute(0, 1, 3, 4, 2).reshape(-1, C)
+    base = (torch.arange(B * P, device=planes.device) * (layers * R * R)).view(B, P, 1)
+
+    def axis(t, size):   # grid coordinate -> (lower index, [(offset, weight), (offset, weight)])
+        i = ((t + 1) * size - 1) / 2
+        i0 = i.floor()
+        f = i - i0
+        return i0.long(), ((0, 1 - f), (1, f))
+
+    x0, wx = axis(coords[..., 0], R)
+    y0, wy = axis(coords[..., 1], R)
+    if layers == 1:
+        z0, wz = torch.zeros_like(x0), ((0, None),)
+    else:   # sheets: the same clamp as grid_sample's path below keeps z inside the outer sheets
+        z0, wz = axis(coords[..., 2].clamp(1.0 / layers - 1.0, 1.0 - 1.0 / layers), layers)
+    out = None
+    for dz, fz in wz:
+        for dy, fy in wy:
+            for dx, fx in wx:
+                xi, yi, zi = x0 + dx, y0 + dy, z0 + dz
+                inside = (xi >= 0) & (xi < R) & (yi >= 0) & (yi < R) & (zi >= 0) & (zi < layers)
+                w = fx * fy * inside if fz is None else fx * fy * fz * inside
+                idx = base + (zi.clamp(0, layers - 1) * R + yi.clamp(0, R - 1)) * R + xi.clamp(0, R - 1)
+                term = w[..., None] * table.index_select(0, idx.reshape(-1)).view(B, P, N, C)
+                out = term if out is None else out + term
+    return out
 
 
 def triplane_features(planes: torch.Tensor, xyz: torch.Tensor, box_warp: float, layers: int = 1) -> torch.Tensor:

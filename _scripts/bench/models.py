@@ -68,6 +68,17 @@ def parse_args(argv=None):
     p.add_argument("--compile-d", action="store_true",
                    help="also compile D for its first-order uses (G main, D main); R1 keeps the eager D")
     p.add_argument("--r1-bf16", action="store_true", help="run the R1 phase under bf16 autocast (default fp32)")
+    p.add_argument("--fold", default="on", choices=["on", "off", "skip-off"],
+                   help="FIR filters folded into resampling convs (networks_stylegan2.set_fold): on = the eager "
+                   "default; off = filter passes + cheaper convs (2.3x fewer G FLOPs, for --compile); skip-off = "
+                   "only D's 1x1 skip convs unfolded")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC activations in G's synthesis blocks and D (networks_stylegan2.set_channels_last)")
+    p.add_argument("--lookup", default=None, choices=["grid_sample", "gather"],
+                   help="triplane lookup (volumetric_rendering.LOOKUP; default: the library's)")
+    p.add_argument("--parts", action="store_true",
+                   help="also time forward+backward of G's parts: encoder, synthesize (encoder + backbone), "
+                   "render (planes -> raw image, no super-resolution), super-resolution")
     p.add_argument("--compile-infer", nargs="?", const="reduce-overhead", default=None, choices=COMPILE_MODES,
                    metavar="MODE", help="also time batch-1 inference with the whole eval forward compiled "
                    "(MODE default reduce-overhead = CUDA graphs)")
@@ -87,7 +98,8 @@ def parse_args(argv=None):
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="peak dense bf16 TFLOP/s for MFU (default: from the GPU name; CPU: none, MFU n/a)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--profile", action="store_true", help="print the top kernels of G forward+backward")
+    p.add_argument("--profile", action="store_true",
+                   help="print the top kernels of G forward+backward (and of one train step with --train-step)")
     p.add_argument("--json", default=None, help="write the results here (a list, one entry per configuration)")
     a = p.parse_args(argv)
     if a.mesh_level != "median":
@@ -251,6 +263,10 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
         overrides["rendering_kwargs"] = dict(depth_resolution=a.samples[0], depth_resolution_importance=a.samples[1])
     G = build_preset(preset, variant=a.variant, **overrides).to(device).train()
     D = build_D(preset, G, device).train()
+    if a.channels_last:
+        from training.networks_stylegan2 import set_channels_last
+        set_channels_last(G)
+        set_channels_last(D)
     cond, c = make_inputs(G, a.batch, device)
     ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     res.update({"generator": type(G).__name__, "img_resolution": G.img_resolution,
@@ -321,7 +337,13 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     mfu = {"G_forward": None, "train": None}
     if peak[0] and "G_images_per_s" in res:
         mfu["G_forward"] = fl["G_forward"] / a.batch * res["G_images_per_s"] / peak[0]
+    if a.parts:
+        section(res, "parts", lambda: bench_parts(G, cond, c, z, nr, ac, clock, steps, warm), device)
     if a.train_step:
+        if a.profile:
+            for _ in range(max(1, warm)):
+                step()
+            profile(step, device, rows=40)
         section(res, "train_step", lambda: train_steps(step, clock, a), device)
         t = res["train_step"]
         if "images_per_s" in t:
@@ -355,6 +377,59 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
         a._mesh_done = True
         res["mesh"] = bench_mesh(G, cond1, clock, a)
         free(device)
+
+
+def bench_parts(G, cond, c, z, nr, ac, clock, steps, warm) -> dict:
+    """Forward+backward of G's parts on inputs from one forward pass (detached, requiring grad where
+    training's gradient flows through them): encoder, synthesize (encoder(s) + backbone), render (planes
+    -> raw feature image, no super-resolution) and super-resolution.  The backbone's share is synthesize
+    minus encoder (minus the back/mask encoders for two-view presets)."""
+    with torch.no_grad(), ac():
+        front = G._prep(cond["front"])
+        syn = G.synthesize(cond, z)
+        raw = G.render(syn, c, nr, superresolve=False)
+    planes = syn["planes"].detach().float()
+    ws = syn["ws"].detach()
+    feat_img = raw["image_features"].detach().float()
+
+    def loss_of(*ts):
+        return sum(t.float().square().mean() for t in ts)
+
+    def encoder():
+        with ac():
+            loss = loss_of(G.encoder(front))
+        loss.backward()
+
+    def synthesize():
+        step_begin()
+        with ac():
+            loss = loss_of(G.synthesize(cond, z)["planes"])
+        loss.backward()
+
+    def render():
+        step_begin()
+        p = planes.clone().requires_grad_(True)
+        with ac():
+            out = G.render(p, c, nr, superresolve=False)
+            loss = loss_of(out["image_features"], out["image_alpha"])
+        loss.backward()
+
+    def superresolution():
+        step_begin()
+        f = feat_img.clone().requires_grad_(True)
+        with ac():
+            loss = loss_of(G.superresolution(f[:, :3], f, ws, noise_mode="random"))
+        loss.backward()
+
+    out = {}
+    for name, fn in (("encoder", encoder), ("synthesize", synthesize), ("render", render),
+                     ("superresolution", superresolution)):
+        try:
+            out[name] = clock(fn, steps, warm)
+        except torch.cuda.OutOfMemoryError:
+            out[name] = {"error": "OOM"}
+        G.zero_grad(set_to_none=True)
+    return out
 
 
 def bench_compiled_infer(G, cond1, c1, nr, ac, clock, a, g_infer1) -> dict:
@@ -522,7 +597,9 @@ def report(r, cpu):
           f"samples={'+'.join(map(str, r.get('samples', ['?'])))} sr={r.get('img_resolution', '?')} "
           f"{'bf16' if r['bf16'] else 'fp32' if cpu else 'fp32/tf32'}"
           f"{' compiled (' + r['compile_mode'] + ')' if r['compile'] else ''}"
-          f"{' +D compiled' if r.get('compile_d') else ''}{' R1 bf16' if r.get('r1_bf16') else ''}")
+          f"{' +D compiled' if r.get('compile_d') else ''}{' R1 bf16' if r.get('r1_bf16') else ''}"
+          f"{' channels-last' if r.get('channels_last') else ''} lookup={r.get('lookup')} "
+          f"fold={','.join(k for k, v in (r.get('fold') or {}).items() if v) or 'none'}")
     if "params_G" in r:
         print(f"  params: G {r['params_G'] / 1e6:.2f} M, D {r['params_D'] / 1e6:.2f} M")
     if "flops" in r:
@@ -534,6 +611,8 @@ def report(r, cpu):
     for k in ("G_forward", "G_forward_backward", "D_forward", "D_forward_backward", "G_inference_batch1"):
         if k in r:
             print(f"  {k:20s} {fmt(r[k])}")
+    for k, v in (r.get("parts") or {}).items():
+        print(f"  part {k:15s} fwd+bwd {fmt(v)}")
     if "G_inference_batch1_compiled" in r:
         ci = r["G_inference_batch1_compiled"]
         extra = "" if "error" in ci else (f"; compile {ci['compile_s']:.1f} s, "
@@ -592,6 +671,12 @@ def run_all(a, device, preset):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+    from training import networks_stylegan2 as nets
+    from training import volumetric_rendering as vr
+    nets.set_fold(**{"on": dict(up=True), "off": dict(up=False),
+                     "skip-off": dict(up=True, down=True, down_1x1=False)}[a.fold])
+    if a.lookup:
+        vr.LOOKUP = a.lookup
     clock = Clock(device)
     modes = {"on": [True], "off": [False], "both": [False, True]}[a.bf16]
     nrs = a.nr or [None]
@@ -604,7 +689,8 @@ def run_all(a, device, preset):
     for nr in nrs:
         for bf16 in modes:
             r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
-                 "compile_d": a.compile_d, "r1_bf16": a.r1_bf16 and bf16,
+                 "compile_d": a.compile_d, "r1_bf16": a.r1_bf16 and bf16, "fold": dict(nets.FOLD),
+                 "channels_last": a.channels_last, "lookup": vr.LOOKUP,
                  "compile_mode": a.compile_mode if a.compile or a.compile_d else None, "device": dev_name,
                  "torch": torch.__version__}
             results.append(r)

@@ -58,6 +58,17 @@ R eg3d_nr64_bf16_compiled_gd 540 $EG3D --batch 16 --nr 64 --bf16 on --compile --
 R eg3d_nr64_bf16_compiled_gd_r1fp32 540 $EG3D --batch 16 --nr 64 --bf16 on --compile --compile-d --train-step --steps 3 --warmup 2 --mesh-res 0
 # 6. the rest of the compile grid
 R eg3d_nr128_bf16_compiled 360 $EG3D --batch 16 --nr 128 --bf16 on --compile --train-step --steps 3 --warmup 2 --mesh-res 0
+# 7. where the eager step's time goes, and the variants that do the same arithmetic differently (same
+#    numbers, tested): FIR filters not folded into the resampling convs (fewer FLOPs, more filter passes),
+#    channels-last activations, the gather triplane lookup; then all three together, with a full step
+for nr in 64 128; do
+    P="$EG3D --batch 16 --nr $nr --bf16 on --parts $COMMON"
+    R eg3d_nr${nr}_parts 150 $P --train-step --profile
+    R eg3d_nr${nr}_parts_unfolded 90 $P --fold off
+    R eg3d_nr${nr}_parts_cl 90 $P --channels-last
+    R eg3d_nr${nr}_parts_gather 90 $P --lookup gather
+    R eg3d_nr${nr}_parts_all 150 $P --fold off --channels-last --lookup gather --train-step
+done
 
 $PY - "$OUT/bench_models.json" "$W" <<'PY' 2>&1 | tee -a "$LOG"
 import json, os, sys
@@ -98,6 +109,10 @@ for name, res in out.items():
               f"{f(g(r, 'G_inference_batch1_compiled', 'ms'), '10.2f')}  {'; '.join(e[:80] for e in errs)}")
         if "mesh" in r:
             print(f"  mesh: {json.dumps(r['mesh'])}")
+        if r.get("parts"):
+            print("  parts fwd+bwd ms: " + ", ".join(f"{k} {f(v.get('ms'), '.1f')}" for k, v in r["parts"].items())
+                  + f"; G fwd+bwd {f(g(r, 'G_forward_backward', 'ms'), '.1f')}, D fwd+bwd "
+                  f"{f(g(r, 'D_forward_backward', 'ms'), '.1f')}")
 for r in runs:
     print(f"run {r['name']}: rc {r['rc']} in {r['seconds']} s (timeout {r['timeout_s']} s)")
 PY
