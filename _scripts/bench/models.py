@@ -76,6 +76,9 @@ def parse_args(argv=None):
                    help="NHWC activations in G's synthesis blocks and D (networks_stylegan2.set_channels_last)")
     p.add_argument("--lookup", default=None, choices=["grid_sample", "gather"],
                    help="triplane lookup (volumetric_rendering.LOOKUP; default: the library's)")
+    p.add_argument("--train-only", action="store_true",
+                   help="with --train-step: time only the train step (no separate G/D forward timings, no batch-1 "
+                   "inference): compiles only the training graphs")
     p.add_argument("--parts", action="store_true",
                    help="also time forward+backward of G's parts: encoder, synthesize (encoder + backbone), "
                    "render (planes -> raw image, no super-resolution), super-resolution")
@@ -326,13 +329,15 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     steps, warm = a.steps, a.warmup
     if a.profile:
         profile(g_fwd_bwd, device)
-    section(res, "G_forward", lambda: clock(g_fwd, steps, warm), device)
-    section(res, "G_forward_backward", lambda: clock(g_fwd_bwd, steps, warm), device)
-    G.zero_grad(set_to_none=True)
-    section(res, "D_forward", lambda: clock(d_fwd, steps, warm), device)
-    section(res, "D_forward_backward", lambda: clock(d_fwd_bwd, steps, warm), device)
-    D.zero_grad(set_to_none=True)
-    if "ms" in res["G_forward"]:
+    only_train = a.train_only and a.train_step
+    if not only_train:
+        section(res, "G_forward", lambda: clock(g_fwd, steps, warm), device)
+        section(res, "G_forward_backward", lambda: clock(g_fwd_bwd, steps, warm), device)
+        G.zero_grad(set_to_none=True)
+        section(res, "D_forward", lambda: clock(d_fwd, steps, warm), device)
+        section(res, "D_forward_backward", lambda: clock(d_fwd_bwd, steps, warm), device)
+        D.zero_grad(set_to_none=True)
+    if "ms" in res.get("G_forward", {}):
         res["G_images_per_s"] = a.batch / (res["G_forward"]["ms"] / 1000)
     mfu = {"G_forward": None, "train": None}
     if peak[0] and "G_images_per_s" in res:
@@ -357,6 +362,8 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     D.zero_grad(set_to_none=True)
     del parts, step
     free(device)
+    if only_train:
+        return
 
     # ---- batch-1 inference (conditioning included), eval mode, eager and compiled
     if a.compile:

@@ -69,6 +69,13 @@ for nr in 64 128; do
     R eg3d_nr${nr}_parts_gather 90 $P --lookup gather
     R eg3d_nr${nr}_parts_all 150 $P --fold off --channels-last --lookup gather --train-step
 done
+# 8. compiled train steps with the FIR filters unfolded (under torch.compile the filter passes fuse) and D
+#    compiled for its first-order phases, R1 in bf16; only the training graphs are compiled (--train-only)
+for nr in 64 128; do
+    P="$EG3D --batch 16 --nr $nr --bf16 on --compile --compile-d --fold off --r1-bf16 --train-step --train-only"
+    R eg3d_nr${nr}_c_unfolded 420 $P --profile --steps 16 --warmup 2 --mesh-res 0
+    R eg3d_nr${nr}_c_unfolded_gather 420 $P --lookup gather --steps 16 --warmup 2 --mesh-res 0
+done
 
 $PY - "$OUT/bench_models.json" "$W" <<'PY' 2>&1 | tee -a "$LOG"
 import json, os, sys
