@@ -68,14 +68,15 @@ def parse_args(argv=None):
     p.add_argument("--compile-d", action="store_true",
                    help="also compile D for its first-order uses (G main, D main); R1 keeps the eager D")
     p.add_argument("--r1-bf16", action="store_true", help="run the R1 phase under bf16 autocast (default fp32)")
-    p.add_argument("--fold", default="on", choices=["on", "off", "skip-off"],
+    p.add_argument("--fold", default="auto", choices=["auto", "on", "off", "skip-off"],
                    help="FIR filters folded into resampling convs (networks_stylegan2.set_fold): on = the eager "
-                   "default; off = filter passes + cheaper convs (2.3x fewer G FLOPs, for --compile); skip-off = "
-                   "only D's 1x1 skip convs unfolded")
+                   "default; off = filter passes + cheaper convs (half the FLOPs; fastest compiled); skip-off = "
+                   "only D's 1x1 skip convs unfolded; auto (default) = off with --compile, else on")
     p.add_argument("--channels-last", action="store_true",
                    help="NHWC activations in G's synthesis blocks and D (networks_stylegan2.set_channels_last)")
-    p.add_argument("--lookup", default=None, choices=["grid_sample", "gather"],
-                   help="triplane lookup (volumetric_rendering.LOOKUP; default: the library's)")
+    p.add_argument("--lookup", default="auto", choices=["auto", "grid_sample", "gather"],
+                   help="triplane lookup (volumetric_rendering.LOOKUP); auto (default) = gather with --compile "
+                   "(fastest compiled), else grid_sample (fastest eager)")
     p.add_argument("--train-only", action="store_true",
                    help="with --train-step: time only the train step (no separate G/D forward timings, no batch-1 "
                    "inference): compiles only the training graphs")
@@ -349,6 +350,8 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
             for _ in range(max(1, warm)):
                 step()
             profile(step, device, rows=40)
+            print("R1 phase (eager D, double backward):")
+            profile(parts["R1"], device, rows=25)
         section(res, "train_step", lambda: train_steps(step, clock, a), device)
         t = res["train_step"]
         if "images_per_s" in t:
@@ -680,10 +683,10 @@ def run_all(a, device, preset):
         torch.backends.cudnn.benchmark = True
     from training import networks_stylegan2 as nets
     from training import volumetric_rendering as vr
+    fold = ("off" if a.compile else "on") if a.fold == "auto" else a.fold
     nets.set_fold(**{"on": dict(up=True), "off": dict(up=False),
-                     "skip-off": dict(up=True, down=True, down_1x1=False)}[a.fold])
-    if a.lookup:
-        vr.LOOKUP = a.lookup
+                     "skip-off": dict(up=True, down=True, down_1x1=False)}[fold])
+    vr.LOOKUP = ("gather" if a.compile else "grid_sample") if a.lookup == "auto" else a.lookup
     clock = Clock(device)
     modes = {"on": [True], "off": [False], "both": [False, True]}[a.bf16]
     nrs = a.nr or [None]

@@ -69,6 +69,12 @@ for nr in 64 128; do
     R eg3d_nr${nr}_parts_gather 90 $P --lookup gather
     R eg3d_nr${nr}_parts_all 150 $P --fold off --channels-last --lookup gather --train-step
 done
+# 9. session 4: fold/lookup now default to the compiled optimum with --compile (auto); channels-last on top
+CT="$EG3D --batch 16 --bf16 on --compile --compile-d --r1-bf16 --train-step --train-only --steps 16 --warmup 2 --mesh-res 0"
+R eg3d_nr64_c_cl 400 $CT --nr 64 --channels-last --profile
+R eg3d_nr128_c 400 $CT --nr 128
+R eg3d_nr128_c_cl 400 $CT --nr 128 --channels-last
+
 # 8. compiled train steps with the FIR filters unfolded (under torch.compile the filter passes fuse) and D
 #    compiled for its first-order phases, R1 in bf16; only the training graphs are compiled (--train-only)
 for nr in 64 128; do
