@@ -267,6 +267,45 @@ def test_r1_second_order_gradient_on_both_branches():
     assert w_img is not None and w_img.abs().sum() > 0
     assert w_mask is not None and w_mask.abs().sum() > 0
 
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_twice_differentiable_conv_gives_autograds_r1(fold, bf16, monkeypatch):
+    """The eager convs' own backward (conv_transpose2d for the input gradient) gives the same D outputs,
+    first-order gradients and R1 parameter gradients as autograd's conv double backward, folded or not,
+    in fp32 and under bf16 autocast."""
+    torch.manual_seed(0)
+    D = tiny_d()
+    img0 = {"image": torch.randn(4, 3, 32, 32), "image_raw": torch.randn(4, 3, 16, 16)}
+    c = torch.randn(4, 25)
+    calls = []
+    monkeypatch.setattr(nets._Conv2d, "forward", staticmethod(
+        lambda ctx, *a, _f=nets._Conv2d.forward: calls.append(1) or _f(ctx, *a)))
+
+    def run(twice):
+        monkeypatch.setattr(nets, "TWICE_DIFFERENTIABLE_CONV", twice)
+        D.zero_grad(set_to_none=True)
+        img = {k: v.clone().requires_grad_(True) for k, v in img0.items()}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = D(img, c)
+        g = torch.autograd.grad(logits.float().sum(), [img["image"], img["image_raw"]], create_graph=True)
+        sum(x.float().square().sum() for x in g).backward()
+        return [logits.float(), *[x.float() for x in g]] + [torch.zeros_like(p) if p.grad is None else p.grad.float()
+                                                             for p in D.parameters()]
+
+    old = nets.set_fold(fold)
+    try:
+        ref = run(False)
+        n = len(calls)
+        out = run(True)
+    finally:
+        nets.set_fold(**old)
+    assert n == 0 and len(calls) > 0           # the Function ran only when switched on
+    tol = 3e-2 if bf16 else 1e-4
+    for a, b in zip(ref, out):
+        assert torch.allclose(a, b, atol=tol * max(1.0, float(a.detach().abs().max())), rtol=tol)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.parameters() if p.ndim == 4)
+
+
 
 @pytest.mark.parametrize("up,down,k", [(2, 1, 3), (1, 2, 3), (1, 2, 1), (2, 1, 1)])
 @pytest.mark.parametrize("groups", [1, 2])

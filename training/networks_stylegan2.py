@@ -12,6 +12,7 @@ rules, conv_clamp) follow StyleGAN2/EG3D so that sizes and behaviour carry over.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -240,6 +241,17 @@ def gaussian_filter(sigma):
 FOLD = {"up": True, "down": True, "down_1x1": True}
 
 
+@contextlib.contextmanager
+def fold_setting(**kw):
+    """set_fold(**kw) inside the block (e.g. the eager R1 phase of a compiled run: folded convs there),
+    the previous setting after it."""
+    old = set_fold(**kw)
+    try:
+        yield
+    finally:
+        set_fold(**old)
+
+
 def set_fold(up: bool | None = None, down: bool | None = None, down_1x1: bool | None = None) -> dict:
     """Choose where FIR filters are folded into resampling convs (None = unchanged); returns the old
     setting.  A single bool for ``up`` sets all three.  Same numbers either way (tested); speed only."""
@@ -250,6 +262,51 @@ def set_fold(up: bool | None = None, down: bool | None = None, down_1x1: bool | 
         if v is not None:
             FOLD[k] = bool(v)
     return old
+
+
+class _Conv2d(torch.autograd.Function):
+    """F.conv2d whose input gradient is a differentiable conv_transpose2d.  Autograd's own double backward
+    of a conv (R1 differentiates D twice) computes the weight term as a forward conv whose kernel is the
+    whole gradient image (512x512 at D's first layers): generic cuDNN kernels, 25-80 ms each on an H100.
+    Through conv_transpose2d the same term is cuDNN's weight-gradient kernel.  Same numbers."""
+
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, groups):
+        ctx.save_for_backward(x, w)
+        ctx.conf = (stride, padding, groups)
+        return F.conv2d(x, w, None, stride, padding, 1, groups)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, w = ctx.saved_tensors
+        stride, padding, groups = ctx.conf
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            out_pad = [x.shape[i] - ((gy.shape[i] - 1) * stride - 2 * padding + w.shape[i]) for i in (2, 3)]
+            gx = F.conv_transpose2d(gy, w, None, stride, padding, out_pad, groups)
+        if ctx.needs_input_grad[1]:
+            gw = torch.ops.aten.convolution_backward(gy, x, w, None, [stride] * 2, [padding] * 2, [1, 1], False,
+                                                     [0, 0], groups, [False, True, False])[1]
+        return gx, gw, None, None, None
+
+
+# conv2d() routes eager convs that need gradients through _Conv2d (fast R1); False = always F.conv2d
+TWICE_DIFFERENTIABLE_CONV = True
+
+
+def conv2d(x, w, stride: int = 1, padding: int = 0, groups: int = 1):
+    """F.conv2d on activations (int stride and padding).  In eager mode with gradients, through _Conv2d
+    (cuDNN kernels for R1's double backward); compiled graphs (first derivatives only) call F.conv2d."""
+    if not (TWICE_DIFFERENTIABLE_CONV and torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)) \
+            or torch.compiler.is_compiling():
+        return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):      # cast as autocast would, then run the Function without it
+        dt = torch.get_autocast_dtype(dev)
+        x, w = x.to(dt), w.to(dt)
+        with torch.autocast(dev, enabled=False):
+            return _Conv2d.apply(x, w, stride, padding, groups)
+    return _Conv2d.apply(x, w, stride, padding, groups)
 
 
 def set_channels_last(module: nn.Module, on: bool = True) -> int:
@@ -286,7 +343,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, fold_filter
         raise ValueError("conv2d_resample: up and down together are not supported")
     px0 = px1 = py0 = py1 = padding
     if up == 1 and down == 1:
-        return F.conv2d(x, w, padding=padding, groups=groups)
+        return conv2d(x, w, padding=padding, groups=groups)
     fh, fw = _fsize(f)
     if up > 1:
         px0 += (fw + up - 1) // 2
@@ -303,15 +360,15 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, fold_filter
         if fold and px0 == px1 == py0 == py1 and px0 >= 0:
             # correlation with flip(f) then with w == correlation with conv_full(w, f)
             wf = F.conv2d(w.reshape(-1, 1, kh, kw), _as2d(f).to(w.dtype)[None, None], padding=(fh - 1, fw - 1))
-            return F.conv2d(x, wf.reshape(out_c, in_c_g, kh + fh - 1, kw + fw - 1), stride=down, padding=px0,
-                            groups=groups)
+            return conv2d(x, wf.reshape(out_c, in_c_g, kh + fh - 1, kw + fw - 1), stride=down, padding=px0,
+                          groups=groups)
         if kw == 1 and kh == 1:  # decimate first: 1x1 conv at low resolution
             x = upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1])
-            return F.conv2d(x, w, groups=groups)
+            return conv2d(x, w, groups=groups)
         x = upfirdn2d(x, f, padding=[px0, px1, py0, py1])
-        return F.conv2d(x, w, stride=down, groups=groups)
+        return conv2d(x, w, stride=down, groups=groups)
     if kw == 1 and kh == 1:  # 1x1 conv at low resolution, then upsample
-        x = F.conv2d(x, w, groups=groups)
+        x = conv2d(x, w, groups=groups)
         return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up * up)
     # transposed conv (up-sampled conv at low-resolution cost), then the FIR filter
     px0 -= kw - 1

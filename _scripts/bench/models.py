@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from training import cameras
 from training.errors import UserError, cli_main, save_json_atomic
+from training import networks_stylegan2 as nets
 from training.loss import LossConfig, r1_penalty
 from training.triplane import PRESETS, build_preset
 
@@ -556,10 +557,11 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
         r = {k: v.detach().requires_grad_(True) for k, v in real.items()}
-        with ac() if r1_bf16 else contextlib.nullcontext():
-            logits = D(r, c)
-        penalty = r1_penalty(logits.float(), [r["image"], r["image_raw"]]).mean() * (R1_GAMMA / 2) * R1_INTERVAL
-        penalty.backward()
+        with nets.fold_setting(up=True):      # eager D: folded convs (fewer kernels) whatever the compiled use
+            with ac() if r1_bf16 else contextlib.nullcontext():
+                logits = D(r, c)
+            penalty = r1_penalty(logits.float(), [r["image"], r["image_raw"]]).mean() * (R1_GAMMA / 2) * R1_INTERVAL
+            penalty.backward()
         D.requires_grad_(False)
         opt_D.step()
 
@@ -681,7 +683,6 @@ def run_all(a, device, preset):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    from training import networks_stylegan2 as nets
     from training import volumetric_rendering as vr
     fold = ("off" if a.compile else "on") if a.fold == "auto" else a.fold
     nets.set_fold(**{"on": dict(up=True), "off": dict(up=False),

@@ -75,6 +75,12 @@ R eg3d_nr64_c_cl 400 $CT --nr 64 --channels-last --profile
 R eg3d_nr128_c 400 $CT --nr 128
 R eg3d_nr128_c_cl 400 $CT --nr 128 --channels-last
 
+# 10. R1 with the twice-differentiable conv (cuDNN kernels for the double backward) and folded filters in the
+#     eager D; then the same with CUDA graphs (reduce-overhead) for the compiled parts
+R eg3d_nr64_c_r1 400 $CT --nr 64 --profile
+R eg3d_nr128_c_r1 400 $CT --nr 128
+R eg3d_nr64_c_cudagraphs 400 $CT --nr 64 --compile-mode reduce-overhead
+
 # 8. compiled train steps with the FIR filters unfolded (under torch.compile the filter passes fuse) and D
 #    compiled for its first-order phases, R1 in bf16; only the training graphs are compiled (--train-only)
 for nr in 64 128; do
