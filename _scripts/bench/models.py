@@ -220,17 +220,21 @@ def step_begin():
         torch.compiler.cudagraph_mark_step_begin()
 
 
+COMPILED_PARTS = ("encoder", "back_encoder", "mask_encoder", "backbone", "superresolution")
+
+
 def compile_G(G, mode: str):
     kw = {} if mode == "default" else {"mode": mode}
     G.compile_renderer(**kw)
-    G.backbone = torch.compile(G.backbone, **kw)
-    G.superresolution = torch.compile(G.superresolution, **kw)
+    for name in COMPILED_PARTS:
+        if getattr(G, name) is not None:
+            setattr(G, name, torch.compile(getattr(G, name), **kw))
 
 
 def uncompile_G(G):
     """Back to the eager modules (the compiled wrappers share the parameters)."""
     object.__setattr__(G, "_field_fn", G.field)
-    for name in ("backbone", "superresolution"):
+    for name in COMPILED_PARTS:
         m = getattr(G, name)
         setattr(G, name, getattr(m, "_orig_mod", m))
 
