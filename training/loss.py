@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .networks_stylegan2 import fold_setting
 
 OPAQUE = 0.5  # alpha above which a pixel counts as surface (depth term, silhouette)
 
@@ -222,8 +223,12 @@ class ReconGANLoss:
                  neural_rendering_resolution: int | None = None, use_mask_d: bool = False,
                  autocast_dtype: torch.dtype | None = None, lpips_module=None,
                  ortho_views=("front", "back", "left", "right"), render_kwargs: dict | None = None,
-                 G_call=None, D_call=None):
+                 G_call=None, D_call=None, D_compiled=None):
         self.G, self.D, self.cfg, self.box, self.seed = G, D, cfg, box, seed
+        # a torch.compile'd D sharing D's parameters, for Gmain and (single process) Dmain; R1 uses D
+        self.D_first = D_compiled if D_compiled is not None else D
+        self._D_first_call = None if D_call is not None or D_compiled is None else \
+            (lambda fn, *args: fn(self.D_first, *args))
         self.G_call = G_call or (lambda fn, *args: fn(self.G, *args))
         self.D_call = D_call or (lambda fn, *args: fn(self.D, *args))
         self.ortho_views = list(ortho_views)
@@ -352,7 +357,7 @@ class ReconGANLoss:
         elif phase == "Dmain":
             if not gan or self._fake is None:
                 return None
-            loss, stats = self.D_call(self._dmain, batch, self._fake, sigma)
+            loss, stats = (self._D_first_call or self.D_call)(self._dmain, batch, self._fake, sigma)
         elif phase == "Dreg":
             if not gan or (cfg.r1_gamma <= 0 and cfg.r1_gamma_mask <= 0):
                 return None
@@ -374,7 +379,7 @@ class ReconGANLoss:
             if gan:
                 out = self._render(G, planes, batch["rgb_cam"])
                 # D is called directly: its parameters do not require grad in this phase
-                logits, mask_logits = run_D(self.D, self._fake_for_D(out), batch["rgb_cam"], sigma)
+                logits, mask_logits = run_D(self.D_first, self._fake_for_D(out), batch["rgb_cam"], sigma)
                 l_gan = F.softplus(-logits.float()).mean()
                 if mask_logits is not None:
                     l_gan = l_gan + F.softplus(-mask_logits.float()).mean()
@@ -412,9 +417,11 @@ class ReconGANLoss:
         no reducer hook fires inside; backward of the penalty then reaches the parameters through the
         double-backward graph and the reducer averages those gradients."""
         cfg, stats = self.cfg, {}
-        # R1 in full precision: double backward through bf16 is not stable
+        # R1 in full precision: double backward through bf16 is not stable.  Folded FIR convs: the eager
+        # optimum, also when Gmain/Dmain run the compiled (unfolded) arithmetic; the same numbers
         real = {k: v.detach().requires_grad_(True) for k, v in self.real_for_D(batch, self._fake).items()}
-        logits, mask_logits = run_D(D, real, batch["rgb_cam"], sigma)
+        with fold_setting(up=True):
+            logits, mask_logits = run_D(D, real, batch["rgb_cam"], sigma)
         pen = r1_penalty(logits, [real["image"], real["image_raw"]])
         loss = pen.mean() * (cfg.r1_gamma / 2)
         stats["D/r1"] = float(pen.detach().mean())

@@ -39,7 +39,7 @@ from .loss import LossConfig, ReconGANLoss, resize
 SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
-                "data_root", "runs_dir", "progress", "tensorboard", "preview_count"}
+                "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile"}
 RUNTIME_LOSS_KEYS = {"batch_views"}
 
 
@@ -82,6 +82,7 @@ class TrainConfig:
     ema_kimg: float = -1.0              # EMA half-life; < 0: batch * 10 / 32
     ema_rampup: float = 0.0             # 0: off; else half-life <= cur_nimg * rampup
     bf16: str = "auto"                  # auto (on for CUDA) | on | off; never used in R1
+    compile: bool = False               # torch.compile G's parts and D for Gmain/Dmain (R1 stays eager)
     # schedule
     kimg: float = 25000.0
     tick_kimg: float = 4.0
@@ -543,6 +544,15 @@ def train(cfg: TrainConfig) -> Path:
         sync_params(G_ema, d)
         G_call, D_call = wrap_ddp(G, d, find_unused=True), wrap_ddp(D, d, find_unused=False)
 
+    # torch.compile (after G_ema's copy and the DDP wrappers): G's parts in place; D for its first-order
+    # phases as a separate handle, so R1 differentiates the eager D twice
+    D_compiled, restore_arithmetic = None, None
+    if cfg.compile:
+        from training.triplane import set_compiled_arithmetic
+        restore_arithmetic = set_compiled_arithmetic(True)     # undone when train() returns
+        G.compile_parts()
+        D_compiled = torch.compile(D)
+
     # data: a resumed run skips what it has seen
     batches = rank_batches(ds, cfg, d, per_gpu, step)
 
@@ -552,7 +562,7 @@ def train(cfg: TrainConfig) -> Path:
     loss = ReconGANLoss(G, D, lc, box=box, seed=cfg.seed, neural_rendering_resolution=nrr,
                         render_kwargs={"perturb": cfg.ray_perturb},
                         use_mask_d=use_mask_discriminator(D), autocast_dtype=autocast, ortho_views=ds.ortho_views,
-                        G_call=G_call, D_call=D_call)
+                        G_call=G_call, D_call=D_call, D_compiled=D_compiled)
     phases = [("Gmain", G, opt_G, 1)]
     if use_tv:
         phases.append(("Greg", G, opt_G, lc.tv_interval))
@@ -678,6 +688,8 @@ def train(cfg: TrainConfig) -> Path:
                 break
     finally:
         stopper.restore()
+        if restore_arithmetic is not None:
+            restore_arithmetic()
         if pbar is not None:
             pbar.close()
         if writer is not None:

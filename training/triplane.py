@@ -281,6 +281,15 @@ class _Generator(nn.Module):
         dirs = default_view_dirs(xyz) if view_dirs is None else view_dirs
         return self.field(planes, xyz, dirs)[1][..., :3].clamp(0, 1)
 
+    def compile_parts(self, **compile_kw) -> "_Generator":
+        """torch.compile the encoders, the backbone, the super-resolution (in place: state_dict keys and
+        checkpoints unchanged) and the per-point field.  First derivatives only, as training needs.  Pair
+        with set_compiled_arithmetic(True)."""
+        for m in (self.encoder, self.back_encoder, self.mask_encoder, self.backbone, self.superresolution):
+            if m is not None:
+                m.compile(**compile_kw)
+        return self.compile_renderer(**compile_kw)
+
     def compile_renderer(self, **compile_kw) -> "_Generator":
         """torch.compile the per-point field (lookup + fusion + decoder).  The generator needs only first
         derivatives (R1 differentiates D alone), so this is safe in training."""
@@ -314,6 +323,22 @@ class TriPlaneGenerator_v1(_Generator):
     """NOVA-3D front + back, direction-aware attention fusion."""
     two_view = True
     fusion = "attention"
+
+
+def set_compiled_arithmetic(compiled: bool):
+    """Pick the arithmetic variants that run fastest with (True) or without torch.compile; the numbers are
+    the same either way (tested).  Compiled: FIR filters as separate passes, which compile fuses, before
+    convs of half the FLOPs, and the gather triplane lookup; eager: filters folded into the convs and
+    grid_sample.  Measured on the H100 in docs/results.md (Model throughput).  Returns a function that
+    restores the previous setting."""
+    from training import networks_stylegan2 as nets
+    old_fold, old_lookup = nets.set_fold(not compiled), vr.LOOKUP
+    vr.LOOKUP = "gather" if compiled else "grid_sample"
+
+    def restore():
+        nets.set_fold(**old_fold)
+        vr.LOOKUP = old_lookup
+    return restore
 
 
 GENERATORS = {c.__name__: c for c in (TriPlaneGenerator, TriPlaneGenerator_v0, TriPlaneGenerator_v1)}

@@ -14,11 +14,13 @@ mean step time.  FLOPs are counted once per configuration with
 torch.utils.flop_counter.FlopCounterMode on the eager networks: matmul/conv
 FLOPs only (grid_sample, elementwise ops, normalisations, sorting are not
 counted), so MFU (flops_per_train_image x images/s / peak dense bf16 of the
-GPU) is a lower bound.  --compile compiles the generator's per-point field,
-backbone and super-resolution with --compile-mode (not D: R1 differentiates D
-twice); --compile-infer compiles the whole eval forward (conditioning images
--> final image) for the batch-1 inference timing (default mode
-reduce-overhead: CUDA graphs).  fp32 runs on CUDA allow TF32 matmuls.
+GPU) is a lower bound.  --compile compiles the generator's encoders, backbone,
+super-resolution and per-point field with --compile-mode (G.compile_parts; not
+D, see --compile-d: R1 differentiates D twice) and picks the compiled
+arithmetic (triplane.set_compiled_arithmetic: unfolded FIR, gather lookup);
+--compile-infer compiles the whole eval forward (conditioning images -> final
+image) for the batch-1 inference timing (default mode reduce-overhead: CUDA
+graphs).  fp32 runs on CUDA allow TF32 matmuls.
 Each configuration catches CUDA out-of-memory ({"error": "OOM"}) and goes on;
 --json is rewritten after every configuration.
 """
@@ -41,7 +43,7 @@ from training import cameras
 from training.errors import UserError, cli_main, save_json_atomic
 from training import networks_stylegan2 as nets
 from training.loss import LossConfig, r1_penalty
-from training.triplane import PRESETS, build_preset
+from training.triplane import PRESETS, build_preset, set_compiled_arithmetic
 
 D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}
 COMPILE_MODES = ["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
@@ -220,23 +222,17 @@ def step_begin():
         torch.compiler.cudagraph_mark_step_begin()
 
 
-COMPILED_PARTS = ("encoder", "back_encoder", "mask_encoder", "backbone", "superresolution")
-
-
 def compile_G(G, mode: str):
-    kw = {} if mode == "default" else {"mode": mode}
-    G.compile_renderer(**kw)
-    for name in COMPILED_PARTS:
-        if getattr(G, name) is not None:
-            setattr(G, name, torch.compile(getattr(G, name), **kw))
+    """G.compile_parts: encoders, backbone, super-resolution (in place) and the per-point field."""
+    G.compile_parts(**({} if mode == "default" else {"mode": mode}))
 
 
 def uncompile_G(G):
-    """Back to the eager modules (the compiled wrappers share the parameters)."""
+    """Back to the eager forward of every part (in-place compiles keep the modules)."""
     object.__setattr__(G, "_field_fn", G.field)
-    for name in COMPILED_PARTS:
-        m = getattr(G, name)
-        setattr(G, name, getattr(m, "_orig_mod", m))
+    for m in G.modules():
+        if getattr(m, "_compiled_call_impl", None) is not None:
+            m._compiled_call_impl = None
 
 
 def section(res: dict, key: str, fn, device):
@@ -679,6 +675,8 @@ def main(argv=None):
     finally:
         if flush:
             torch.set_flush_denormal(False)
+        if getattr(a, "_restore_arithmetic", None):
+            a._restore_arithmetic()
 
 
 def run_all(a, device, preset):
@@ -688,10 +686,13 @@ def run_all(a, device, preset):
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     from training import volumetric_rendering as vr
-    fold = ("off" if a.compile else "on") if a.fold == "auto" else a.fold
-    nets.set_fold(**{"on": dict(up=True), "off": dict(up=False),
-                     "skip-off": dict(up=True, down=True, down_1x1=False)}[fold])
-    vr.LOOKUP = ("gather" if a.compile else "grid_sample") if a.lookup == "auto" else a.lookup
+    # the 'auto' settings: the optimum with or without compile (main() restores the previous setting)
+    a._restore_arithmetic = set_compiled_arithmetic(a.compile)
+    if a.fold != "auto":
+        nets.set_fold(**{"on": dict(up=True), "off": dict(up=False),
+                         "skip-off": dict(up=True, down=True, down_1x1=False)}[a.fold])
+    if a.lookup != "auto":
+        vr.LOOKUP = a.lookup
     clock = Clock(device)
     modes = {"on": [True], "off": [False], "both": [False, True]}[a.bf16]
     nrs = a.nr or [None]
