@@ -366,3 +366,25 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
         a, b = eager["modules"][net]["state_dict"], compiled["modules"][net]["state_dict"]
         assert a.keys() == b.keys()
         assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 2 * 6 * 0.0025, net
+
+
+def test_r1_bf16_runs_the_penalty_under_autocast(toy_data, tmp_path, monkeypatch):
+    """--r1-bf16 with --bf16 on: R1's D forward runs under bf16 autocast (fp32 without the flag)."""
+    seen = {}
+    real_run_D = L.run_D
+
+    def recording_run_D(D, img, c, sigma):
+        if img["image"].is_leaf and img["image"].requires_grad:         # R1
+            seen.setdefault(torch.is_autocast_enabled("cpu"), 0)
+            seen[torch.is_autocast_enabled("cpu")] += 1
+        return real_run_D(D, img, c, sigma)
+
+    monkeypatch.setattr(L, "run_D", recording_run_D)
+    torch.set_num_threads(1)
+    base = {"no-ray-perturb": True, "kimg": 0.004, "no-progress": True, "r1-interval": 1, "bf16": "on"}
+    train(tiny_config(toy_data, tmp_path, "r1fp32", **base))
+    assert set(seen) == {False}
+    seen.clear()
+    run = train(tiny_config(toy_data, tmp_path, "r1bf16", **base, **{"r1-bf16": True}))
+    assert set(seen) == {True}
+    assert all(np.isfinite(m["D/r1"]) for m in metrics(run))

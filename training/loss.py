@@ -23,6 +23,7 @@ global batch compute the same gradients.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import zlib
 from pathlib import Path
@@ -45,6 +46,7 @@ class LossConfig:
     r1_gamma: float = 5.0              # NOVA-3D 5 (EG3D R1 on image and image_raw)
     r1_gamma_mask: float = 1.0         # R1 of the mask branch (MaskDualDiscriminator)
     r1_interval: int = 16              # lazy R1: every N steps, scaled by N
+    r1_bf16: bool = False              # R1 under bf16 autocast when --bf16 is on (faster; default fp32)
     blur_init_sigma: float = 10.0      # discriminator input blur at kimg 0 (pixels)
     blur_fade_kimg: float = 200.0      # blur fades linearly to 0 over this many kimg
     lpips_weight: float = 20.0         # NOVA-3D 20, PAniC-3D 10
@@ -190,7 +192,6 @@ def load_lpips(net: str, random_init: bool = False):
             url = f"https://download.pytorch.org/models/{LPIPS_BACKBONE_FILES[net]}"
             raise UserError(f"{ckpt}: LPIPS backbone weights missing; download {url} to that path, "
                             "or train with --lpips-weight 0")
-    import contextlib
     import io
     import warnings
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # lpips prints; torchvision warns
@@ -417,11 +418,15 @@ class ReconGANLoss:
         no reducer hook fires inside; backward of the penalty then reaches the parameters through the
         double-backward graph and the reducer averages those gradients."""
         cfg, stats = self.cfg, {}
-        # R1 in full precision: double backward through bf16 is not stable.  Folded FIR convs: the eager
-        # optimum, also when Gmain/Dmain run the compiled (unfolded) arithmetic; the same numbers
+        # R1 in full precision unless --r1-bf16 (the double backward's rounding is untested for training).
+        # Folded FIR convs: the eager optimum, also when Gmain/Dmain run the compiled (unfolded)
+        # arithmetic; the same numbers
         real = {k: v.detach().requires_grad_(True) for k, v in self.real_for_D(batch, self._fake).items()}
-        with fold_setting(up=True):
+        with fold_setting(up=True), \
+                self._autocast(batch["rgb_cam"].device) if cfg.r1_bf16 else contextlib.nullcontext():
             logits, mask_logits = run_D(D, real, batch["rgb_cam"], sigma)
+        logits = logits.float()
+        mask_logits = None if mask_logits is None else mask_logits.float()
         pen = r1_penalty(logits, [real["image"], real["image_raw"]])
         loss = pen.mean() * (cfg.r1_gamma / 2)
         stats["D/r1"] = float(pen.detach().mean())
