@@ -347,6 +347,9 @@ def test_set_fold_switches_each_kind_and_keeps_the_numbers():
         out_u, grads_u, flops_u = run()
         nets.set_fold(down_1x1=True)
         assert nets.FOLD == {"up": False, "down": False, "down_1x1": True}
+        with nets.fold_setting(True, down=False):
+            assert nets.FOLD == {"up": True, "down": False, "down_1x1": True}
+        assert nets.FOLD == {"up": False, "down": False, "down_1x1": True}
     finally:
         nets.set_fold(**old)
     assert nets.FOLD == old

@@ -422,7 +422,7 @@ class ReconGANLoss:
         # Folded FIR convs: the eager optimum, also when Gmain/Dmain run the compiled (unfolded)
         # arithmetic; the same numbers
         real = {k: v.detach().requires_grad_(True) for k, v in self.real_for_D(batch, self._fake).items()}
-        with fold_setting(up=True), \
+        with fold_setting(True), \
                 self._autocast(batch["rgb_cam"].device) if cfg.r1_bf16 else contextlib.nullcontext():
             logits, mask_logits = run_D(D, real, batch["rgb_cam"], sigma)
         logits = logits.float()

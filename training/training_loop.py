@@ -81,7 +81,7 @@ class TrainConfig:
     eps: float = 1e-8
     ema_kimg: float = -1.0              # EMA half-life; < 0: batch * 10 / 32
     ema_rampup: float = 0.0             # 0: off; else half-life <= cur_nimg * rampup
-    bf16: str = "auto"                  # auto (on for CUDA) | on | off; never used in R1
+    bf16: str = "auto"                  # auto (on for CUDA) | on | off; R1 only with --r1-bf16
     compile: bool = False               # torch.compile G's parts and D for Gmain/Dmain (R1 stays eager)
     # schedule
     kimg: float = 25000.0

@@ -48,7 +48,7 @@ LOOKUPS = ("grid_sample", "gather")
 
 
 def sample_planes(planes: torch.Tensor, coords: torch.Tensor, layers: int = 1) -> torch.Tensor:
-    """Bilinear lookup of all planes in one grid_sample.
+    """Bilinear lookup of all planes in one grid_sample (or one gather: ``LOOKUP``).
 
     planes [B,P,L*C,R,R], coords [B,P,N,3] -> features [B,P,N,C].  P is any
     number of planes (3 for one triplane, 6 for front+back stacked).

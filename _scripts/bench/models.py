@@ -557,7 +557,7 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
         r = {k: v.detach().requires_grad_(True) for k, v in real.items()}
-        with nets.fold_setting(up=True):      # eager D: folded convs (fewer kernels) whatever the compiled use
+        with nets.fold_setting(True):      # eager D: folded convs (fewer kernels) whatever the compiled use
             with ac() if r1_bf16 else contextlib.nullcontext():
                 logits = D(r, c)
             penalty = r1_penalty(logits.float(), [r["image"], r["image_raw"]]).mean() * (R1_GAMMA / 2) * R1_INTERVAL
@@ -689,8 +689,7 @@ def run_all(a, device, preset):
     # the 'auto' settings: the optimum with or without compile (main() restores the previous setting)
     a._restore_arithmetic = set_compiled_arithmetic(a.compile)
     if a.fold != "auto":
-        nets.set_fold(**{"on": dict(up=True), "off": dict(up=False),
-                         "skip-off": dict(up=True, down=True, down_1x1=False)}[a.fold])
+        nets.set_fold(a.fold != "off", down_1x1=False if a.fold == "skip-off" else None)
     if a.lookup != "auto":
         vr.LOOKUP = a.lookup
     clock = Clock(device)
