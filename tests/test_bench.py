@@ -92,3 +92,26 @@ def test_compile_d_serves_first_order_phases_only(monkeypatch):
     # D forward (+backward) timings and 16 train steps x (1 G main + 2 D main) went through the compiled D
     assert calls["compiled"] >= 16 * 3 and calls["eager_r1"] >= 1
     assert r["train_step"]["images_per_s"] > 0
+
+
+def test_bench_variants_parts_and_train_only():
+    """The session-4 switches: arithmetic variants recorded and restored afterwards, the parts timed,
+    --train-only skipping the separate G/D timings and batch-1 inference, and unfolding cutting FLOPs."""
+    from training import networks_stylegan2 as nets
+    from training import volumetric_rendering as vr
+    before = (dict(nets.FOLD), vr.LOOKUP)
+    common = ["--preset", "tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--threads", "1",
+              "--mesh-res", "0"]
+    (r,) = bench.main(common + ["--parts", "--train-step", "--train-only", "--fold", "off", "--lookup", "gather",
+                                "--channels-last"])
+    assert (dict(nets.FOLD), vr.LOOKUP) == before
+    assert "error" not in r and r["channels_last"] and r["lookup"] == "gather"
+    assert r["fold"] == {"up": False, "down": False, "down_1x1": False}
+    assert set(r["parts"]) == {"encoder", "synthesize", "render", "superresolution"}
+    assert all(v["ms"] > 0 for v in r["parts"].values())
+    assert r["train_step"]["images_per_s"] > 0
+    assert not {"G_forward", "D_forward", "G_inference_batch1"} & set(r)
+    (f,) = bench.main(common + ["--fold", "on"])
+    assert f["fold"] == {"up": True, "down": True, "down_1x1": True} and f["lookup"] == "grid_sample"
+    assert f["flops"]["G_forward"] > 1.2 * r["flops"]["G_forward"]
+    assert f["flops"]["D_forward_backward"] > 1.5 * r["flops"]["D_forward_backward"]

@@ -269,9 +269,8 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     G = build_preset(preset, variant=a.variant, **overrides).to(device).train()
     D = build_D(preset, G, device).train()
     if a.channels_last:
-        from training.networks_stylegan2 import set_channels_last
-        set_channels_last(G)
-        set_channels_last(D)
+        nets.set_channels_last(G)
+        nets.set_channels_last(D)
     cond, c = make_inputs(G, a.batch, device)
     ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     res.update({"generator": type(G).__name__, "img_resolution": G.img_resolution,
