@@ -226,12 +226,12 @@ class ReconGANLoss:
                  ortho_views=("front", "back", "left", "right"), render_kwargs: dict | None = None,
                  G_call=None, D_call=None, D_compiled=None):
         self.G, self.D, self.cfg, self.box, self.seed = G, D, cfg, box, seed
-        # a torch.compile'd D sharing D's parameters, for Gmain and (single process) Dmain; R1 uses D
+        # D_first: a torch.compile'd D sharing D's parameters, for Gmain and (single process) Dmain; R1
+        # differentiates the eager D twice
         self.D_first = D_compiled if D_compiled is not None else D
-        self._D_first_call = None if D_call is not None or D_compiled is None else \
-            (lambda fn, *args: fn(self.D_first, *args))
         self.G_call = G_call or (lambda fn, *args: fn(self.G, *args))
         self.D_call = D_call or (lambda fn, *args: fn(self.D, *args))
+        self.Dmain_call = D_call or (lambda fn, *args: fn(self.D_first, *args))
         self.ortho_views = list(ortho_views)
         self.render_kwargs = dict(render_kwargs or {})
         self.nrr = neural_rendering_resolution
@@ -358,7 +358,7 @@ class ReconGANLoss:
         elif phase == "Dmain":
             if not gan or self._fake is None:
                 return None
-            loss, stats = (self._D_first_call or self.D_call)(self._dmain, batch, self._fake, sigma)
+            loss, stats = self.Dmain_call(self._dmain, batch, self._fake, sigma)
         elif phase == "Dreg":
             if not gan or (cfg.r1_gamma <= 0 and cfg.r1_gamma_mask <= 0):
                 return None
@@ -424,9 +424,7 @@ class ReconGANLoss:
         real = {k: v.detach().requires_grad_(True) for k, v in self.real_for_D(batch, self._fake).items()}
         with fold_setting(True), \
                 self._autocast(batch["rgb_cam"].device) if cfg.r1_bf16 else contextlib.nullcontext():
-            logits, mask_logits = run_D(D, real, batch["rgb_cam"], sigma)
-        logits = logits.float()
-        mask_logits = None if mask_logits is None else mask_logits.float()
+            logits, mask_logits = run_D(D, real, batch["rgb_cam"], sigma)    # fp32 logits either way
         pen = r1_penalty(logits, [real["image"], real["image_raw"]])
         loss = pen.mean() * (cfg.r1_gamma / 2)
         stats["D/r1"] = float(pen.detach().mean())

@@ -43,8 +43,8 @@ def plane_coords(xyz: torch.Tensor, box_warp: float) -> torch.Tensor:
 # (the planes as a channels-last table, the 4 (8 with sheets) corner rows of C contiguous values gathered
 # and weighted: coalesced reads, and a backward that scatter-adds whole rows instead of single values
 # strided by R*R; plain indexing that torch.compile fuses).  Same numbers (tested); speed only.
-LOOKUP = "grid_sample"
 LOOKUPS = ("grid_sample", "gather")
+LOOKUP = LOOKUPS[0]
 
 
 def sample_planes(planes: torch.Tensor, coords: torch.Tensor, layers: int = 1) -> torch.Tensor:

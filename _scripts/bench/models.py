@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from training import cameras
 from training.errors import UserError, cli_main, save_json_atomic
 from training import networks_stylegan2 as nets
+from training import volumetric_rendering as vr
 from training.loss import LossConfig, r1_penalty
 from training.triplane import PRESETS, build_preset, set_compiled_arithmetic
 
@@ -77,7 +78,7 @@ def parse_args(argv=None):
                    "only D's 1x1 skip convs unfolded; auto (default) = off with --compile, else on")
     p.add_argument("--channels-last", action="store_true",
                    help="NHWC activations in G's synthesis blocks and D (networks_stylegan2.set_channels_last)")
-    p.add_argument("--lookup", default="auto", choices=["auto", "grid_sample", "gather"],
+    p.add_argument("--lookup", default="auto", choices=["auto", *vr.LOOKUPS],
                    help="triplane lookup (volumetric_rendering.LOOKUP); auto (default) = gather with --compile "
                    "(fastest compiled), else grid_sample (fastest eager)")
     p.add_argument("--train-only", action="store_true",
@@ -669,13 +670,18 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     # denormals after a few Adam steps slow CPU convolutions down up to 100x (GPUs flush them anyway)
     flush = cpu and torch.set_flush_denormal(True)
+    # the arithmetic variants: 'auto' = the optimum with or without compile; restored when the run ends
+    restore_arithmetic = set_compiled_arithmetic(a.compile)
     try:
+        if a.fold != "auto":
+            nets.set_fold(a.fold != "off", down_1x1=False if a.fold == "skip-off" else None)
+        if a.lookup != "auto":
+            vr.LOOKUP = a.lookup
         return run_all(a, device, preset)
     finally:
         if flush:
             torch.set_flush_denormal(False)
-        if getattr(a, "_restore_arithmetic", None):
-            a._restore_arithmetic()
+        restore_arithmetic()
 
 
 def run_all(a, device, preset):
@@ -684,13 +690,6 @@ def run_all(a, device, preset):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    from training import volumetric_rendering as vr
-    # the 'auto' settings: the optimum with or without compile (main() restores the previous setting)
-    a._restore_arithmetic = set_compiled_arithmetic(a.compile)
-    if a.fold != "auto":
-        nets.set_fold(a.fold != "off", down_1x1=False if a.fold == "skip-off" else None)
-    if a.lookup != "auto":
-        vr.LOOKUP = a.lookup
     clock = Clock(device)
     modes = {"on": [True], "off": [False], "both": [False, True]}[a.bf16]
     nrs = a.nr or [None]
