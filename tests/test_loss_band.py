@@ -11,3 +11,38 @@ def test_band_scales_with_rendering_size_and_keeps_thin_parts_supervised():
     empty = torch.zeros_like(gt)
     assert alpha_loss(empty, gt, band_pixels(2, 16)) > 0.05
     assert alpha_loss(gt, gt, band_pixels(2, 16)) == 0
+
+
+def test_dmain_joined_call_matches_two_calls():
+    """ReconGANLoss's D main: fakes and reals in one joined D call (d_pair, the default) give the loss and D
+    gradients of two calls; a batch whose minibatch-std group would change falls back to two calls."""
+    from training.dual_discriminator import MaskDualDiscriminator
+    from training.loss import LossConfig, ReconGANLoss
+    torch.manual_seed(0)
+    D = MaskDualDiscriminator(c_dim=25, img_resolution=32, channel_base=128, channel_max=16, mapping_layers=2,
+                              mask_resolution=16)
+
+    def run(d_pair, n):
+        g = torch.Generator().manual_seed(n)
+        batch = {"rgb": torch.rand(n, 3, 32, 32, generator=g) * 2 - 1, "rgb_cam": torch.randn(n, 25, generator=g),
+                 "rgb_mask": torch.rand(n, 1, 32, 32, generator=g) > 0.5}
+        fake = {"image": torch.randn(n, 3, 32, 32, generator=g), "image_raw": torch.randn(n, 3, 16, 16, generator=g),
+                "image_mask": torch.rand(n, 1, 16, 16, generator=g)}
+        loss_fn = ReconGANLoss(None, D, LossConfig(lpips_weight=0.0, d_pair=d_pair), box=1.0, use_mask_d=True)
+        calls = []
+        D.register_forward_hook(lambda m, args, out: calls.append(args[0]["image"].shape[0]))
+        D.zero_grad(set_to_none=True)
+        loss, stats = loss_fn._dmain(D, batch, fake, 0.0)
+        loss.backward()
+        D._forward_hooks.clear()
+        return loss.detach(), stats, {k: p.grad.clone() for k, p in D.named_parameters()}, calls
+
+    l2, s2, g2, calls2 = run(False, 8)
+    l1, s1, g1, calls1 = run(True, 8)
+    assert calls2 == [8, 8] and calls1 == [16]
+    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-6)
+    for k in ("D/real", "D/fake"):
+        assert abs(s1[k] - s2[k]) < 1e-5
+    for k in g2:
+        torch.testing.assert_close(g1[k], g2[k], rtol=1e-4, atol=1e-6)
+    assert run(True, 2)[3] == [2, 2]       # group 2 alone would become 4 joined: two calls

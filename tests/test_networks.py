@@ -416,3 +416,41 @@ def test_resnet_three_stages_and_small_presets(tmp_path):
         if G.back_encoder is not None:
             assert G.back_encoder(torch.zeros(1, 3, 128, 128)).shape[-1] == 8
             assert G.mask_encoder(torch.zeros(1, 1, 128, 128)).shape[-1] == 8
+
+
+def test_joined_fakes_and_reals_give_each_batchs_logits_and_gradients():
+    """D main's one call on fakes + reals (join_pair) gives the logits and parameter gradients of two calls:
+    each minibatch-std group keeps its members; a plain concatenation would mix fakes and reals in groups."""
+    from training.dual_discriminator import join_pair, pair_group, split_pair
+    torch.manual_seed(0)
+    D = tiny_d(MaskDualDiscriminator, mask_resolution=16)
+    n = 8
+    assert pair_group(D, n) == 4
+    assert pair_group(D, 2) is None and pair_group(D, 6) is None   # groups 2 -> 4 and 3 -> 4 when joined
+    assert pair_group(tiny_d(mbstd_num_channels=0), 6) == 1
+    assert pair_group(tiny_d(disc_c_noise=1.0), n) is None          # noise scale: std over the batch
+
+    def batch(shift):
+        return dict(image=torch.randn(n, 3, 32, 32) + shift, image_raw=torch.randn(n, 3, 16, 16) + shift,
+                    image_mask=torch.rand(n, 1, 16, 16))
+    fake, real, c = batch(0.0), batch(3.0), torch.randn(n, 25)
+
+    def grads(loss):
+        D.zero_grad(set_to_none=True)
+        loss.backward()
+        return {k: p.grad.clone() for k, p in D.named_parameters()}
+
+    f, r = D(fake, c, return_parts=True), D(real, c, return_parts=True)
+    g_two = grads(f["logits"].sum() - 2 * r["logits"].sum())
+    joined = D({k: join_pair(fake[k], real[k], 4) for k in fake}, join_pair(c, c, 4), return_parts=True)
+    for k in ("logits_image", "logits_mask"):
+        jf, jr = split_pair(joined[k], 4)
+        torch.testing.assert_close(jf, f[k], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(jr, r[k], rtol=1e-5, atol=1e-5)
+    jf, jr = split_pair(joined["logits"], 4)
+    g_one = grads(jf.sum() - 2 * jr.sum())
+    for k in g_two:
+        torch.testing.assert_close(g_one[k], g_two[k], rtol=1e-4, atol=1e-5)
+    # a plain concatenation puts fakes and reals in the same groups: the minibatch std, so the logits, change
+    cat = D({k: torch.cat([fake[k], real[k]]) for k in fake}, torch.cat([c, c]))
+    assert (cat[:n] - f["logits"]).abs().max() > 1e-3

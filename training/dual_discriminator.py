@@ -45,6 +45,15 @@ class DiscriminatorBlock(nn.Module):
         return y + x
 
 
+def mbstd_group(group_size: int | None, n: int) -> int:
+    """Samples per minibatch-std group in a batch of n: the largest divisor of n up to group_size (static:
+    compile-friendly).  Group m holds samples m, m + n/G, m + 2n/G, ... (StyleGAN2's layout)."""
+    g = min(group_size or n, n)
+    while n % g:
+        g -= 1
+    return g
+
+
 class MinibatchStdLayer(nn.Module):
     def __init__(self, group_size=4, num_channels=1):
         super().__init__()
@@ -52,9 +61,7 @@ class MinibatchStdLayer(nn.Module):
 
     def forward(self, x):
         N, C, H, W = x.shape
-        G = min(self.group_size or N, N)
-        while N % G:  # largest group size dividing the batch (static: compile-friendly)
-            G -= 1
+        G = mbstd_group(self.group_size, N)
         Fc = self.num_channels
         y = x.float().reshape(G, -1, Fc, C // Fc, H, W)
         y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # std over each group
@@ -81,6 +88,38 @@ class DiscriminatorEpilogue(nn.Module):
         if self.cmap_dim > 0:  # projection discriminator
             x = (x * cmap.to(x.dtype)).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
         return x.float()
+
+
+# ----------------------------------------------------------------------------
+# D main on fakes and reals as one batch: half the launches, fuller kernels at D's small resolutions.  The
+# two batches are interleaved so that every minibatch-std group of the joined batch is exactly one group of
+# the batch run alone (same members), hence the same logits.
+
+def pair_group(D, n: int) -> int | None:
+    """The group size to join two batches of n for ``D`` (a DualDiscriminator, unwrapped), or None when
+    joining would change the result: the minibatch-std group would differ for 2n samples, or the camera
+    noise's scale (std over the batch) would see duplicated cameras."""
+    if getattr(D, "disc_c_noise", 0) > 0:
+        return None
+    mbstd = D.b4.mbstd
+    if mbstd is None:
+        return 1
+    g = mbstd_group(mbstd.group_size, n)
+    return g if mbstd_group(mbstd.group_size, 2 * n) == g else None
+
+
+def join_pair(a: torch.Tensor, b: torch.Tensor, group: int) -> torch.Tensor:
+    """[n,...] + [n,...] -> [2n,...] laid out [group, (a|b), n/group]: a's minibatch-std groups, then b's."""
+    n, rest = a.shape[0], a.shape[1:]
+    return torch.stack([a.reshape(group, n // group, *rest), b.reshape(group, n // group, *rest)],
+                       dim=1).reshape(2 * n, *rest)
+
+
+def split_pair(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of join_pair."""
+    n, rest = x.shape[0] // 2, x.shape[1:]
+    x = x.reshape(group, 2, n // group, *rest)
+    return x[:, 0].reshape(n, *rest), x[:, 1].reshape(n, *rest)
 
 
 def _trunk(img_resolution, img_channels, channel_base, channel_max, conv_clamp, activation="lrelu"):

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+from .dual_discriminator import join_pair, pair_group, split_pair
 from .networks_stylegan2 import fold_setting
 
 OPAQUE = 0.5  # alpha above which a pixel counts as surface (depth term, silhouette)
@@ -47,6 +48,7 @@ class LossConfig:
     r1_gamma_mask: float = 1.0         # R1 of the mask branch (MaskDualDiscriminator)
     r1_interval: int = 16              # lazy R1: every N steps, scaled by N
     r1_bf16: bool = False              # R1 under bf16 autocast when --bf16 is on (faster; default fp32)
+    d_pair: bool = True                # D main runs fakes and reals as one batch (same groups, same logits)
     blur_init_sigma: float = 10.0      # discriminator input blur at kimg 0 (pixels)
     blur_fade_kimg: float = 200.0      # blur fades linearly to 0 over this many kimg
     lpips_weight: float = 20.0         # NOVA-3D 20, PAniC-3D 10
@@ -402,16 +404,31 @@ class ReconGANLoss:
 
     def _dmain(self, D, batch, fake, sigma):
         """Non-saturating D loss on the fakes of the last Gmain and the real perspective view."""
-        with self._autocast(batch["rgb_cam"].device):
-            f_logits, f_mask = run_D(D, fake, batch["rgb_cam"], sigma)
+        c = batch["rgb_cam"]
+        with self._autocast(c.device):
             real = self.real_for_D(batch, fake)
-            r_logits, r_mask = run_D(D, real, batch["rgb_cam"], sigma)
+            group = self._pair_group(fake, real)
+            if group is None:
+                f_logits, f_mask = run_D(D, fake, c, sigma)
+                r_logits, r_mask = run_D(D, real, c, sigma)
+            else:   # one D call on both (dual_discriminator.join_pair: the same minibatch-std groups)
+                logits, mask = run_D(D, {k: join_pair(fake[k], real[k], group) for k in fake},
+                                     join_pair(c, c, group), sigma)
+                (f_logits, r_logits), (f_mask, r_mask) = split_pair(logits, group), \
+                    (split_pair(mask, group) if mask is not None else (None, None))
         loss = F.softplus(f_logits.float()).mean() + F.softplus(-r_logits.float()).mean()
         if f_mask is not None:
             loss = loss + F.softplus(f_mask.float()).mean() + F.softplus(-r_mask.float()).mean()
         stats = {"D/loss": float(loss.detach()), "D/real": float(r_logits.detach().float().mean()),
                  "D/fake": float(f_logits.detach().float().mean())}
         return loss, stats
+
+    def _pair_group(self, fake: dict, real: dict) -> int | None:
+        """Group size for D main's joined call, None for two calls (off, or joining would change the logits)."""
+        if not self.cfg.d_pair or fake.keys() != real.keys() or \
+                any(fake[k].shape != real[k].shape for k in fake):
+            return None
+        return pair_group(self.D, fake["image"].shape[0])
 
     def _dreg(self, D, batch, sigma):
         """R1 on the real images.  The gradient is taken w.r.t. the images, not D's parameters, so under DDP

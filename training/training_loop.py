@@ -480,10 +480,19 @@ def resolve_bf16(cfg: TrainConfig, device) -> bool:
     return cfg.bf16 == "on"
 
 
+def adam(params, lr, betas, eps) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step when every parameter is on a GPU (the default for-each
+    implementation launches several kernels per parameter group: 8.8 ms of a 200 ms EG3D step on the
+    H100, about 1 ms fused); the same update either way."""
+    params = list(params)
+    fused = bool(params) and all(p.device.type == "cuda" for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused or None)
+
+
 def make_optimizer(params, lr, cfg: TrainConfig, reg_interval: int):
     """Adam; with lazy regularisation every N steps, lr and betas are scaled as in StyleGAN2."""
     ratio = reg_interval / (reg_interval + 1) if reg_interval > 0 else 1.0
-    return torch.optim.Adam(params, lr=lr * ratio, betas=(cfg.beta1 ** ratio, cfg.beta2 ** ratio), eps=cfg.eps)
+    return adam(params, lr * ratio, (cfg.beta1 ** ratio, cfg.beta2 ** ratio), cfg.eps)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -551,7 +560,7 @@ def train(cfg: TrainConfig) -> Path:
         from training.triplane import set_compiled_arithmetic
         restore_arithmetic = set_compiled_arithmetic(True)     # undone when train() returns
         G.compile_parts()
-        D_compiled = torch.compile(D)
+        D_compiled = torch.compile(D, dynamic=False)   # static graphs for batch n (Gmain) and 2n (Dmain joined)
 
     # data: a resumed run skips what it has seen
     batches = rank_batches(ds, cfg, d, per_gpu, step)

@@ -43,8 +43,10 @@ from training import cameras
 from training.errors import UserError, cli_main, save_json_atomic
 from training import networks_stylegan2 as nets
 from training import volumetric_rendering as vr
+from training.dual_discriminator import join_pair, pair_group, split_pair
 from training.loss import LossConfig, r1_penalty
 from training.triplane import PRESETS, build_preset, set_compiled_arithmetic
+from training.training_loop import adam
 
 D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}
 COMPILE_MODES = ["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
@@ -72,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--compile-d", action="store_true",
                    help="also compile D for its first-order uses (G main, D main); R1 keeps the eager D")
     p.add_argument("--r1-bf16", action="store_true", help="run the R1 phase under bf16 autocast (default fp32)")
+    p.add_argument("--d-pair", default="on", choices=["on", "off"],
+                   help="D main on fakes and reals as one joined batch (on, the trainer's default) or two calls")
     p.add_argument("--fold", default="auto", choices=["auto", "on", "off", "skip-off"],
                    help="FIR filters folded into resampling convs (networks_stylegan2.set_fold): on = the eager "
                    "default; off = filter passes + cheaper convs (half the FLOPs; fastest compiled); skip-off = "
@@ -311,7 +315,8 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     # ---- FLOPs, once, on the eager networks (compiling does not change the matmul/conv work)
     fl = {"G_forward": count_flops(g_fwd), "G_forward_backward": count_flops(g_fwd_bwd),
           "D_forward_backward": count_flops(d_fwd_bwd)}
-    step, parts = make_train_step(G, D, cond, c, z, nr, ac, a.batch, r1_bf16=a.r1_bf16 and bf16, D_first=D_first)
+    step, parts = make_train_step(G, D, cond, c, z, nr, ac, a.batch, r1_bf16=a.r1_bf16 and bf16, D_first=D_first,
+                                  d_pair=a.d_pair == "on")
     fl.update({f"train_{k}": count_flops(fn) for k, fn in parts.items()})    # also warms the R1 path
     G.requires_grad_(True)
     D.requires_grad_(True)
@@ -327,7 +332,8 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     if a.compile:
         compile_G(G, a.compile_mode)
     if a.compile_d:     # first-order uses only: D_first shares D's parameters; R1 differentiates eager D twice
-        D_first["net"] = torch.compile(D, **({} if a.compile_mode == "default" else {"mode": a.compile_mode}))
+        D_first["net"] = torch.compile(D, dynamic=False,    # batch n in G main, 2n joined in D main
+                                       **({} if a.compile_mode == "default" else {"mode": a.compile_mode}))
     steps, warm = a.steps, a.warmup
     if a.profile:
         profile(g_fwd_bwd, device)
@@ -514,14 +520,15 @@ def profile(fn, device, rows=25):
     print(p.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60))
 
 
-def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None):
-    """One GAN step as training/training_loop.py runs its phases: G main, D main (fake + real), R1 on real
-    every 16th step (fp32 unless r1_bf16, gain 16); only the phase's network requires grad; Adam updates.
+def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None, d_pair=True):
+    """One GAN step as training/training_loop.py runs its phases: G main, D main (fake + real: one joined D
+    call when d_pair, as the trainer's default), R1 on real every 16th step (fp32 unless r1_bf16, gain 16);
+    only the phase's network requires grad; Adam updates.
     D_first['net'] (default D) is the D of the first-order phases, a compiled D sharing D's parameters.
     Returns (step, {'G_main': fn, 'D_main': fn, 'R1': fn})."""
     D_first = D_first if D_first is not None else {"net": D}
-    opt_G = torch.optim.Adam(G.parameters(), lr=0.0025, betas=(0.0, 0.99), eps=1e-8)
-    opt_D = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99), eps=1e-8)
+    opt_G = adam(G.parameters(), 0.0025, (0.0, 0.99), 1e-8)     # fused on a GPU, as the trainer's
+    opt_D = adam(D.parameters(), 0.002, (0.0, 0.99), 1e-8)
     S, n = G.img_resolution, nr or G.neural_rendering_resolution
     real = {"image": torch.rand(batch, 3, S, S, device=c.device) * 2 - 1}
     real["image_raw"] = F.interpolate(real["image"], size=(n, n), mode="bilinear", antialias=True, align_corners=False)
@@ -543,12 +550,19 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
         opt_G.step()
         st["fake"] = {k: v.detach().float() for k, v in img.items()}
 
+    group = pair_group(D, batch) if d_pair else None
+
     def d_main():
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
         with ac():
-            Df = D_first["net"]
-            loss = F.softplus(Df(st["fake"], c)).float().mean() + F.softplus(-Df(real, c)).float().mean()
+            Df, fake = D_first["net"], st["fake"]
+            if group is None:
+                loss = F.softplus(Df(fake, c)).float().mean() + F.softplus(-Df(real, c)).float().mean()
+            else:
+                logits = Df({k: join_pair(fake[k], real[k], group) for k in fake}, join_pair(c, c, group))
+                f_logits, r_logits = split_pair(logits, group)
+                loss = F.softplus(f_logits).float().mean() + F.softplus(-r_logits).float().mean()
         loss.backward()
         D.requires_grad_(False)
         opt_D.step()
@@ -702,7 +716,7 @@ def run_all(a, device, preset):
     for nr in nrs:
         for bf16 in modes:
             r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
-                 "compile_d": a.compile_d, "r1_bf16": a.r1_bf16 and bf16, "fold": dict(nets.FOLD),
+                 "compile_d": a.compile_d, "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16, "fold": dict(nets.FOLD),
                  "channels_last": a.channels_last, "lookup": vr.LOOKUP,
                  "compile_mode": a.compile_mode if a.compile or a.compile_d else None, "device": dev_name,
                  "torch": torch.__version__}

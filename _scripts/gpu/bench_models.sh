@@ -16,6 +16,22 @@ END=$((SECONDS + TOTAL))
 EG3D="--preset eg3d_ffhq512 --device cuda"
 COMMON="--steps 3 --warmup 1 --mesh-res 0"
 
+# Inductor's compiled kernels can outlive the machine: INDUCTOR_IN=DIR restores DIR/inductor.tgz.part*
+# (carried from an earlier call's $OUT), INDUCTOR_SAVE=1 writes the cache back as $OUT/inductor.tgz.partNN
+# (15 MiB pieces); every fresh machine otherwise compiles from cold (3-5 min per configuration)
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor_cache}
+mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
+if [ -n "${INDUCTOR_IN:-}" ] && compgen -G "$INDUCTOR_IN/inductor.tgz.part*" > /dev/null; then
+    cat "$INDUCTOR_IN"/inductor.tgz.part* | tar -xzf - -C "$TORCHINDUCTOR_CACHE_DIR" \
+        && echo "inductor cache restored from $INDUCTOR_IN ($(du -sh "$TORCHINDUCTOR_CACHE_DIR" | cut -f1))" | tee -a "$LOG"
+fi
+save_inductor() {
+    [ -n "${INDUCTOR_SAVE:-}" ] || return 0
+    rm -f "$OUT"/inductor.tgz.part*
+    tar -czf - -C "$TORCHINDUCTOR_CACHE_DIR" . | split -b 15m -d - "$OUT/inductor.tgz.part"
+    echo "inductor cache saved: $(ls "$OUT"/inductor.tgz.part* | wc -l) pieces, $(du -ch "$OUT"/inductor.tgz.part* | tail -1 | cut -f1)" | tee -a "$LOG"
+}
+
 { date -u; nvidia-smi -L 2>/dev/null; $PY -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee -a "$LOG"
 
 # run NAME CAP_S ARGS...: one benchmark invocation, its JSON in $W/NAME.json, its status in $W/runs.tsv
@@ -144,4 +160,5 @@ for name, res in out.items():
 for r in runs:
     print(f"run {r['name']}: rc {r['rc']} in {r['seconds']} s (timeout {r['timeout_s']} s)")
 PY
+save_inductor
 rm -rf "$W"
