@@ -18,7 +18,9 @@ COMMON="--steps 3 --warmup 1 --mesh-res 0"
 
 # Inductor's compiled kernels can outlive the machine: INDUCTOR_IN=DIR restores DIR/inductor.tgz.part*
 # (carried from an earlier call's $OUT), INDUCTOR_SAVE=1 writes the cache back as $OUT/inductor.tgz.partNN
-# (15 MiB pieces); every fresh machine otherwise compiles from cold (3-5 min per configuration)
+# (15 MiB pieces); every fresh machine otherwise compiles from cold (3-5 min per configuration).  Only the
+# Triton binaries and inductor's autotuning choices are kept (about 3 MB for the EG3D step): the full cache
+# is 400 MB (FX graph entries of up to 50 MB each), more than a call can bring back or carry
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor_cache}
 mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
 if [ -n "${INDUCTOR_IN:-}" ] && compgen -G "$INDUCTOR_IN/inductor.tgz.part*" > /dev/null; then
@@ -28,7 +30,9 @@ fi
 save_inductor() {
     [ -n "${INDUCTOR_SAVE:-}" ] || return 0
     rm -f "$OUT"/inductor.tgz.part*
-    tar -czf - -C "$TORCHINDUCTOR_CACHE_DIR" . | split -b 15m -d - "$OUT/inductor.tgz.part"
+    (cd "$TORCHINDUCTOR_CACHE_DIR" && { find . -path ./triton -prune -o -name '*.best_config' -print
+        find ./triton -type f \( -name '*.cubin' -o -name '*.json' \) 2>/dev/null; } \
+        | tar -czf - -T -) | split -b 15m -d - "$OUT/inductor.tgz.part"
     echo "inductor cache saved: $(ls "$OUT"/inductor.tgz.part* | wc -l) pieces, $(du -ch "$OUT"/inductor.tgz.part* | tail -1 | cut -f1)" | tee -a "$LOG"
 }
 
@@ -62,6 +66,8 @@ R() { want "$1" && run "$@"; return 0; }
 CT="$EG3D --batch 16 --bf16 on --compile --compile-d --r1-bf16 --train-step --train-only --steps 16 --warmup 2 --mesh-res 0"
 R eg3d_nr64_train 400 $CT --nr 64
 R eg3d_nr128_train 400 $CT --nr 128
+# session 5: D main's fakes and reals as two D calls (before: one joined call, the default)
+R eg3d_nr64_train_nopair 400 $CT --nr 64 --d-pair off
 # 1. (session 2's headline) EG3D FFHQ-512 sizes, batch 16, NR 64, bf16, G compiled
 R eg3d_nr64_bf16_compiled 330 $EG3D --batch 16 --nr 64 --bf16 on --compile --train-step --steps 3 --warmup 2 --mesh-res 0
 # 2. batch-1 inference eager + whole forward compiled with CUDA graphs (issue: <= 8 ms)
@@ -100,7 +106,7 @@ R eg3d_nr128_c_cl 400 $CT --nr 128 --channels-last
 #     eager D; then the same with CUDA graphs (reduce-overhead) for the compiled parts
 R eg3d_nr64_c_r1 400 $CT --nr 64 --profile
 R eg3d_nr128_c_r1 400 $CT --nr 128
-R eg3d_nr64_c_cudagraphs 400 $CT --nr 64 --compile-mode reduce-overhead
+R eg3d_nr64_c_cudagraphs 540 $CT --nr 64 --compile-mode reduce-overhead
 
 # 11. the encoders compiled too (the ResNet-50 front encoder was eager: about 28 ms of a 230 ms step)
 R eg3d_nr64_c_enc 400 $CT --nr 64
