@@ -107,6 +107,8 @@ R eg3d_nr128_c_cl 400 $CT --nr 128 --channels-last
 R eg3d_nr64_c_r1 400 $CT --nr 64 --profile
 R eg3d_nr128_c_r1 400 $CT --nr 128
 R eg3d_nr64_c_cudagraphs 540 $CT --nr 64 --compile-mode reduce-overhead
+R eg3d_nr64_cg_cl 540 $CT --nr 64 --compile-mode reduce-overhead --channels-last --profile
+R eg3d_nr128_cg 540 $CT --nr 128 --compile-mode reduce-overhead
 
 # 11. the encoders compiled too (the ResNet-50 front encoder was eager: about 28 ms of a 230 ms step)
 R eg3d_nr64_c_enc 400 $CT --nr 64
