@@ -388,3 +388,27 @@ def test_r1_bf16_runs_the_penalty_under_autocast(toy_data, tmp_path, monkeypatch
     run = train(tiny_config(toy_data, tmp_path, "r1bf16", **base, **{"r1-bf16": True}))
     assert set(seen) == {True}
     assert all(np.isfinite(m["D/r1"]) for m in metrics(run))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_compile_with_cuda_graphs_trains_like_eager_on_gpu(toy_data, tmp_path):
+    """--compile --compile-mode reduce-overhead on a GPU (run on the device machine; CI has none): every phase
+    runs under CUDA-graph trees (one step = one iteration; G's parts called again by Greg and the rendered
+    views within a step), D main joined (batch 4: minibatch-std groups of 4), and the first step's losses are
+    the eager run's."""
+    det = {"device": "cuda", "bf16": "off", "batch": 4, "no-ray-perturb": True, "no-random-views": True,
+           "kimg": 0.032, "no-progress": True, "r1-interval": 2, "tv-interval": 2, "tv-points": 64}
+    eager_dir = train(tiny_config(toy_data, tmp_path, "eager_gpu", **det))
+    graphs_dir = train(tiny_config(toy_data, tmp_path, "graphs_gpu", compile=True,
+                                   **{"compile-mode": "reduce-overhead"}, **det))
+    m_eager, m_graphs = metrics(eager_dir), metrics(graphs_dir)
+    for k in ("G/loss", "G/gan", "recon/total", "D/loss", "D/r1", "G/tv"):
+        assert abs(m_eager[0][k] - m_graphs[0][k]) <= 1e-2 * max(1.0, abs(m_eager[0][k])), k
+    assert m_graphs[-1]["step"] == 8 and m_graphs[-1]["nan_skips"] == 0
+    assert all(np.isfinite(v) for m in m_graphs for v in m.values() if isinstance(v, float))
+
+
+def test_bad_compile_mode_fails_before_work(toy_data, tmp_path):
+    with pytest.raises(UserError, match="--compile-mode 'fast'"):
+        train(tiny_config(toy_data, tmp_path, "badmode", compile=True, **{"compile-mode": "fast"}))
+    assert not any(tmp_path.iterdir())         # no run directory started

@@ -39,7 +39,8 @@ from .loss import LossConfig, ReconGANLoss, resize
 SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
-                "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile"}
+                "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile",
+                "compile_mode"}
 RUNTIME_LOSS_KEYS = {"batch_views"}
 
 
@@ -83,6 +84,8 @@ class TrainConfig:
     ema_rampup: float = 0.0             # 0: off; else half-life <= cur_nimg * rampup
     bf16: str = "auto"                  # auto (on for CUDA) | on | off; R1 only with --r1-bf16
     compile: bool = False               # torch.compile G's parts and D for Gmain/Dmain (R1 stays eager)
+    compile_mode: str = "default"       # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
+                                        # | max-autotune-no-cudagraphs
     # schedule
     kimg: float = 25000.0
     tick_kimg: float = 4.0
@@ -480,6 +483,20 @@ def resolve_bf16(cfg: TrainConfig, device) -> bool:
     return cfg.bf16 == "on"
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_kwargs(mode: str) -> dict:
+    """torch.compile keyword arguments of a --compile-mode."""
+    if mode not in COMPILE_MODES:
+        raise UserError(f"--compile-mode {mode!r}: not one of {', '.join(COMPILE_MODES)}")
+    return {} if mode == "default" else {"mode": mode}
+
+
+def uses_cudagraphs(mode: str) -> bool:
+    return mode in ("reduce-overhead", "max-autotune")
+
+
 def adam(params, lr, betas, eps) -> torch.optim.Adam:
     """Adam, fused into one kernel per step when every parameter is on a GPU (the default for-each
     implementation launches several kernels per parameter group: 8.8 ms of a 200 ms EG3D step on the
@@ -500,6 +517,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.batch % d.world:
         raise UserError(f"--batch {cfg.batch}: not divisible by the {d.world} processes")
     per_gpu = cfg.batch // d.world
+    compile_kwargs(cfg.compile_mode)            # a bad --compile-mode fails before any work
     lc = cfg.loss
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -555,12 +573,15 @@ def train(cfg: TrainConfig) -> Path:
 
     # torch.compile (after G_ema's copy and the DDP wrappers): G's parts in place; D for its first-order
     # phases as a separate handle, so R1 differentiates the eager D twice
+    # (reduce-overhead: CUDA graphs, each step marked as a new iteration; fakes are used within their step)
     D_compiled, restore_arithmetic = None, None
+    cudagraphs = cfg.compile and uses_cudagraphs(cfg.compile_mode) and d.device.type == "cuda"
     if cfg.compile:
         from training.triplane import set_compiled_arithmetic
+        kw = compile_kwargs(cfg.compile_mode)
         restore_arithmetic = set_compiled_arithmetic(True)     # undone when train() returns
-        G.compile_parts()
-        D_compiled = torch.compile(D, dynamic=False)   # static graphs for batch n (Gmain) and 2n (Dmain joined)
+        G.compile_parts(**kw)
+        D_compiled = torch.compile(D, dynamic=False, **kw)   # static graphs: batch n (Gmain), 2n (Dmain joined)
 
     # data: a resumed run skips what it has seen
     batches = rank_batches(ds, cfg, d, per_gpu, step)
@@ -623,6 +644,8 @@ def train(cfg: TrainConfig) -> Path:
     try:
         while not done:
             batch = to_device(next(batches), d.device)
+            if cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()
 
             # one step: each phase on its own interval, gradients averaged over ranks by DDP during backward
             for name, module, opt, interval in phases:

@@ -46,10 +46,9 @@ from training import volumetric_rendering as vr
 from training.dual_discriminator import join_pair, pair_group, split_pair
 from training.loss import LossConfig, r1_penalty
 from training.triplane import PRESETS, build_preset, set_compiled_arithmetic
-from training.training_loop import adam
+from training.training_loop import COMPILE_MODES, adam, compile_kwargs
 
 D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}
-COMPILE_MODES = ["default", "reduce-overhead", "max-autotune-no-cudagraphs"]
 FLOPS_NOTE = ("matmul/conv FLOPs only (torch.utils.flop_counter.FlopCounterMode): grid_sample, elementwise "
               "ops, normalisations and sorting are not counted, so MFU is a lower bound")
 # dense (no sparsity) bf16 tensor-core peaks, matched in order against torch.cuda.get_device_name()
@@ -229,7 +228,7 @@ def step_begin():
 
 def compile_G(G, mode: str):
     """G.compile_parts: encoders, backbone, super-resolution (in place) and the per-point field."""
-    G.compile_parts(**({} if mode == "default" else {"mode": mode}))
+    G.compile_parts(**compile_kwargs(mode))
 
 
 def uncompile_G(G):
@@ -333,11 +332,11 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
         compile_G(G, a.compile_mode)
     if a.compile_d:     # first-order uses only: D_first shares D's parameters; R1 differentiates eager D twice
         D_first["net"] = torch.compile(D, dynamic=False,    # batch n in G main, 2n joined in D main
-                                       **({} if a.compile_mode == "default" else {"mode": a.compile_mode}))
+                                       **compile_kwargs(a.compile_mode))
     steps, warm = a.steps, a.warmup
-    if a.profile:
-        profile(g_fwd_bwd, device)
     only_train = a.train_only and a.train_step
+    if a.profile and not only_train:    # --train-only: the train step's profile below, nothing else compiled
+        profile(g_fwd_bwd, device)
     if not only_train:
         section(res, "G_forward", lambda: clock(g_fwd, steps, warm), device)
         section(res, "G_forward_backward", lambda: clock(g_fwd_bwd, steps, warm), device)
@@ -457,7 +456,7 @@ def bench_compiled_infer(G, cond1, c1, nr, ac, clock, a, g_infer1) -> dict:
         def fwd(cond, c):
             return G(cond, c, neural_rendering_resolution=nr)["image"]
 
-        fn = torch.compile(fwd, **({} if mode == "default" else {"mode": mode}))
+        fn = torch.compile(fwd, **compile_kwargs(mode))
 
         def run():
             step_begin()

@@ -107,6 +107,7 @@ R eg3d_nr128_c_cl 400 $CT --nr 128 --channels-last
 R eg3d_nr64_c_r1 400 $CT --nr 64 --profile
 R eg3d_nr128_c_r1 400 $CT --nr 128
 R eg3d_nr64_c_cudagraphs 540 $CT --nr 64 --compile-mode reduce-overhead
+R eg3d_nr64_cg_profile 540 $CT --nr 64 --compile-mode reduce-overhead --profile
 R eg3d_nr64_cg_cl 540 $CT --nr 64 --compile-mode reduce-overhead --channels-last --profile
 R eg3d_nr128_cg 540 $CT --nr 128 --compile-mode reduce-overhead
 
