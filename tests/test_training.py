@@ -337,8 +337,7 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
     real_run_D = L.run_D
 
     def recording_run_D(D, img, c, sigma):
-        d_calls.append((isinstance(D, Compiled), img["image"].is_leaf and img["image"].requires_grad,   # R1
-                        dict(nets.FOLD), vr.LOOKUP))
+        d_calls.append((isinstance(D, Compiled), is_r1_call(D, img), dict(nets.FOLD), vr.LOOKUP))
         return real_run_D(D, img, c, sigma)
 
     monkeypatch.setattr(torch, "compile", fake_compile)
@@ -368,13 +367,19 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
         assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 2 * 6 * 0.0025, net
 
 
+def is_r1_call(D, img):
+    """R1: images that need a gradient into a D that learns (G main: D frozen; D main: images detached)."""
+    net = getattr(D, "fn", D)           # the pass-through compile wrapper of test_compile_flag_trains_like_eager
+    return img["image"].requires_grad and next(net.parameters()).requires_grad
+
+
 def test_r1_bf16_runs_the_penalty_under_autocast(toy_data, tmp_path, monkeypatch):
     """--r1-bf16 with --bf16 on: R1's D forward runs under bf16 autocast (fp32 without the flag)."""
     seen = {}
     real_run_D = L.run_D
 
     def recording_run_D(D, img, c, sigma):
-        if img["image"].is_leaf and img["image"].requires_grad:         # R1
+        if is_r1_call(D, img):
             seen.setdefault(torch.is_autocast_enabled("cpu"), 0)
             seen[torch.is_autocast_enabled("cpu")] += 1
         return real_run_D(D, img, c, sigma)

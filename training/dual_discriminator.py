@@ -165,19 +165,24 @@ class DualDiscriminator(nn.Module):
             c = c + torch.randn_like(c) * c.std(0) * self.disc_c_noise
         return self.mapping(None, c)
 
-    @staticmethod
-    def _blur(x, blur_sigma):
-        if blur_sigma > 0:
-            x = filter2d(x, gaussian_filter(blur_sigma).to(x.device))
-        return x
+    def blur_inputs(self, img: dict, blur_sigma: float) -> dict:
+        """``img`` with EG3D's input blur (the fade at the start of the GAN) applied as D applies it, the raw
+        image first resized to the image's size.  The trainer blurs before calling a compiled D and passes
+        blur_sigma=0: sigma changes every step, and inside the graph each value would compile a new one."""
+        if blur_sigma <= 0:
+            return img
+        image = img["image"]
+        f = gaussian_filter(blur_sigma).to(image.device)
+        return dict(img, image=filter2d(image, f),
+                    image_raw=filter2d(_resize(img["image_raw"], image.shape[-1]).to(image.dtype), f))
 
     def _trunk_input(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def image_logits(self, img, cmap, blur_sigma=0):
+    def image_logits(self, img, cmap):
         image = img["image"]
         raw = _resize(img["image_raw"], image.shape[-1]).to(image.dtype)
-        x_in = self._trunk_input(self._blur(torch.cat([image, raw], dim=1), blur_sigma))
+        x_in = self._trunk_input(torch.cat([image, raw], dim=1))
         x = None
         for block in self.blocks:
             x = block(x, x_in)
@@ -185,7 +190,7 @@ class DualDiscriminator(nn.Module):
 
     def forward(self, img, c, blur_sigma=0, update_emas=False):
         """img: dict(image [B,3,S,S], image_raw [B,3,n,n]); c [B,c_dim] -> logits [B,1] (float32)."""
-        return self.image_logits(img, self.camera_embedding(c), blur_sigma)
+        return self.image_logits(self.blur_inputs(img, blur_sigma), self.camera_embedding(c))
 
 
 class MaskDualDiscriminator(DualDiscriminator):
@@ -204,8 +209,17 @@ class MaskDualDiscriminator(DualDiscriminator):
         self.mask_b4 = DiscriminatorEpilogue(mtop, self.cmap_dim, 4, mbstd_group_size, mbstd_num_channels,
                                              conv_clamp=conv_clamp)
 
-    def mask_logits(self, mask, cmap, blur_sigma=0):
-        x_in = self._trunk_input(self._blur(_resize(mask, self.mask_resolution) * 2 - 1, blur_sigma))
+    def blur_inputs(self, img: dict, blur_sigma: float) -> dict:
+        """Also the mask, at mask_resolution, blurred in [0, 1] (the zero padding then reads as background)."""
+        if blur_sigma <= 0:
+            return img
+        out = super().blur_inputs(img, blur_sigma)
+        f = gaussian_filter(blur_sigma).to(img["image_mask"].device)
+        out["image_mask"] = filter2d(_resize(img["image_mask"], self.mask_resolution), f)
+        return out
+
+    def mask_logits(self, mask, cmap):
+        x_in = self._trunk_input(_resize(mask, self.mask_resolution) * 2 - 1)
         x = None
         for block in self.mask_blocks:
             x = block(x, x_in)
@@ -215,8 +229,9 @@ class MaskDualDiscriminator(DualDiscriminator):
         """-> logits [B,1] = image branch + mask branch; with return_parts a dict
         (logits, logits_image, logits_mask)."""
         cmap = self.camera_embedding(c)
-        li = self.image_logits(img, cmap, blur_sigma)
-        lm = self.mask_logits(img["image_mask"], cmap, blur_sigma)
+        img = self.blur_inputs(img, blur_sigma)
+        li = self.image_logits(img, cmap)
+        lm = self.mask_logits(img["image_mask"], cmap)
         if return_parts:
             return {"logits": li + lm, "logits_image": li, "logits_mask": lm}
         return li + lm

@@ -206,7 +206,8 @@ def load_lpips(net: str, random_init: bool = False):
 # ----------------------------------------------------------------- discriminator call
 
 def run_D(D, img: dict, c: torch.Tensor, sigma: float):
-    """(image-branch logits [B,1], mask-branch logits [B,1] or None); D blurs its inputs by ``sigma`` (blur fade)."""
+    """(image-branch logits [B,1], mask-branch logits [B,1] or None); D blurs its inputs by ``sigma`` (blur fade;
+    ReconGANLoss blurs them itself and passes 0, see DualDiscriminator.blur_inputs)."""
     if "image_mask" in img:
         out = D(img, c, blur_sigma=sigma, return_parts=True)
         return out["logits_image"], out["logits_mask"]
@@ -382,7 +383,7 @@ class ReconGANLoss:
             if gan:
                 out = self._render(G, planes, batch["rgb_cam"])
                 # D is called directly: its parameters do not require grad in this phase
-                logits, mask_logits = run_D(self.D_first, self._fake_for_D(out), batch["rgb_cam"], sigma)
+                logits, mask_logits = self._run_D(self.D_first, self._fake_for_D(out), batch["rgb_cam"], sigma)
                 l_gan = F.softplus(-logits.float()).mean()
                 if mask_logits is not None:
                     l_gan = l_gan + F.softplus(-mask_logits.float()).mean()
@@ -409,11 +410,11 @@ class ReconGANLoss:
             real = self.real_for_D(batch, fake)
             group = self._pair_group(fake, real)
             if group is None:
-                f_logits, f_mask = run_D(D, fake, c, sigma)
-                r_logits, r_mask = run_D(D, real, c, sigma)
+                f_logits, f_mask = self._run_D(D, fake, c, sigma)
+                r_logits, r_mask = self._run_D(D, real, c, sigma)
             else:   # one D call on both (dual_discriminator.join_pair: the same minibatch-std groups)
-                logits, mask = run_D(D, {k: join_pair(fake[k], real[k], group) for k in fake},
-                                     join_pair(c, c, group), sigma)
+                logits, mask = self._run_D(D, {k: join_pair(fake[k], real[k], group) for k in fake},
+                                           join_pair(c, c, group), sigma)
                 (f_logits, r_logits), (f_mask, r_mask) = split_pair(logits, group), \
                     (split_pair(mask, group) if mask is not None else (None, None))
         loss = F.softplus(f_logits.float()).mean() + F.softplus(-r_logits.float()).mean()
@@ -422,6 +423,10 @@ class ReconGANLoss:
         stats = {"D/loss": float(loss.detach()), "D/real": float(r_logits.detach().float().mean()),
                  "D/fake": float(f_logits.detach().float().mean())}
         return loss, stats
+
+    def _run_D(self, D, img, c, sigma):
+        """run_D with the blur fade applied here, eagerly: a compiled D keeps one graph while sigma fades."""
+        return run_D(D, self.D.blur_inputs(img, sigma), c, 0.0)
 
     def _pair_group(self, fake: dict, real: dict) -> int | None:
         """Group size for D main's joined call, None for two calls (off, or joining would change the logits)."""
@@ -441,7 +446,7 @@ class ReconGANLoss:
         real = {k: v.detach().requires_grad_(True) for k, v in self.real_for_D(batch, self._fake).items()}
         with fold_setting(True), \
                 self._autocast(batch["rgb_cam"].device) if cfg.r1_bf16 else contextlib.nullcontext():
-            logits, mask_logits = run_D(D, real, batch["rgb_cam"], sigma)    # fp32 logits either way
+            logits, mask_logits = self._run_D(D, real, batch["rgb_cam"], sigma)    # fp32 logits either way
         pen = r1_penalty(logits, [real["image"], real["image_raw"]])
         loss = pen.mean() * (cfg.r1_gamma / 2)
         stats["D/r1"] = float(pen.detach().mean())
