@@ -41,7 +41,7 @@ SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
                 "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile",
                 "compile_mode"}
-RUNTIME_LOSS_KEYS = {"batch_views"}
+RUNTIME_LOSS_KEYS = {"batch_views", "d_pair"}   # how, not what: the same numbers either way
 
 
 @dataclasses.dataclass

@@ -62,11 +62,13 @@ want() { [ -z "${RUNS:-}" ] || [[ ",$RUNS," == *",$1,"* ]]; }
 R() { want "$1" && run "$@"; return 0; }
 # 0. the headline training throughput (issue: >= 100 img/s at NR 64, >= 50 at NR 128): EG3D FFHQ-512 sizes,
 #    batch 16, bf16, everything compiled that needs only first derivatives (G's parts, D for G main / D main)
-#    with the compiled arithmetic, R1 on the eager D in bf16; only the training graphs are compiled
+#    with the compiled arithmetic, R1 on the eager D in bf16; only the training graphs are compiled; since
+#    session 5 with CUDA graphs (reduce-overhead: 5-6 min each from a cold machine, a whole call each)
 CT="$EG3D --batch 16 --bf16 on --compile --compile-d --r1-bf16 --train-step --train-only --steps 16 --warmup 2 --mesh-res 0"
-R eg3d_nr64_train 400 $CT --nr 64
-R eg3d_nr128_train 400 $CT --nr 128
-# session 5: D main's fakes and reals as two D calls (before: one joined call, the default)
+R eg3d_nr64_train 540 $CT --nr 64 --compile-mode reduce-overhead
+R eg3d_nr128_train 540 $CT --nr 128 --compile-mode reduce-overhead
+# session 4's headline (no CUDA graphs), and session 5's D main as two D calls (default: one joined call)
+R eg3d_nr64_train_default 400 $CT --nr 64
 R eg3d_nr64_train_nopair 400 $CT --nr 64 --d-pair off
 # 1. (session 2's headline) EG3D FFHQ-512 sizes, batch 16, NR 64, bf16, G compiled
 R eg3d_nr64_bf16_compiled 330 $EG3D --batch 16 --nr 64 --bf16 on --compile --train-step --steps 3 --warmup 2 --mesh-res 0
