@@ -67,9 +67,11 @@ def test_two_process_gloo_step_equals_one_process(toy_data, tmp_path):  # noqa: 
     for net in ("G", "D", "G_ema"):
         print(f"{net}: max |1 process - 2 processes| = {_max_diff(one, two, net):.2e}, "
               f"max |batch 4 - batch 2| = {_max_diff(one, other, net):.2e}")
-        assert _max_diff(one, two, net) < 2e-5, net
+        # 1e-4 (4 % of lr): summation order moves near-cancelling gradients, e.g. _v1's direction query at
+        # initialisation, whose halves from the two ranks almost cancel (3.3e-5 there, 3e-7 elsewhere)
+        assert _max_diff(one, two, net) < 1e-4, net
     # the tolerance is meaningful: half of the same batch (rank 0's share alone) moves G and D elsewhere
-    assert _max_diff(one, other, "G") > 1e-4 and _max_diff(one, other, "D") > 1e-4
+    assert _max_diff(one, other, "G") > 1e-3 and _max_diff(one, other, "D") > 1e-3
     # and only rank 0 wrote: one run folder, no files from rank 1
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["00000"]
 
