@@ -336,9 +336,9 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
 
     real_run_D = L.run_D
 
-    def recording_run_D(D, img, c, sigma):
+    def recording_run_D(D, img, c):
         d_calls.append((isinstance(D, Compiled), is_r1_call(D, img), dict(nets.FOLD), vr.LOOKUP))
-        return real_run_D(D, img, c, sigma)
+        return real_run_D(D, img, c)
 
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(L, "run_D", recording_run_D)
@@ -378,11 +378,11 @@ def test_r1_bf16_runs_the_penalty_under_autocast(toy_data, tmp_path, monkeypatch
     seen = {}
     real_run_D = L.run_D
 
-    def recording_run_D(D, img, c, sigma):
+    def recording_run_D(D, img, c):
         if is_r1_call(D, img):
             seen.setdefault(torch.is_autocast_enabled("cpu"), 0)
             seen[torch.is_autocast_enabled("cpu")] += 1
-        return real_run_D(D, img, c, sigma)
+        return real_run_D(D, img, c)
 
     monkeypatch.setattr(L, "run_D", recording_run_D)
     torch.set_num_threads(1)

@@ -205,13 +205,13 @@ def load_lpips(net: str, random_init: bool = False):
 
 # ----------------------------------------------------------------- discriminator call
 
-def run_D(D, img: dict, c: torch.Tensor, sigma: float):
-    """(image-branch logits [B,1], mask-branch logits [B,1] or None); D blurs its inputs by ``sigma`` (blur fade;
-    ReconGANLoss blurs them itself and passes 0, see DualDiscriminator.blur_inputs)."""
+def run_D(D, img: dict, c: torch.Tensor):
+    """(image-branch logits [B,1], mask-branch logits [B,1] or None) of inputs already blurred (the caller
+    applies the blur fade: DualDiscriminator.blur_inputs)."""
     if "image_mask" in img:
-        out = D(img, c, blur_sigma=sigma, return_parts=True)
+        out = D(img, c, return_parts=True)
         return out["logits_image"], out["logits_mask"]
-    return D(img, c, blur_sigma=sigma), None
+    return D(img, c), None
 
 
 # ----------------------------------------------------------------- the loss
@@ -415,8 +415,8 @@ class ReconGANLoss:
             else:   # one D call on both (dual_discriminator.join_pair: the same minibatch-std groups)
                 logits, mask = self._run_D(D, {k: join_pair(fake[k], real[k], group) for k in fake},
                                            join_pair(c, c, group), sigma)
-                (f_logits, r_logits), (f_mask, r_mask) = split_pair(logits, group), \
-                    (split_pair(mask, group) if mask is not None else (None, None))
+                f_logits, r_logits = split_pair(logits, group)
+                f_mask, r_mask = split_pair(mask, group) if mask is not None else (None, None)
         loss = F.softplus(f_logits.float()).mean() + F.softplus(-r_logits.float()).mean()
         if f_mask is not None:
             loss = loss + F.softplus(f_mask.float()).mean() + F.softplus(-r_mask.float()).mean()
@@ -426,7 +426,7 @@ class ReconGANLoss:
 
     def _run_D(self, D, img, c, sigma):
         """run_D with the blur fade applied here, eagerly: a compiled D keeps one graph while sigma fades."""
-        return run_D(D, self.D.blur_inputs(img, sigma), c, 0.0)
+        return run_D(D, self.D.blur_inputs(img, sigma), c)
 
     def _pair_group(self, fake: dict, real: dict) -> int | None:
         """Group size for D main's joined call, None for two calls (off, or joining would change the logits)."""

@@ -110,7 +110,8 @@ def parse_args(argv=None):
                    help="peak dense bf16 TFLOP/s for MFU (default: from the GPU name; CPU: none, MFU n/a)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--profile", action="store_true",
-                   help="print the top kernels of G forward+backward (and of one train step with --train-step)")
+                   help="print the top kernels of G forward+backward (not with --train-only) and of one train "
+                   "step and the R1 phase (with --train-step)")
     p.add_argument("--json", default=None, help="write the results here (a list, one entry per configuration)")
     a = p.parse_args(argv)
     if a.mesh_level != "median":
@@ -715,8 +716,8 @@ def run_all(a, device, preset):
     for nr in nrs:
         for bf16 in modes:
             r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
-                 "compile_d": a.compile_d, "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16, "fold": dict(nets.FOLD),
-                 "channels_last": a.channels_last, "lookup": vr.LOOKUP,
+                 "compile_d": a.compile_d, "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16,
+                 "fold": dict(nets.FOLD), "channels_last": a.channels_last, "lookup": vr.LOOKUP,
                  "compile_mode": a.compile_mode if a.compile or a.compile_d else None, "device": dev_name,
                  "torch": torch.__version__}
             results.append(r)

@@ -105,13 +105,12 @@ R eg3d_nr128_c 400 $CT --nr 128
 R eg3d_nr128_c_cl 400 $CT --nr 128 --channels-last
 
 # 10. R1 with the twice-differentiable conv (cuDNN kernels for the double backward) and folded filters in the
-#     eager D; then the same with CUDA graphs (reduce-overhead) for the compiled parts
+#     eager D; then with CUDA graphs (reduce-overhead) for the compiled parts: session 5 ran them as
+#     eg3d_nr64_c_cudagraphs and eg3d_nr128_cg, now the headline runs of section 0; profiled, channels-last
 R eg3d_nr64_c_r1 400 $CT --nr 64 --profile
 R eg3d_nr128_c_r1 400 $CT --nr 128
-R eg3d_nr64_c_cudagraphs 540 $CT --nr 64 --compile-mode reduce-overhead
 R eg3d_nr64_cg_profile 540 $CT --nr 64 --compile-mode reduce-overhead --profile
 R eg3d_nr64_cg_cl 540 $CT --nr 64 --compile-mode reduce-overhead --channels-last --profile
-R eg3d_nr128_cg 540 $CT --nr 128 --compile-mode reduce-overhead
 
 # 11. the encoders compiled too (the ResNet-50 front encoder was eager: about 28 ms of a 230 ms step)
 R eg3d_nr64_c_enc 400 $CT --nr 64
