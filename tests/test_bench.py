@@ -115,3 +115,81 @@ def test_bench_variants_parts_and_train_only():
     assert f["fold"] == {"up": True, "down": True, "down_1x1": True} and f["lookup"] == "grid_sample"
     assert f["flops"]["G_forward"] > 1.2 * r["flops"]["G_forward"]
     assert f["flops"]["D_forward_backward"] > 1.5 * r["flops"]["D_forward_backward"]
+
+
+def test_bench_side_by_side_phases_and_layouts(tmp_path):
+    """The session-6 switches: per-phase times, the side-by-side lock (the first, compiling, step before it;
+    this run marked compiled for its peers), channels-last in chosen parts only, R1's layout and inductor's
+    layout choice recorded; an unknown part is refused."""
+    from torch._inductor import config as inductor_config
+    from training import networks_stylegan2 as nets
+    lock = tmp_path / "gpu.lock"
+    before = inductor_config.force_layout_optimization
+    (r,) = bench.main(["--preset", "tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--threads", "1",
+                       "--mesh-res", "0", "--train-step", "--train-only", "--phase-times", "--gpu-lock", str(lock),
+                       "--channels-last", "superresolution", "--r1-layout", "nchw", "--layout-opt", "auto"])
+    assert "error" not in r and inductor_config.force_layout_optimization == before
+    assert r["channels_last"] == "superresolution" and r["r1_layout"] == "nchw" and r["layout_opt"] == "auto"
+    assert r["train_compile_s"] > 0 and list(tmp_path.glob("gpu.lock.ready.*"))
+    t = r["train_step"]
+    assert set(t["phase_ms"]) == {"G_main", "D_main", "R1"} and all(v > 0 for v in t["phase_ms"].values())
+    G = bench.build_preset("tiny")
+    assert nets.set_channels_last(G.superresolution) == 2 and nets.set_channels_last(G) > 2   # parts differ
+    try:
+        bench.parse_args(["--channels-last", "superresolution,nope"])
+        raise AssertionError("an unknown part was accepted")
+    except SystemExit:
+        pass
+
+
+def test_kernel_classes_sum_device_time_by_kind():
+    from types import SimpleNamespace as E
+    events = [E(key="void cudnn::engines_precompiled::nchwToNhwcKernel<bf16>", self_device_time_total=3000),
+              E(key="sm90_xmma_fprop_implicit_gemm_bf16", self_device_time_total=5000),
+              E(key="triton_poi_fused_add_mul_0", self_device_time_total=1000),
+              E(key="triton_red_fused_sum_1", self_device_time_total=500),
+              E(key="aten::convolution", self_device_time_total=5000)]         # an op, not a kernel: skipped
+    text = bench.kernel_classes(events)
+    assert "(9.5 ms)" in text
+    rows = {line.strip().split("  ")[0]: line for line in text.splitlines()[1:]}
+    assert "5.00 ms" in rows["convolutions (cuDNN/CUTLASS)"] and "3.00 ms" in rows["layout transposes (cuDNN)"]
+    assert "1.00 ms" in rows["triton pointwise"] and "0.50 ms" in rows["triton reductions"]
+
+
+def test_trace_kernels_charges_kernels_to_their_graph_call(tmp_path, capsys):
+    """Each kernel goes to the compiled-graph call whose CPU range holds its launch (per thread), the rest
+    to eager; graphs in launch order; a file that is not a trace is one clear error."""
+    import gzip
+
+    import pytest
+
+    from _scripts.bench import trace_kernels as tk
+    from training.errors import UserError
+
+    def call(name, ts, dur, tid=1):
+        return {"cat": "cpu_op", "name": f"## Call CompiledFxGraph {name}", "ts": ts, "dur": dur, "tid": tid}
+
+    def launch(corr, ts, tid=1, api="cudaGraphLaunch"):
+        return {"cat": "cuda_runtime", "name": api, "ts": ts, "dur": 1, "tid": tid, "args": {"correlation": corr}}
+
+    def kernel(corr, name, us):
+        return {"cat": "kernel", "name": name, "ts": 0, "dur": us, "args": {"correlation": corr}}
+
+    events = [call("fsr_backward_hash", 500, 100, tid=2), call("fbackbone_fwd_h", 100, 50),
+              launch(1, 120), launch(2, 130), launch(3, 510, tid=2), launch(4, 300, api="cudaLaunchKernel"),
+              launch(5, 520, tid=1),       # thread 1 at 520: outside its only range -> eager
+              kernel(1, "conv_a", 2000), kernel(2, "conv_a", 1000), kernel(3, "triton_red_b", 4000),
+              kernel(4, "copy_c", 500), kernel(5, "adam", 250)]
+    path = tmp_path / "t.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    groups = tk.main([str(path), "--top", "1"])
+    assert [g["graph"] for g in groups[:2]] == ["fbackbone_fw", "fsr_backward"]
+    assert groups[0]["kernels"] == {"conv_a": [2, 3.0]} and groups[1]["kernels"] == {"triton_red_b": [1, 4.0]}
+    eager = {g["graph"]: g["ms"] for g in groups[2:]}
+    assert eager == {"eager (cudaLaunchKernel)": 0.5, "eager (cudaGraphLaunch)": 0.25}
+    assert "GPU time 7.8 ms" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="not a chrome trace"):
+        tk.load_trace(str(bad))

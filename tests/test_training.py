@@ -313,7 +313,9 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
     """--compile, with torch.compile stood in by a pass-through that records what it wraps: G's parts are
     compiled in place (checkpoint keys unchanged), Gmain/Dmain run a compiled D with the compiled arithmetic
     (unfolded FIR filters, gather lookup), R1 runs the eager D folded; the run learns the eager run's
-    weights, and the arithmetic setting is restored afterwards."""
+    weights, and the arithmetic setting is restored afterwards.  The compiled graphs are laid out
+    channels-last by inductor (forced while training, restored afterwards); R1's images are channels-last."""
+    from torch._inductor import config as inductor_config
     from training import networks_stylegan2 as nets
     from training import volumetric_rendering as vr
     torch.set_num_threads(1)
@@ -338,13 +340,18 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
 
     def recording_run_D(D, img, c):
         d_calls.append((isinstance(D, Compiled), is_r1_call(D, img), dict(nets.FOLD), vr.LOOKUP))
+        layouts.append((is_r1_call(D, img), inductor_config.force_layout_optimization,
+                        all(v.is_contiguous(memory_format=torch.channels_last) for v in img.values())))
         return real_run_D(D, img, c)
 
+    layouts = []
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(L, "run_D", recording_run_D)
-    before = (dict(nets.FOLD), vr.LOOKUP)
+    before = (dict(nets.FOLD), vr.LOOKUP, inductor_config.force_layout_optimization)
     compiled_dir = train(tiny_config(toy_data, tmp_path, "compiled", compile=True, **det))
-    assert (dict(nets.FOLD), vr.LOOKUP) == before
+    assert (dict(nets.FOLD), vr.LOOKUP, inductor_config.force_layout_optimization) == before
+    assert all(forced for _, forced, _ in layouts)
+    assert any(r1 for r1, _, _ in layouts) and all(cl for r1, _, cl in layouts if r1)
 
     kinds = {type(m).__name__ for m in wrapped}
     assert {"ResNetEncoder", "PatchAggregationEncoder", "TriplaneBackbone", "SuperresolutionHybrid",

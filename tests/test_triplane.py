@@ -135,6 +135,34 @@ def test_gather_lookup_equals_grid_sample(layers, monkeypatch):
     assert f_ref.abs().sum() > 0 and (f_ref[..., 0] == 0).any()     # some points outside: zero padding seen
 
 
+def test_gather_lookup_reads_bf16_planes_with_fp32_arithmetic(monkeypatch):
+    """The gather lookup reads bf16 planes (autocast's backbone output) without an fp32 copy, yet gives the
+    values and plane gradients of the fp32 copy: interpolation in fp32, and each texel's gradient summed over
+    its many points (and 4 corners) in fp32 before the one rounding to bf16 (summing in bf16 would differ:
+    checked)."""
+    monkeypatch.setattr(vr, "LOOKUP", "gather")
+    g = torch.Generator().manual_seed(0)
+    planes = torch.randn(2, 3, 8, 4, 4, generator=g).bfloat16()      # few texels, many points on each
+    coords = torch.rand(2, 3, 4000, 3, generator=g) * 2 - 1
+    weight = torch.randn(2, 3, 4000, 8, generator=g)
+
+    def run(p):
+        p = p.clone().requires_grad_(True)
+        f = vr.sample_planes(p, coords)
+        (f * weight).sum().backward()
+        return f, p.grad
+
+    f, grad = run(planes)
+    f_ref, grad_ref = run(planes.float())
+    assert f.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    assert torch.equal(f, f_ref) and torch.equal(grad, grad_ref.bfloat16())
+    table = planes.permute(0, 1, 3, 4, 2).reshape(-1, 8)        # the control: index_add in bf16 rounds per add
+    idx = torch.randint(0, table.shape[0], (24000,), generator=g)
+    rows = torch.randn(24000, 8, generator=g)
+    in_bf16 = torch.zeros_like(table).index_add_(0, idx, rows.bfloat16())
+    assert not torch.equal(in_bf16, torch.zeros(table.shape).index_add_(0, idx, rows).bfloat16())
+
+
 def test_ray_box_intersection():
     o = torch.tensor([[[0.0, 0.0, 1.0], [0.1, 0.2, 1.0], [0.5, 0.0, 1.0]]])
     d = torch.tensor([[[0.0, 0.0, -1.0]] * 3])

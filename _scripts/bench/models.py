@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import gc
 import math
+import os
 import platform
 import resource
 import time
@@ -46,7 +47,7 @@ from training import volumetric_rendering as vr
 from training.dual_discriminator import join_pair, pair_group, split_pair
 from training.loss import LossConfig, r1_penalty
 from training.triplane import PRESETS, build_preset, set_compiled_arithmetic
-from training.training_loop import COMPILE_MODES, adam, compile_kwargs
+from training.training_loop import COMPILE_MODES, adam, compile_kwargs, force_layout_optimization
 
 D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}
 FLOPS_NOTE = ("matmul/conv FLOPs only (torch.utils.flop_counter.FlopCounterMode): grid_sample, elementwise "
@@ -79,8 +80,9 @@ def parse_args(argv=None):
                    help="FIR filters folded into resampling convs (networks_stylegan2.set_fold): on = the eager "
                    "default; off = filter passes + cheaper convs (half the FLOPs; fastest compiled); skip-off = "
                    "only D's 1x1 skip convs unfolded; auto (default) = off with --compile, else on")
-    p.add_argument("--channels-last", action="store_true",
-                   help="NHWC activations in G's synthesis blocks and D (networks_stylegan2.set_channels_last)")
+    p.add_argument("--channels-last", nargs="?", const="G,D", default="", metavar="PARTS",
+                   help="NHWC activations (networks_stylegan2.set_channels_last) in PARTS, comma-separated of "
+                   f"{', '.join(CHANNELS_LAST_PARTS)} (no value: G,D)")
     p.add_argument("--lookup", default="auto", choices=["auto", *vr.LOOKUPS],
                    help="triplane lookup (volumetric_rendering.LOOKUP); auto (default) = gather with --compile "
                    "(fastest compiled), else grid_sample (fastest eager)")
@@ -112,14 +114,37 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="print the top kernels of G forward+backward (not with --train-only) and of one train "
                    "step and the R1 phase (with --train-step)")
+    p.add_argument("--layout-opt", default="force", choices=["auto", "force"],
+                   help="inductor's layout for compiled graphs with convolutions (training_loop."
+                   "force_layout_optimization): force (default, as the trainer) = channels-last in every such "
+                   "graph; auto = its heuristics (which keep the super-resolution NCHW)")
+    p.add_argument("--phase-times", action="store_true",
+                   help="with --train-step: also time each phase of the step (synchronising between phases)")
+    p.add_argument("--gpu-lock", default=None, metavar="FILE",
+                   help="hold an exclusive lock on FILE while timing/profiling the train step (after its first, "
+                   "compiling, step): benchmarks run side by side compile together and time one at a time")
+    p.add_argument("--gpu-lock-peers", type=int, default=1, metavar="N",
+                   help="with --gpu-lock: N benchmarks side by side; each waits (up to 10 min) until all N have "
+                   "compiled before timing, so that no first step (compiling, autotuning) runs beside a timing")
+    p.add_argument("--profile-trace", default=None, metavar="FILE.json.gz",
+                   help="with --profile: write the train step's chrome trace there (gzipped)")
+    p.add_argument("--r1-layout", default="nhwc", choices=["nhwc", "nchw"],
+                   help="memory layout of R1's real images: nhwc (default, as the trainer: the eager D's cuDNN "
+                   "convs need no NCHW<->NHWC transposes) or nchw")
     p.add_argument("--json", default=None, help="write the results here (a list, one entry per configuration)")
     a = p.parse_args(argv)
+    bad = set(filter(None, a.channels_last.split(","))) - set(CHANNELS_LAST_PARTS)
+    if bad:
+        p.error(f"--channels-last: unknown part(s) {', '.join(sorted(bad))}; parts: {', '.join(CHANNELS_LAST_PARTS)}")
     if a.mesh_level != "median":
         try:
             float(a.mesh_level)
         except ValueError:
             p.error(f"--mesh-level: {a.mesh_level!r} is neither a number nor 'median'")
     return a
+
+
+CHANNELS_LAST_PARTS = ("G", "D", "backbone", "superresolution")
 
 
 class Clock:
@@ -273,9 +298,8 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
         overrides["rendering_kwargs"] = dict(depth_resolution=a.samples[0], depth_resolution_importance=a.samples[1])
     G = build_preset(preset, variant=a.variant, **overrides).to(device).train()
     D = build_D(preset, G, device).train()
-    if a.channels_last:
-        nets.set_channels_last(G)
-        nets.set_channels_last(D)
+    for part in filter(None, a.channels_last.split(",")):
+        nets.set_channels_last({"G": G, "D": D, "backbone": G.backbone, "superresolution": G.superresolution}[part])
     cond, c = make_inputs(G, a.batch, device)
     ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     res.update({"generator": type(G).__name__, "img_resolution": G.img_resolution,
@@ -312,12 +336,17 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
             loss = F.softplus(D_first["net"](fake, c)).float().mean()
         loss.backward()
 
-    # ---- FLOPs, once, on the eager networks (compiling does not change the matmul/conv work)
-    fl = {"G_forward": count_flops(g_fwd), "G_forward_backward": count_flops(g_fwd_bwd),
-          "D_forward_backward": count_flops(d_fwd_bwd)}
-    step, parts = make_train_step(G, D, cond, c, z, nr, ac, a.batch, r1_bf16=a.r1_bf16 and bf16, D_first=D_first,
-                                  d_pair=a.d_pair == "on")
-    fl.update({f"train_{k}": count_flops(fn) for k, fn in parts.items()})    # also warms the R1 path
+    # ---- FLOPs, once, on the eager networks (compiling does not change the matmul/conv work); eager memory
+    #      peaks are high: under --gpu-lock, one benchmark at a time
+    with gpu_lock(a.gpu_lock):
+        fl = {"G_forward": count_flops(g_fwd), "G_forward_backward": count_flops(g_fwd_bwd),
+              "D_forward_backward": count_flops(d_fwd_bwd)}
+        phases = PhaseTimes(clock) if a.phase_times else None
+        step, parts = make_train_step(G, D, cond, c, z, nr, ac, a.batch, r1_bf16=a.r1_bf16 and bf16,
+                                      D_first=D_first, d_pair=a.d_pair == "on", phase_clock=phases,
+                                      r1_channels_last=a.r1_layout == "nhwc")
+        fl.update({f"train_{k}": count_flops(fn) for k, fn in parts.items()})    # also warms the R1 path
+        free(device)
     G.requires_grad_(True)
     D.requires_grad_(True)
     G.zero_grad(set_to_none=True)
@@ -353,13 +382,20 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     if a.parts:
         section(res, "parts", lambda: bench_parts(G, cond, c, z, nr, ac, clock, steps, warm), device)
     if a.train_step:
-        if a.profile:
-            for _ in range(max(1, warm)):
-                step()
-            profile(step, device, rows=40)
-            print("R1 phase (eager D, double backward):")
-            profile(parts["R1"], device, rows=25)
-        section(res, "train_step", lambda: train_steps(step, clock, a), device)
+        lock = contextlib.nullcontext()
+        if a.gpu_lock:      # the first step compiles (mostly CPU work) before the lock is taken
+            res["train_compile_s"] = clock.seconds(step)[0]
+            print(f"  [first train step (compiles): {res['train_compile_s']:.1f} s wall]", flush=True)
+            wait_for_peers(a.gpu_lock, a.gpu_lock_peers)
+            lock = gpu_lock(a.gpu_lock)
+        with lock:
+            if a.profile:
+                for _ in range(max(1, warm)):
+                    step()
+                profile(step, device, rows=40, trace=a.profile_trace)
+                print("R1 phase (eager D, double backward):")
+                profile(parts["R1"], device, rows=25)
+            section(res, "train_step", lambda: train_steps(step, clock, a, phases), device)
         t = res["train_step"]
         if "images_per_s" in t:
             t["achieved_tflops"] = per_image * t["images_per_s"] / 1e12
@@ -508,7 +544,9 @@ def bench_mesh(G, cond1, clock, a) -> dict:
     return r
 
 
-def profile(fn, device, rows=25):
+def profile(fn, device, rows=25, trace=None):
+    """Prints the top kernels of one call of fn (after one untimed call); trace: also write the
+    chrome trace there, gzipped."""
     from torch.profiler import ProfilerActivity, profile as prof
     fn()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -518,14 +556,60 @@ def profile(fn, device, rows=25):
             torch.cuda.synchronize()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(p.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60))
+    if trace:
+        import gzip
+        import shutil
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            p.export_chrome_trace(f"{d}/trace.json")
+            with open(f"{d}/trace.json", "rb") as src, gzip.open(f"{trace}.part", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        os.replace(f"{trace}.part", trace)
+        print(f"  profile trace: {trace}")
+    if device.type == "cuda":
+        print(kernel_classes(p.key_averages()))
 
 
-def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None, d_pair=True):
+KERNEL_CLASSES = (      # (class, substrings of the kernel name), first match wins
+    ("layout transposes (cuDNN)", ("nchwToNhwc", "nhwcToNchw")),
+    ("convolutions (cuDNN/CUTLASS)", ("xmma", "cutlass", "cudnn", "conv", "implicit_convolve", "sm90_", "sm80_")),
+    ("gemm", ("gemm", "cublas", "Kernel2")),
+    ("triton reductions", ("triton_red", "triton_per")),
+    ("triton pointwise", ("triton_poi", "triton_")),
+    ("copies", ("copy", "Memcpy", "Memset")),
+    ("optimizer", ("adam", "Adam")),
+    ("other aten kernels", ("at::native", "void at::")),
+)
+
+
+def kernel_classes(events) -> str:
+    """Self CUDA time of the profile's kernels (device-side events) summed by class, in ms."""
+    sums, total = {}, 0.0
+    for e in events:
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = getattr(e, "self_cuda_time_total", 0)
+        if not t or e.key.startswith("aten::") or getattr(e, "device_type", None) is not None and \
+                "CUDA" not in str(e.device_type):
+            continue
+        cls = next((c for c, keys in KERNEL_CLASSES if any(k in e.key for k in keys)), "other")
+        sums[cls] = sums.get(cls, 0.0) + t / 1000
+        total += t / 1000
+    lines = [f"  kernel time by class ({total:.1f} ms):"]
+    lines += [f"    {k:32s} {v:8.2f} ms  {100 * v / max(total, 1e-9):5.1f} %"
+              for k, v in sorted(sums.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines)
+
+
+def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None, d_pair=True, phase_clock=None,
+                    r1_channels_last=True):
     """One GAN step as training/training_loop.py runs its phases: G main, D main (fake + real: one joined D
     call when d_pair, as the trainer's default), R1 on real every 16th step (fp32 unless r1_bf16, gain 16);
     only the phase's network requires grad; Adam updates.
     D_first['net'] (default D) is the D of the first-order phases, a compiled D sharing D's parameters.
+    phase_clock(name, fn) (default: call fn) runs each phase of step(), e.g. timing it.
     Returns (step, {'G_main': fn, 'D_main': fn, 'R1': fn})."""
+    run = phase_clock or (lambda name, fn: fn())
     D_first = D_first if D_first is not None else {"net": D}
     opt_G = adam(G.parameters(), 0.0025, (0.0, 0.99), 1e-8)     # fused on a GPU, as the trainer's
     opt_D = adam(D.parameters(), 0.002, (0.0, 0.99), 1e-8)
@@ -570,7 +654,8 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
     def r1():       # lazy R1 in fp32 like training/loss.py (double backward through D: D is not compiled)
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
-        r = {k: v.detach().requires_grad_(True) for k, v in real.items()}
+        layout = torch.channels_last if r1_channels_last else torch.contiguous_format
+        r = {k: v.detach().contiguous(memory_format=layout).requires_grad_(True) for k, v in real.items()}
         with nets.fold_setting(True):      # eager D: folded convs (fewer kernels) whatever the compiled use
             with ac() if r1_bf16 else contextlib.nullcontext():
                 logits = D(r, c)
@@ -582,17 +667,35 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
     def step():
         st["i"] += 1
         step_begin()
-        g_main()
-        d_main()
+        run("G_main", g_main)
+        run("D_main", d_main)
         if st["i"] % R1_INTERVAL == 0:
-            r1()
+            run("R1", r1)
         return st["i"] % R1_INTERVAL == 0
 
     return step, {"G_main": g_main, "D_main": d_main, "R1": r1}
 
 
-def train_steps(step, clock, a) -> dict:
-    """Warm-up, then whole 16-step cycles (exactly one R1 step in each), each step timed."""
+class PhaseTimes:
+    """phase_clock of make_train_step: each phase's wall time (synchronised before and after), when on."""
+
+    def __init__(self, clock):
+        self.clock, self.on, self.times = clock, False, {}
+
+    def __call__(self, name, fn):
+        if not self.on:
+            return fn()
+        dt, out = self.clock.seconds(fn)
+        self.times.setdefault(name, []).append(dt)
+        return out
+
+    def summary(self) -> dict:    # median ms of each phase
+        return {k: 1000 * sorted(v)[len(v) // 2] for k, v in self.times.items()}
+
+
+def train_steps(step, clock, a, phases: PhaseTimes | None = None) -> dict:
+    """Warm-up, then whole 16-step cycles (exactly one R1 step in each), each step timed; then, with
+    phases, one more cycle with each phase timed on its own."""
     for _ in range(a.warmup):
         step()
     n = R1_INTERVAL * max(1, math.ceil(a.steps / R1_INTERVAL))
@@ -603,9 +706,44 @@ def train_steps(step, clock, a) -> dict:
         (with_r1 if had_r1 else plain).append(dt)
     mean = (sum(plain) + sum(with_r1)) / n
     plain.sort()
-    return {"ms": 1000 * plain[len(plain) // 2], "ms_min": 1000 * plain[0],
-            "ms_r1_step": 1000 * sum(with_r1) / max(1, len(with_r1)), "ms_mean_with_r1": 1000 * mean,
-            "images_per_s": a.batch / mean, "steps": n, "peak_gib": clock.peak_gib()}
+    r = {"ms": 1000 * plain[len(plain) // 2], "ms_min": 1000 * plain[0],
+         "ms_r1_step": 1000 * sum(with_r1) / max(1, len(with_r1)), "ms_mean_with_r1": 1000 * mean,
+         "images_per_s": a.batch / mean, "steps": n, "peak_gib": clock.peak_gib()}
+    if phases is not None:
+        phases.on = True
+        for _ in range(R1_INTERVAL):
+            step()
+        phases.on = False
+        r["phase_ms"] = phases.summary()
+    return r
+
+
+def wait_for_peers(path: str, n: int, timeout_s: float = 600):
+    """Marks this benchmark compiled (path.ready.PID) and waits until n benchmarks are."""
+    import glob
+    open(f"{path}.ready.{os.getpid()}", "w").close()
+    t0 = time.perf_counter()
+    while len(glob.glob(f"{path}.ready.*")) < n and time.perf_counter() - t0 < timeout_s:
+        time.sleep(1)
+    print(f"  [{len(glob.glob(f'{path}.ready.*'))}/{n} peers compiled after {time.perf_counter() - t0:.0f} s]",
+          flush=True)
+
+
+@contextlib.contextmanager
+def gpu_lock(path: str | None):
+    """An exclusive flock on path (none: no lock): side-by-side benchmarks time one at a time."""
+    if not path:
+        yield
+        return
+    import fcntl
+    with open(path, "a") as f:
+        t0 = time.perf_counter()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        print(f"  [gpu lock {path}: waited {time.perf_counter() - t0:.1f} s]", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def fmt(r):
@@ -624,7 +762,9 @@ def report(r, cpu):
           f"{'bf16' if r['bf16'] else 'fp32' if cpu else 'fp32/tf32'}"
           f"{' compiled (' + r['compile_mode'] + ')' if r['compile'] else ''}"
           f"{' +D compiled' if r.get('compile_d') else ''}{' R1 bf16' if r.get('r1_bf16') else ''}"
-          f"{' channels-last' if r.get('channels_last') else ''} lookup={r.get('lookup')} "
+          f"{' channels-last ' + r['channels_last'] if r.get('channels_last') else ''}"
+          f"{' layout-opt auto' if r.get('layout_opt') == 'auto' else ''}{' R1 NCHW' if r.get('r1_layout') == 'nchw' else ''}"
+          f" lookup={r.get('lookup')} "
           f"fold={','.join(k for k, v in (r.get('fold') or {}).items() if v) or 'none'}")
     if "params_G" in r:
         print(f"  params: G {r['params_G'] / 1e6:.2f} M, D {r['params_D'] / 1e6:.2f} M")
@@ -654,6 +794,9 @@ def report(r, cpu):
             print(f"  train step           {fmt(t)}; R1 step {t['ms_r1_step']:.1f} ms; mean with R1 "
                   f"{t['ms_mean_with_r1']:.1f} ms -> {t['images_per_s']:.1f} images/s, "
                   f"{t['achieved_tflops']:.2f} TFLOP/s, MFU {pct(r['mfu']['train'])} of {r['peak_source']}")
+            if "phase_ms" in t:
+                print("  phases (median ms, synchronised): "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in t["phase_ms"].items()))
     if "mesh" in r:
         m = r["mesh"]
         if "grid_s" in m:
@@ -686,6 +829,7 @@ def main(argv=None):
     flush = cpu and torch.set_flush_denormal(True)
     # the arithmetic variants: 'auto' = the optimum with or without compile; restored when the run ends
     restore_arithmetic = set_compiled_arithmetic(a.compile)
+    restore_layout = force_layout_optimization(a.layout_opt == "force")
     try:
         if a.fold != "auto":
             nets.set_fold(a.fold != "off", down_1x1=False if a.fold == "skip-off" else None)
@@ -696,6 +840,7 @@ def main(argv=None):
         if flush:
             torch.set_flush_denormal(False)
         restore_arithmetic()
+        restore_layout()
 
 
 def run_all(a, device, preset):
@@ -717,7 +862,8 @@ def run_all(a, device, preset):
         for bf16 in modes:
             r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
                  "compile_d": a.compile_d, "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16,
-                 "fold": dict(nets.FOLD), "channels_last": a.channels_last, "lookup": vr.LOOKUP,
+                 "r1_layout": a.r1_layout,
+                 "fold": dict(nets.FOLD), "layout_opt": a.layout_opt, "channels_last": a.channels_last, "lookup": vr.LOOKUP,
                  "compile_mode": a.compile_mode if a.compile or a.compile_d else None, "device": dev_name,
                  "torch": torch.__version__}
             results.append(r)

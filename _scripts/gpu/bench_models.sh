@@ -63,10 +63,12 @@ R() { want "$1" && run "$@"; return 0; }
 # 0. the headline training throughput (issue: >= 100 img/s at NR 64, >= 50 at NR 128): EG3D FFHQ-512 sizes,
 #    batch 16, bf16, everything compiled that needs only first derivatives (G's parts, D for G main / D main)
 #    with the compiled arithmetic, R1 on the eager D in bf16; only the training graphs are compiled; since
-#    session 5 with CUDA graphs (reduce-overhead: 5-6 min each from a cold machine, a whole call each)
+#    session 5 with CUDA graphs (reduce-overhead: 5-6 min each from a cold machine, a whole call each; two
+#    fit one call side by side with _scripts/gpu/bench_side_by_side.sh); since session 6 the benchmark's
+#    defaults are inductor's forced channels-last layout and channels-last R1 images, as the trainer's
 CT="$EG3D --batch 16 --bf16 on --compile --compile-d --r1-bf16 --train-step --train-only --steps 16 --warmup 2 --mesh-res 0"
-R eg3d_nr64_train 540 $CT --nr 64 --compile-mode reduce-overhead
-R eg3d_nr128_train 540 $CT --nr 128 --compile-mode reduce-overhead
+R eg3d_nr64_train 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times
+R eg3d_nr128_train 540 $CT --nr 128 --compile-mode reduce-overhead --phase-times
 # session 4's headline (no CUDA graphs), and session 5's D main as two D calls (default: one joined call)
 R eg3d_nr64_train_default 400 $CT --nr 64
 R eg3d_nr64_train_nopair 400 $CT --nr 64 --d-pair off
@@ -111,6 +113,12 @@ R eg3d_nr64_c_r1 400 $CT --nr 64 --profile
 R eg3d_nr128_c_r1 400 $CT --nr 128
 R eg3d_nr64_cg_profile 540 $CT --nr 64 --compile-mode reduce-overhead --profile
 R eg3d_nr64_cg_cl 540 $CT --nr 64 --compile-mode reduce-overhead --channels-last --profile
+
+# 12. session 6 (ran side by side, bench_side_by_side.sh): inductor's own layout heuristic (it kept the
+#     super-resolution NCHW), R1's images NCHW, channels-last activations in the super-resolution
+R eg3d_nr64_layout_auto 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times --layout-opt auto
+R eg3d_nr64_r1_nchw 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times --r1-layout nchw
+R eg3d_nr64_cl_sr 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times --channels-last superresolution
 
 # 11. the encoders compiled too (the ResNet-50 front encoder was eager: about 28 ms of a 230 ms step)
 R eg3d_nr64_c_enc 400 $CT --nr 64
