@@ -80,7 +80,7 @@ class _GatherRows(torch.autograd.Function):
     fp32 over all the lookups before one cast back: the (bf16 under autocast) planes are read at their own
     width, half the bytes of an fp32 copy, while each texel's gradient (a sum over thousands of points) is
     not rounded on the way; so the numbers are those of an fp32 copy of the table (tested).  On the H100's
-    EG3D step: about 4 ms less GPU time than gathering from an fp32 copy (docs/results.md)."""
+    EG3D step: about 3.5 ms less GPU time than gathering from an fp32 copy (docs/results.md)."""
 
     @staticmethod
     def forward(ctx, table, *idxs):
