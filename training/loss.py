@@ -152,6 +152,14 @@ def depth_loss(pred_xyz, pred_alpha, gt_xyz, gt_alpha) -> torch.Tensor:
     return ((err * both).flatten(1).sum(1) / both.flatten(1).sum(1).clamp_min(1.0)).mean()
 
 
+def r1_inputs(real: dict, channels_last: bool = True) -> dict:
+    """Detached copies of D's real inputs that require grad, for R1.  Channels-last by default: the eager
+    D's cuDNN convs (forward, backward and double backward) then run without NCHW<->NHWC transposes (R1
+    phase on the H100: 157 -> 117 ms); the same numbers."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    return {k: v.detach().contiguous(memory_format=layout).requires_grad_(True) for k, v in real.items()}
+
+
 def r1_penalty(outputs: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
     """Per-sample squared gradient norm of sum(outputs) w.r.t. inputs [B]."""
     grads = torch.autograd.grad(outputs.sum(), inputs, create_graph=True, only_inputs=True)
@@ -443,10 +451,7 @@ class ReconGANLoss:
         # R1 in full precision unless --r1-bf16 (the double backward's rounding is untested for training).
         # Folded FIR convs: the eager optimum, also when Gmain/Dmain run the compiled (unfolded)
         # arithmetic; the same numbers
-        # channels-last images: the eager D's cuDNN convs (forward, backward and double backward) then run
-        # without NCHW<->NHWC transposes (R1 step on the H100: 157 -> 117 ms); the same numbers
-        real = {k: v.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
-                for k, v in self.real_for_D(batch, self._fake).items()}
+        real = r1_inputs(self.real_for_D(batch, self._fake))
         with fold_setting(True), \
                 self._autocast(batch["rgb_cam"].device) if cfg.r1_bf16 else contextlib.nullcontext():
             logits, mask_logits = self._run_D(D, real, batch["rgb_cam"], sigma)    # fp32 logits either way

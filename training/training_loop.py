@@ -509,7 +509,9 @@ def force_layout_optimization(on: bool = True):
 
 
 def uses_cudagraphs(mode: str) -> bool:
-    return mode in ("reduce-overhead", "max-autotune")
+    """Whether a --compile-mode records CUDA graphs (inductor's own table of the modes' options)."""
+    from torch._inductor import list_mode_options
+    return bool(list_mode_options(mode).get("triton.cudagraphs"))
 
 
 def adam(params, lr, betas, eps) -> torch.optim.Adam:

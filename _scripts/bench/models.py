@@ -45,7 +45,7 @@ from training.errors import UserError, cli_main, save_json_atomic
 from training import networks_stylegan2 as nets
 from training import volumetric_rendering as vr
 from training.dual_discriminator import join_pair, pair_group, split_pair
-from training.loss import LossConfig, r1_penalty
+from training.loss import LossConfig, r1_inputs, r1_penalty
 from training.triplane import PRESETS, build_preset, set_compiled_arithmetic
 from training.training_loop import COMPILE_MODES, adam, compile_kwargs, force_layout_optimization
 
@@ -654,8 +654,7 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
     def r1():       # lazy R1 in fp32 like training/loss.py (double backward through D: D is not compiled)
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
-        layout = torch.channels_last if r1_channels_last else torch.contiguous_format
-        r = {k: v.detach().contiguous(memory_format=layout).requires_grad_(True) for k, v in real.items()}
+        r = r1_inputs(real, channels_last=r1_channels_last)
         with nets.fold_setting(True):      # eager D: folded convs (fewer kernels) whatever the compiled use
             with ac() if r1_bf16 else contextlib.nullcontext():
                 logits = D(r, c)

@@ -22,7 +22,7 @@ for spec in "$@"; do
     # staggered starts: the eager FLOP count runs under the lock too, one at a time
     TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$name timeout -k 5 $((TIMEOUT_S - 10 * i)) $PY -m _scripts.bench.models \
         $COMMON $args --gpu-lock "$LOCK" --gpu-lock-peers $# --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1 &
-    i=$((i + 1)); sleep 10
+    i=$((i + 1)); [ "$i" -lt $# ] && sleep 10
 done
 wait
 for spec in "$@"; do
