@@ -193,3 +193,21 @@ def test_trace_kernels_charges_kernels_to_their_graph_call(tmp_path, capsys):
     bad.write_text("{not json")
     with pytest.raises(UserError, match="not a chrome trace"):
         tk.load_trace(str(bad))
+
+
+def test_bench_part_variants_cpu(tmp_path):
+    """_scripts.bench.variants (the session-7 comparisons of single parts) on the CPU, eager: each requested
+    variant timed or its error recorded, the JSON rewritten, the switches it flips restored afterwards."""
+    from _scripts.bench import variants
+    from training import networks_stylegan2 as nets
+    from training import volumetric_rendering as vr
+    before = (dict(nets.FOLD), vr.LOOKUP, nets.CHANNELS_LAST_GRADS)
+    out = tmp_path / "v.json"
+    res = variants.main(["--device", "cpu", "--no-compile", "--steps", "1", "--warmup", "0", "--parts", "lookup",
+                         "sr", "D", "--sr-variants", "base", "no_noise_cl", "--cl-variants", "base", "cl",
+                         "--json", str(out)])
+    assert (dict(nets.FOLD), vr.LOOKUP, nets.CHANNELS_LAST_GRADS) == before
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    assert res["lookup"]["gather forward"]["ms"] > 0 and res["lookup"]["gather forward+backward"]["ms"] > 0
+    assert set(res["sr"]) == {"base", "no_noise_cl"} and all(v["ms"] > 0 for v in res["sr"].values())
+    assert set(res["D"]) == {"base", "cl"} and all(v["ms"] > 0 for v in res["D"].values())

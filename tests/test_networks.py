@@ -395,6 +395,59 @@ def test_channels_last_gives_the_same_numbers():
     assert nets.set_channels_last(Dcl, False) == 1 and not Dcl.channels_last
 
 
+def conv_backward_layouts(module, run):
+    """{(grad layout, input layout)} of every convolution_backward in the compiled backward graphs of module
+    (dynamo + AOT autograd, no inductor): what inductor would hand to cuDNN."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    def layout(t):
+        if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+            return "NHWC"
+        return "NCHW" if t.is_contiguous() else "other"
+
+    seen = []
+
+    def bw(gm, example_inputs):
+        for n in gm.graph.nodes:
+            if n.op == "call_function" and "convolution_backward" in str(n.target):
+                seen.append((layout(n.args[0].meta["val"]), layout(n.args[1].meta["val"])))
+        return make_boxed_func(gm.forward)
+
+    torch._dynamo.reset()
+    run(torch.compile(module, backend=aot_autograd(fw_compiler=lambda gm, ex: make_boxed_func(gm.forward),
+                                                   bw_compiler=bw)))
+    torch._dynamo.reset()
+    return seen
+
+
+def test_channels_last_networks_get_channels_last_gradients():
+    """Compiled channels-last backbone, super-resolution and D: every conv's gradient is NHWC like its input in
+    the backward graph (CHANNELS_LAST_GRADS: the FIR filter after a transposed conv, the crops, the image
+    injection, the cross-average and minibatch-std joins would otherwise give NCHW, which cuDNN copies to NHWC
+    twice per conv).  Without the switch some are NCHW (the control)."""
+    torch.manual_seed(0)
+    G, sr, D = tiny_backbone(channels_last=True), None, tiny_d(channels_last=True)
+    sr = SuperresolutionHybrid(channels=8, img_resolution=32, input_resolution=8, w_dim=16, block_channels=(16, 8),
+                               channels_last=True)
+    z, img, feat = torch.randn(2, 8), torch.randn(2, 3, 32, 32), torch.randn(2, 16, 8, 8)
+    x, ws = torch.randn(2, 8, 8, 8, requires_grad=True), torch.randn(2, 3, 16)
+    dimg = dict(image=torch.randn(2, 3, 32, 32), image_raw=torch.randn(2, 3, 16, 16))
+    runs = {"backbone": (G, lambda f: f(z, img, feat)[0].square().mean().backward()),
+            "superresolution": (sr, lambda f: f(x[:, :3], x, ws).square().mean().backward()),
+            "D": (D, lambda f: f(dimg, torch.randn(2, 25)).sum().backward())}
+    with nets.fold_setting(False):      # as compiled training (triplane.set_compiled_arithmetic)
+        for name, (m, run) in runs.items():
+            seen = conv_backward_layouts(m, run)
+            assert seen and all(s == ("NHWC", "NHWC") for s in seen), (name, seen)
+        try:
+            nets.CHANNELS_LAST_GRADS = False
+            seen = conv_backward_layouts(sr, runs["superresolution"][1])
+        finally:
+            nets.CHANNELS_LAST_GRADS = True
+    assert ("NCHW", "NHWC") in seen
+
+
 def test_resnet_three_stages_and_small_presets(tmp_path):
     """stages=3 stops at layer3 (stride 16, 256 channels for ResNet-18) and loads a full trunk without layer4."""
     enc = ResNetEncoder(depth=18, out_channels=8, stages=3)

@@ -311,8 +311,9 @@ def test_resume_from_transport_export(toy_data, tmp_path):
 
 def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
     """--compile, with torch.compile stood in by a pass-through that records what it wraps: G's parts are
-    compiled in place (checkpoint keys unchanged), Gmain/Dmain run a compiled D with the compiled arithmetic
-    (unfolded FIR filters, gather lookup), R1 runs the eager D folded; the run learns the eager run's
+    compiled in place (checkpoint keys unchanged; backbone and super-resolution channels-last), Gmain/Dmain
+    run a compiled D with the compiled arithmetic (unfolded FIR filters, the Triton lookup, which is the
+    gather lookup on a CPU), R1 runs the eager D folded; the run learns the eager run's
     weights, and the arithmetic setting is restored afterwards.  The compiled graphs are laid out
     channels-last by inductor (forced while training, restored afterwards); R1's images are channels-last."""
     from torch._inductor import config as inductor_config
@@ -359,7 +360,10 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
     off = {"up": False, "down": False, "down_1x1": False}
     first = [cl for cl in d_calls if not cl[1]]         # Gmain (fakes) and Dmain
     r1 = [cl for cl in d_calls if cl[1]]
-    assert first and all(comp and fold == off and lookup == "gather" for comp, _, fold, lookup in first)
+    assert first and all(comp and fold == off and lookup == "triton" for comp, _, fold, lookup in first)
+    # channels-last backbone and super-resolution (G.compile_parts); "triton" is the gather lookup on a CPU
+    compiled_G = [m for m in wrapped if type(m).__name__ in ("TriplaneBackbone", "SuperresolutionHybrid")]
+    assert compiled_G and all(b.channels_last for m in compiled_G for b in m.modules() if hasattr(b, "channels_last"))
     assert r1 and all(not comp and all(fold.values()) for comp, _, fold, _ in r1)
     # the first step starts from the same weights: the same losses (every phase ran: R1 interval 2)
     m_eager, m_comp = metrics(eager_dir)[0], metrics(compiled_dir)[0]

@@ -1,5 +1,6 @@
 """Renderer, fusion, generators and inference helpers (tiny sizes, CPU)."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,6 +162,90 @@ def test_gather_lookup_reads_bf16_planes_with_fp32_arithmetic(monkeypatch):
     rows = torch.randn(24000, 8, generator=g)
     in_bf16 = torch.zeros_like(table).index_add_(0, idx, rows.bfloat16())
     assert not torch.equal(in_bf16, torch.zeros(table.shape).index_add_(0, idx, rows).bfloat16())
+
+
+TRITON_CHECK = r"""
+import torch
+from training import volumetric_rendering as vr, triplane_triton
+from training.triplane import build_preset
+assert triplane_triton.available(torch.zeros(1)), "the interpreter should make the kernels available on the CPU"
+g = torch.Generator().manual_seed(0)
+B, C, R, N, BOX = 2, 5, 8, 600, 0.7
+
+
+def lookup(kind, planes, xyz, grad):
+    vr.LOOKUP = kind
+    p = planes.detach().clone().requires_grad_(True)
+    f = vr.triplane_features(p, xyz, BOX)
+    (f * grad).sum().backward()
+    return f, p.grad
+
+
+xyz = (torch.rand(B, N, 3, generator=g) - 0.5) * BOX * 1.1     # some points in the border texels and outside
+xyz[:, :6] = torch.tensor([[0.35, 0.35, -0.35], [-0.35, 0.0, 0.35], [0.0, -0.35, 0.0],
+                           [0.36, 0.0, 0.0], [0.0, 0.0, 0.0], [0.1, -0.2, 0.3]])
+grad = torch.randn(B, N, C, generator=g)
+big = torch.randn(B, 6 * C, R, R, generator=g)
+cases = {"fp32": torch.randn(B, 3, C, R, R, generator=g),
+         "bf16": torch.randn(B, 3, C, R, R, generator=g).bfloat16(),
+         # the backbone's NHWC output as [B, 6, C, R, R], its back triplane: strided, read in place
+         "channels-last back half": big.contiguous(memory_format=torch.channels_last).view(B, 6, C, R, R)[:, 3:]}
+for name, planes in cases.items():
+    f_ref, g_ref = lookup("gather", planes, xyz, grad)
+    f, gr = lookup("triton", planes, xyz, grad)
+    assert f.dtype == torch.float32 and gr.dtype == planes.dtype and gr.shape == planes.shape, name
+    assert torch.allclose(f, f_ref, atol=1e-6, rtol=0), (name, (f - f_ref).abs().max())
+    tol = 1e-5 if planes.dtype == torch.float32 else 2 ** -7 * g_ref.float().abs().max().item()
+    assert torch.allclose(gr.float(), g_ref.float(), atol=tol, rtol=0), (name, (gr.float() - g_ref.float()).abs().max())
+    assert f_ref.abs().sum() > 0 and gr.float().abs().sum() > 0
+
+# the generators' field: the fused kernel once per triplane (two-view: front and back) = the gather lookup
+torch.manual_seed(0)
+for variant in ("TriPlaneGenerator", "TriPlaneGenerator_v1"):
+    G = build_preset("tiny", variant)
+    P = 6 if variant.endswith("v1") else 3
+    planes = torch.randn(B, P, G.config["plane_channels"], 16, 16, generator=g)
+    pts = (torch.rand(B, 50, 3, generator=g) - 0.5) * 0.7
+    dirs = torch.nn.functional.normalize(torch.randn(B, 50, 3, generator=g), dim=-1)
+    out = {}
+    for kind in ("gather", "triton"):
+        vr.LOOKUP = kind
+        out[kind] = G.field.features(planes, pts, dirs)
+    assert torch.allclose(out["gather"], out["triton"], atol=1e-5), variant
+print("OK")
+"""
+
+
+def test_triton_lookup_equals_gather():
+    """The fused Triton lookup (volumetric_rendering LOOKUP='triton', training/triplane_triton.py), run on
+    the CPU by Triton's interpreter, gives the gather lookup's mean features and plane gradients: fp32 and
+    bf16 planes, a strided channels-last view read in place, points on the border texels and outside the
+    box; and the same field features for one- and two-view generators."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-4000:]
+
+
+def test_triton_lookup_falls_back_to_gather_where_it_cannot_run(monkeypatch):
+    """LOOKUP='triton' (the compiled default) on a device without Triton's kernels, with multi-sheet planes
+    or with points that need a gradient: the gather lookup, same numbers."""
+    g = torch.Generator().manual_seed(1)
+    planes = torch.randn(1, 3, 6, 5, 5, generator=g)
+    xyz = (torch.rand(1, 40, 3, generator=g) - 0.5) * BOX
+    monkeypatch.setattr(vr, "LOOKUP", "gather")
+    ref = vr.triplane_features(planes, xyz, BOX)
+    monkeypatch.setattr(vr, "LOOKUP", "triton")
+    monkeypatch.setattr(vr.triplane_triton, "_INTERPRET", False)        # a CPU tensor: no kernel
+    assert not vr.fused_lookup(planes, xyz)
+    assert torch.equal(vr.triplane_features(planes, xyz, BOX), ref)
+    monkeypatch.setattr(vr.triplane_triton, "available", lambda t: True)
+    assert not vr.fused_lookup(planes, xyz, layers=3)
+    assert not vr.fused_lookup(planes, xyz.clone().requires_grad_(True))
+    assert vr.fused_lookup(planes, xyz)
 
 
 def test_ray_box_intersection():

@@ -127,8 +127,11 @@ def build_module(entry: dict, where="checkpoint") -> nn.Module:
         raise fail(where, f"{entry.get('class')} was saved without a constructor config; build it yourself "
                           "and load entry['state_dict']")
     cls = _import_class(entry["class"], where)
+    config = entry["config"]
+    if hasattr(cls, "config_from_checkpoint"):      # configs saved by older code versions
+        config = cls.config_from_checkpoint(config)
     try:
-        module = cls(**entry["config"])
+        module = cls(**config)
     except TypeError as e:
         raise fail(where, f"cannot rebuild {entry['class']} from its config ({e})") from None
     try:

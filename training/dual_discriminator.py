@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.networks_stylegan2 import (Conv2dLayer, FullyConnectedLayer, MappingNetwork,
+from training.networks_stylegan2 import (Conv2dLayer, FullyConnectedLayer, MappingNetwork, memory_format_of,
                                          filter2d, gaussian_filter)
 
 _HALF = math.sqrt(0.5)
@@ -66,7 +66,7 @@ class MinibatchStdLayer(nn.Module):
         y = x.float().reshape(G, -1, Fc, C // Fc, H, W)
         y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # std over each group
         y = y.mean(dim=[2, 3, 4]).reshape(-1, Fc, 1, 1).repeat(G, 1, H, W)
-        return torch.cat([x, y.to(x.dtype)], dim=1)
+        return torch.cat([x, y.to(x.dtype)], dim=1).contiguous(memory_format=memory_format_of(x))
 
 
 class DiscriminatorEpilogue(nn.Module):

@@ -295,12 +295,41 @@ class _Conv2d(torch.autograd.Function):
 # conv2d() routes eager convs that need gradients through _Conv2d (fast R1); False = always F.conv2d
 TWICE_DIFFERENTIABLE_CONV = True
 
+# Compiled graphs: a channels-last conv output gets a channels-last gradient (_ChannelsLastGrad).
+CHANNELS_LAST_GRADS = True
+
+
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose gradient is made channels-last.  In a compiled backward graph, inductor gives
+    convolution_backward its gradient in the layout autograd's trace has; the backward of slicing and
+    padding (the FIR filters after transposed convs, the crops) produces NCHW there, so cuDNN copied each
+    such gradient to NHWC, twice per conv (data and weight gradients): 1 GiB copies at the super-resolution's
+    512 px.  Made channels-last here, the conversion fuses into the kernel that computes the gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.contiguous(memory_format=torch.channels_last)
+
+
+def channels_last_grad(y: torch.Tensor) -> torch.Tensor:
+    """y, with a channels-last gradient when y is a channels-last 4-D activation inside a compiled graph
+    (CHANNELS_LAST_GRADS); y itself otherwise."""
+    if CHANNELS_LAST_GRADS and torch.compiler.is_compiling() and y.requires_grad \
+            and memory_format_of(y) is torch.channels_last:
+        return _ChannelsLastGrad.apply(y)
+    return y
+
 
 def conv2d(x, w, stride: int = 1, padding: int = 0, groups: int = 1):
     """F.conv2d on activations (int stride and padding).  In eager mode with gradients, through _Conv2d
     (cuDNN kernels for R1's double backward); compiled graphs (first derivatives only) call F.conv2d."""
-    if not (TWICE_DIFFERENTIABLE_CONV and torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)) \
-            or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
+        return channels_last_grad(F.conv2d(x, w, stride=stride, padding=padding, groups=groups))
+    if not (TWICE_DIFFERENTIABLE_CONV and torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
         return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
     dev = x.device.type
     if torch.is_autocast_enabled(dev):      # cast as autocast would, then run the Function without it
@@ -390,8 +419,8 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, fold_filter
         w = w.reshape(groups, out_c // groups, in_c_g, kh, kw).transpose(1, 2)
         w = w.reshape(groups * in_c_g, out_c // groups, kh, kw)
     if fold:
-        return F.conv_transpose2d(x, w, stride=up, padding=[sy, sx], groups=groups)
-    x = F.conv_transpose2d(x, w, stride=up, padding=[pyt, pxt], groups=groups)
+        return channels_last_grad(F.conv_transpose2d(x, w, stride=up, padding=[sy, sx], groups=groups))
+    x = channels_last_grad(F.conv_transpose2d(x, w, stride=up, padding=[pyt, pxt], groups=groups))
     return upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up * up)
 
 
@@ -693,6 +722,15 @@ class SynthesisNetwork(nn.Module):
 # image-conditioned triplane backbone (PAniC-3D)
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for an NHWC activation (set_channels_last), else contiguous_format: joins and adds
+    that take it keep a channels-last network channels-last, backward included (a mixed-layout add or cat
+    gives NCHW)."""
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def cross_average(x, fraction=1 / 8):
     """Replace the first ``fraction`` of channels by their row means (constant along W)
     and the next ``fraction`` by their column means (constant along H), so a
@@ -702,7 +740,7 @@ def cross_average(x, fraction=1 / 8):
         return x
     rows = x[:, :n].mean(dim=3, keepdim=True).expand(-1, -1, -1, x.shape[3])
     cols = x[:, n:2 * n].mean(dim=2, keepdim=True).expand(-1, -1, x.shape[2], -1)
-    return torch.cat([rows, cols, x[:, 2 * n:]], dim=1)
+    return torch.cat([rows, cols, x[:, 2 * n:]], dim=1).contiguous(memory_format=memory_format_of(x))
 
 
 class CrossAverage(nn.Module):
@@ -723,7 +761,8 @@ class ImageInjection(nn.Module):
         self.cross = CrossAverage(fraction) if cross else nn.Identity()
 
     def forward(self, x, image):
-        return self.cross(x + self.proj(image.to(x.dtype)))
+        # the image in x's layout: a channels-last x keeps its layout (and its gradients) through the add
+        return self.cross(x + self.proj(image.to(dtype=x.dtype, memory_format=memory_format_of(x))))
 
 
 def resize_image(x, size):
@@ -781,7 +820,7 @@ class TriplaneBackbone(nn.Module):
             e = enc_feat.to(x.dtype)
             if e.shape[-1] != resolution:
                 e = F.interpolate(e, size=(resolution, resolution), mode="bilinear", align_corners=False)
-            x = x + F.pad(e, [0, 0, 0, 0, 0, x.shape[1] - e.shape[1]])
+            x = x + F.pad(e, [0, 0, 0, 0, 0, x.shape[1] - e.shape[1]]).contiguous(memory_format=memory_format_of(x))
         if cond is not None and resolution in self.inject_image_resolutions:
             x = self.injectors[str(resolution)](x, resize_image(cond, resolution))
         return x
@@ -794,6 +833,8 @@ class TriplaneBackbone(nn.Module):
         if cond_image is not None or enc_feat is not None:
             mid = functools.partial(self._mid, cond_image, enc_feat)
         img = self.synthesis(ws, mid=mid, noise_mode=noise_mode, fused_modconv=fused_modconv)
+        if self.synthesis.blocks[-1].channels_last:     # NHWC planes: a texel's channels are one row for the lookup
+            img = img.contiguous(memory_format=torch.channels_last)
         R = self.plane_resolution
         return img.reshape(img.shape[0], self.n_planes, self.plane_layers * self.plane_channels, R, R)
 

@@ -400,7 +400,12 @@ def load_snapshot(path: Path, nets: dict, opts: dict, device) -> dict:
         try:
             m.load_state_dict(mods[src]["state_dict"])
         except RuntimeError as e:
-            raise fail(path, f"{name} does not match this configuration ({str(e).splitlines()[0]})") from None
+            hint = ""
+            if "superresolution" in str(e) and "noise" in str(e):
+                hint = ('; snapshots from before superresolution_noise_mode (default "none", as EG3D) trained with '
+                        'noise: resume them with --g-kwargs \'{"rendering_kwargs": {"superresolution_noise_mode": '
+                        '"random"}}\' --resume <snapshot>')
+            raise fail(path, f"{name} does not match this configuration ({str(e).splitlines()[0]}){hint}") from None
     for name, o in opts.items():
         if name in mods:
             o.load_state_dict(mods[name]["state_dict"])

@@ -33,7 +33,11 @@ DEFAULT_RENDERING = {
     "white_back": True,
     "density_noise": 0.0,
     "clip_to_box": True,          # samples only inside the box
+    # EG3D's setting (and default): "none" = no per-pixel noise in the super-resolution blocks (they then have
+    # no noise parameters), "random" = StyleGAN2's noise inputs (checkpoints from before this key)
+    "superresolution_noise_mode": "none",
 }
+SR_NOISE_MODES = ("none", "random")
 # per-call overrides accepted by G(...) / G.render(...)
 RENDER_OVERRIDES = set(DEFAULT_RENDERING) | {"perturb", "roi"}
 
@@ -58,13 +62,17 @@ class TriplaneField(nn.Module):
 
     def features(self, planes: torch.Tensor, xyz: torch.Tensor, dirs: torch.Tensor, return_attention: bool = False):
         """Decoder input feature [B,N,C] (and the fusion's attention [B,N,2] when asked)."""
-        coords = vr.plane_coords(xyz, self.box_warp)
         if self.fusion is None:
-            f = vr.sample_planes(planes, coords, self.plane_layers).mean(1)
+            f = vr.triplane_features(planes, xyz, self.box_warp, self.plane_layers)
             return (f, None) if return_attention else f
-        back = vr.plane_coords(xyz * BACK_ROTATION.to(xyz), self.box_warp)
-        feats = vr.sample_planes(planes, torch.cat([coords, back], 1), self.plane_layers)  # one lookup, 6 planes
-        f_front, f_back = feats[:, :3].mean(1), feats[:, 3:].mean(1)
+        xyz_back = xyz * BACK_ROTATION.to(xyz)
+        if vr.fused_lookup(planes, xyz, self.plane_layers):     # one fused kernel per triplane
+            f_front = vr.triplane_features(planes[:, :3], xyz, self.box_warp)
+            f_back = vr.triplane_features(planes[:, 3:], xyz_back, self.box_warp)
+        else:                                                    # one lookup of the 6 planes
+            coords = torch.cat([vr.plane_coords(xyz, self.box_warp), vr.plane_coords(xyz_back, self.box_warp)], 1)
+            feats = vr.sample_planes(planes, coords, self.plane_layers)
+            f_front, f_back = feats[:, :3].mean(1), feats[:, 3:].mean(1)
         return self.fusion(f_front, f_back, xyz * (2.0 / self.box_warp), dirs.to(f_front.dtype),
                            return_attention=return_attention)
 
@@ -125,6 +133,9 @@ class _Generator(nn.Module):
         unknown = set(cfg["rendering_kwargs"]) - set(DEFAULT_RENDERING)
         if unknown:
             raise ValueError(f"unknown rendering_kwargs {sorted(unknown)}")
+        if cfg["rendering_kwargs"]["superresolution_noise_mode"] not in SR_NOISE_MODES:
+            raise ValueError(f"superresolution_noise_mode must be one of {SR_NOISE_MODES}, not "
+                             f"{cfg['rendering_kwargs']['superresolution_noise_mode']!r}")
         if back_encoder not in ("pat", "resnet"):
             raise ValueError(f"back_encoder must be 'pat' or 'resnet', not {back_encoder!r}")
         self.config = _jsonable(cfg)
@@ -159,8 +170,19 @@ class _Generator(nn.Module):
                                    self.fusion, fusion_dim)
         self.superresolution = SuperresolutionHybrid(channels=decoder_features, img_resolution=img_resolution,
                                                      input_resolution=sr_input_resolution, w_dim=w_dim,
-                                                     block_channels=tuple(sr_channels))
+                                                     block_channels=tuple(sr_channels),
+                                                     use_noise=self.rendering_kwargs["superresolution_noise_mode"]
+                                                     == "random")
         object.__setattr__(self, "_field_fn", self.field)
+
+    @staticmethod
+    def config_from_checkpoint(config: dict) -> dict:
+        """A saved constructor config for this code version: generators saved before
+        superresolution_noise_mode existed were built and trained with noise in the super-resolution."""
+        rk = config.get("rendering_kwargs")
+        if isinstance(rk, dict) and "superresolution_noise_mode" not in rk:
+            config = {**config, "rendering_kwargs": {**rk, "superresolution_noise_mode": "random"}}
+        return config
 
     # ------------------------------------------------------------ conditioning
 
@@ -216,7 +238,9 @@ class _Generator(nn.Module):
         # one backbone pass for both views: the same network, the same z
         planes, ws = self.backbone(torch.cat([z, z]), torch.cat([front, back]), feat,
                                    c=None if c is None else torch.cat([c, c]), noise_mode=self._noise_mode())
-        planes = torch.cat([planes[:B], planes[B:]], 1)       # [B,6,...]: front planes then back planes
+        # [B,6,...]: front planes then back planes, joined as 4-D images so that NHWC planes stay NHWC
+        flat = planes.flatten(1, 2)
+        planes = torch.cat([flat[:B], flat[B:]], 1).unflatten(1, (2 * planes.shape[1], planes.shape[2]))
         return {"planes": planes, "ws": ws[:B]}
 
     # ------------------------------------------------------------ rendering
@@ -281,10 +305,17 @@ class _Generator(nn.Module):
         dirs = default_view_dirs(xyz) if view_dirs is None else view_dirs
         return self.field(planes, xyz, dirs)[1][..., :3].clamp(0, 1)
 
-    def compile_parts(self, **compile_kw) -> "_Generator":
+    def compile_parts(self, channels_last: bool = True, **compile_kw) -> "_Generator":
         """torch.compile the encoders, the backbone, the super-resolution (in place: state_dict keys and
         checkpoints unchanged) and the per-point field.  First derivatives only, as training needs.  Pair
-        with set_compiled_arithmetic(True)."""
+        with set_compiled_arithmetic(True).  ``channels_last``: the backbone and the super-resolution
+        compute in NHWC, gradients included (networks_stylegan2.set_channels_last, CHANNELS_LAST_GRADS):
+        forward+backward at EG3D's sizes on the H100, super-resolution 45.5 -> 40.2 ms, backbone 37.3 ->
+        32.2 ms (docs/results.md, session 7); the planes come out NHWC, as the Triton lookup reads them."""
+        if channels_last:
+            from training.networks_stylegan2 import set_channels_last
+            set_channels_last(self.backbone)
+            set_channels_last(self.superresolution)
         for m in (self.encoder, self.back_encoder, self.mask_encoder, self.backbone, self.superresolution):
             if m is not None:
                 m.compile(**compile_kw)
@@ -328,12 +359,12 @@ class TriPlaneGenerator_v1(_Generator):
 def set_compiled_arithmetic(compiled: bool):
     """Pick the arithmetic variants that run fastest with (True) or without torch.compile; the numbers are
     the same either way (tested).  Compiled: FIR filters as separate passes, which compile fuses, before
-    convs of half the FLOPs, and the gather triplane lookup; eager: filters folded into the convs and
-    grid_sample.  Measured on the H100 in docs/results.md (Model throughput).  Returns a function that
-    restores the previous setting."""
+    convs of half the FLOPs, and the fused Triton triplane lookup (the gather lookup where Triton cannot
+    run); eager: filters folded into the convs and grid_sample.  Measured on the H100 in docs/results.md
+    (Model throughput).  Returns a function that restores the previous setting."""
     from training import networks_stylegan2 as nets
     old_fold, old_lookup = nets.set_fold(not compiled), vr.LOOKUP
-    vr.LOOKUP = "gather" if compiled else "grid_sample"
+    vr.LOOKUP = "triton" if compiled else "grid_sample"     # "triton": "gather" where Triton cannot run
 
     def restore():
         nets.set_fold(**old_fold)

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training import cameras
+from training import cameras, triplane_triton
 
 # rows: (axis for grid u, sign), (axis for grid v, sign), perpendicular axis
 PLANE_AXES = (((0, 1.0), (1, -1.0), 2),    # XY: front view
@@ -42,8 +42,10 @@ def plane_coords(xyz: torch.Tensor, box_warp: float) -> torch.Tensor:
 # How sample_planes reads the planes: "grid_sample" (F.grid_sample on the [C,R,R] planes) or "gather"
 # (the planes as a channels-last table, the 4 (8 with sheets) corner rows of C contiguous values gathered
 # and weighted: coalesced reads, and a backward that scatter-adds whole rows instead of single values
-# strided by R*R; plain indexing that torch.compile fuses).  Same numbers (tested); speed only.
-LOOKUPS = ("grid_sample", "gather")
+# strided by R*R; plain indexing that torch.compile fuses), or "triton": triplane_features of one-sheet
+# planes by fused Triton kernels, forward and backward (training/triplane_triton.py; CUDA only: elsewhere, and
+# for multi-sheet planes or points that need a gradient, "gather").  Same numbers (tested); speed only.
+LOOKUPS = ("grid_sample", "gather", "triton")
 LOOKUP = LOOKUPS[0]
 
 
@@ -58,7 +60,7 @@ def sample_planes(planes: torch.Tensor, coords: torch.Tensor, layers: int = 1) -
     C = LC // layers
     # fp32 lookups even under autocast: bf16 grid coordinates would snap to ~1/256 of the plane
     coords = coords.float()
-    if LOOKUP == "gather":      # reads the planes at their own width, interpolates in fp32
+    if LOOKUP != "grid_sample":     # reads the planes at their own width, interpolates in fp32
         return _sample_planes_gather(planes, coords, layers)
     planes = planes.float()
     if layers == 1:
@@ -133,8 +135,16 @@ def _sample_planes_gather(planes: torch.Tensor, coords: torch.Tensor, layers: in
     return out
 
 
+def fused_lookup(planes: torch.Tensor, xyz: torch.Tensor, layers: int = 1) -> bool:
+    """Whether triplane_features runs the fused Triton kernel here (LOOKUP "triton", one-sheet planes on a
+    device it runs on, points without gradient)."""
+    return LOOKUP == "triton" and layers == 1 and not xyz.requires_grad and triplane_triton.available(planes)
+
+
 def triplane_features(planes: torch.Tensor, xyz: torch.Tensor, box_warp: float, layers: int = 1) -> torch.Tensor:
     """Mean of the three plane features at framed points: planes [B,3,L*C,R,R], xyz [B,N,3] -> [B,N,C]."""
+    if fused_lookup(planes, xyz, layers):
+        return triplane_triton.triplane_mean(planes, xyz, box_warp)
     return sample_planes(planes, plane_coords(xyz, box_warp), layers).mean(1)
 
 

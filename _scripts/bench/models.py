@@ -80,9 +80,12 @@ def parse_args(argv=None):
                    help="FIR filters folded into resampling convs (networks_stylegan2.set_fold): on = the eager "
                    "default; off = filter passes + cheaper convs (half the FLOPs; fastest compiled); skip-off = "
                    "only D's 1x1 skip convs unfolded; auto (default) = off with --compile, else on")
-    p.add_argument("--channels-last", nargs="?", const="G,D", default="", metavar="PARTS",
+    p.add_argument("--channels-last", nargs="?", const="G,D", default="auto", metavar="PARTS",
                    help="NHWC activations (networks_stylegan2.set_channels_last) in PARTS, comma-separated of "
-                   f"{', '.join(CHANNELS_LAST_PARTS)} (no value: G,D)")
+                   f"{', '.join(CHANNELS_LAST_PARTS)} (no value: G,D); none; auto (default) = as the trainer: "
+                   "backbone and super-resolution with --compile (G.compile_parts), none without")
+    p.add_argument("--sr-noise", default=None, choices=["none", "random"],
+                   help="the generator's superresolution_noise_mode (default: the preset's, EG3D's none)")
     p.add_argument("--lookup", default="auto", choices=["auto", *vr.LOOKUPS],
                    help="triplane lookup (volumetric_rendering.LOOKUP); auto (default) = gather with --compile "
                    "(fastest compiled), else grid_sample (fastest eager)")
@@ -133,7 +136,7 @@ def parse_args(argv=None):
                    "convs need no NCHW<->NHWC transposes) or nchw")
     p.add_argument("--json", default=None, help="write the results here (a list, one entry per configuration)")
     a = p.parse_args(argv)
-    bad = set(filter(None, a.channels_last.split(","))) - set(CHANNELS_LAST_PARTS)
+    bad = set(filter(None, a.channels_last.split(","))) - set(CHANNELS_LAST_PARTS) - {"auto", "none"}
     if bad:
         p.error(f"--channels-last: unknown part(s) {', '.join(sorted(bad))}; parts: {', '.join(CHANNELS_LAST_PARTS)}")
     if a.mesh_level != "median":
@@ -252,9 +255,10 @@ def step_begin():
         torch.compiler.cudagraph_mark_step_begin()
 
 
-def compile_G(G, mode: str):
-    """G.compile_parts: encoders, backbone, super-resolution (in place) and the per-point field."""
-    G.compile_parts(**compile_kwargs(mode))
+def compile_G(G, mode: str, channels_last: bool = True):
+    """G.compile_parts: encoders, backbone, super-resolution (in place) and the per-point field; with
+    channels_last, NHWC backbone and super-resolution, as the trainer."""
+    G.compile_parts(channels_last=channels_last, **compile_kwargs(mode))
 
 
 def uncompile_G(G):
@@ -294,11 +298,16 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     if a.compile or a.compile_d or a.compile_infer:
         torch._dynamo.reset()      # a fresh cache per configuration (new modules; stay under the recompile limit)
     overrides = {}
+    rk = {}
     if a.samples:
-        overrides["rendering_kwargs"] = dict(depth_resolution=a.samples[0], depth_resolution_importance=a.samples[1])
+        rk.update(depth_resolution=a.samples[0], depth_resolution_importance=a.samples[1])
+    if a.sr_noise:
+        rk.update(superresolution_noise_mode=a.sr_noise)
+    if rk:
+        overrides["rendering_kwargs"] = rk
     G = build_preset(preset, variant=a.variant, **overrides).to(device).train()
     D = build_D(preset, G, device).train()
-    for part in filter(None, a.channels_last.split(",")):
+    for part in filter(None, a.channels_last.split(",")) if a.channels_last not in ("auto", "none") else ():
         nets.set_channels_last({"G": G, "D": D, "backbone": G.backbone, "superresolution": G.superresolution}[part])
     cond, c = make_inputs(G, a.batch, device)
     ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -359,7 +368,7 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
 
     # ---- timings of the parts (compiled when asked)
     if a.compile:
-        compile_G(G, a.compile_mode)
+        compile_G(G, a.compile_mode, channels_last=a.channels_last == "auto")
     if a.compile_d:     # first-order uses only: D_first shares D's parameters; R1 differentiates eager D twice
         D_first["net"] = torch.compile(D, dynamic=False,    # batch n in G main, 2n joined in D main
                                        **compile_kwargs(a.compile_mode))
@@ -761,7 +770,8 @@ def report(r, cpu):
           f"{'bf16' if r['bf16'] else 'fp32' if cpu else 'fp32/tf32'}"
           f"{' compiled (' + r['compile_mode'] + ')' if r['compile'] else ''}"
           f"{' +D compiled' if r.get('compile_d') else ''}{' R1 bf16' if r.get('r1_bf16') else ''}"
-          f"{' channels-last ' + r['channels_last'] if r.get('channels_last') else ''}"
+          f"{' channels-last ' + r['channels_last'] if r.get('channels_last') not in (None, '', 'auto') else ''}"
+          f"{' SR noise ' + r['sr_noise'] if r.get('sr_noise') not in (None, 'preset') else ''}"
           f"{' layout-opt auto' if r.get('layout_opt') == 'auto' else ''}{' R1 NCHW' if r.get('r1_layout') == 'nchw' else ''}"
           f" lookup={r.get('lookup')} "
           f"fold={','.join(k for k, v in (r.get('fold') or {}).items() if v) or 'none'}")
@@ -863,6 +873,7 @@ def run_all(a, device, preset):
                  "compile_d": a.compile_d, "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16,
                  "r1_layout": a.r1_layout,
                  "fold": dict(nets.FOLD), "layout_opt": a.layout_opt, "channels_last": a.channels_last, "lookup": vr.LOOKUP,
+                 "sr_noise": a.sr_noise or "preset",
                  "compile_mode": a.compile_mode if a.compile or a.compile_d else None, "device": dev_name,
                  "torch": torch.__version__}
             results.append(r)

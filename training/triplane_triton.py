@@ -1,0 +1,180 @@
+"""Fused triplane lookup on the GPU: one Triton kernel reads the three planes at a point and writes the mean.
+
+``triplane_features`` (the mean of the bilinear lookups of the three planes at framed points) is what every
+sample of the renderer costs.  Written as plain indexing (volumetric_rendering's "gather" lookup),
+torch.compile emits one kernel that recomputes each point's corner indices for every channel and writes the
+three planes' features, then a second that averages them.  Here one program takes a block of points: it
+computes the 12 corners and weights once per point, reads each corner's C channels as one row (channels-last
+planes, such as the compiled backbone's output, are read in place; others are copied channels-last first)
+and writes the fp32 mean once.  The backward scatter-adds each point's weighted gradient rows into an fp32 channels-last plane
+gradient with atomic adds (the same arithmetic as the gather lookup's fp32 index_add), cast to the planes'
+dtype once at the end.
+
+Wrapped as custom operators (torch.library.triton_op) so torch.compile keeps the kernels inside its graphs
+(and CUDA graphs).  No gradient for the points themselves: the renderer's sample positions need none; the
+caller falls back to the gather lookup when they require one.  Tests run the kernels on the CPU through
+Triton's interpreter (TRITON_INTERPRET=1).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:         # CPU-only installs: the gather lookup is used instead
+    triton = None
+
+# Points per program (BLOCK_N) and warps, forward and backward; tuned on the H100 (docs/results.md)
+CONFIG = {"fwd": (64, 4), "bwd": (64, 4)}
+
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"     # Triton's CPU interpreter (tests)
+
+
+def available(t: torch.Tensor) -> bool:
+    """Whether the fused lookup can run on t's device: CUDA with Triton, or Triton's CPU interpreter."""
+    if triton is None:
+        return False
+    return t.is_cuda or (t.device.type == "cpu" and _INTERPRET)
+
+
+if triton is not None:
+    @triton.jit
+    def _points(xyz_ptr, N, scale, BLOCK_N: tl.constexpr):
+        """This program's batch index, point indices [BLOCK_N] and their mask, and the points scaled to the
+        grid range: the program grid is (point blocks, batch)."""
+        b = tl.program_id(1).to(tl.int64)
+        n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        mn = n < N
+        pt = xyz_ptr + (b * N + n) * 3
+        px = tl.load(pt, mask=mn, other=0.0) * scale
+        py = tl.load(pt + 1, mask=mn, other=0.0) * scale
+        pz = tl.load(pt + 2, mask=mn, other=0.0) * scale
+        return b, n, mn, px, py, pz
+
+    @triton.jit
+    def _axis(t, R):
+        # grid_sample with align_corners=False: texel centres at (2i + 1) / R - 1
+        i = ((t + 1.0) * R - 1.0) / 2.0
+        i0 = tl.floor(i)
+        return i0.to(tl.int32), i - i0
+
+    @triton.jit
+    def _cell(px, py, pz, R, p: tl.constexpr):
+        """Plane p's bilinear cell around each point: lower texel (x0, y0) and fractions (fx, fy)."""
+        u = px      # volumetric_rendering.PLANE_AXES: XY (x, -y), XZ (x, z), YZ (-z, -y)
+        v = -py
+        if p == 1:
+            v = pz
+        if p == 2:
+            u = -pz
+        x0, fx = _axis(u, R)
+        y0, fy = _axis(v, R)
+        return x0, fx, y0, fy
+
+    @triton.jit
+    def _corner(x0, fx, y0, fy, R, mn, dx: tl.constexpr, dy: tl.constexpr):
+        """Corner (dx, dy) of the cell: (x, y) texel (int64), weight, and whether it lies on the plane
+        (grid_sample's zero padding)."""
+        xi = x0 + dx
+        yi = y0 + dy
+        wx = fx
+        if dx == 0:
+            wx = 1.0 - fx
+        wy = fy
+        if dy == 0:
+            wy = 1.0 - fy
+        inside = (xi >= 0) & (xi < R) & (yi >= 0) & (yi < R) & mn
+        return xi.to(tl.int64), yi.to(tl.int64), wx * wy, inside
+
+    @triton.jit
+    def _triplane_mean_fwd(planes_ptr, xyz_ptr, out_ptr, N, R, scale,
+                           s_b, s_p, s_c, s_y, s_x,
+                           C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+        b, n, mn, px, py, pz = _points(xyz_ptr, N, scale, BLOCK_N)
+        c = tl.arange(0, BLOCK_C)
+        mc = c < C
+        total = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)
+        for p in tl.static_range(3):
+            x0, fx, y0, fy = _cell(px, py, pz, R, p)
+            plane = planes_ptr + b * s_b + p * s_p
+            acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)
+            for dy in tl.static_range(2):
+                for dx in tl.static_range(2):
+                    xi, yi, w, inside = _corner(x0, fx, y0, fy, R, mn, dx, dy)
+                    row = plane + yi * s_y + xi * s_x
+                    vals = tl.load(row[:, None] + c[None, :] * s_c, mask=inside[:, None] & mc[None, :], other=0.0)
+                    acc += w[:, None] * vals.to(tl.float32)
+            total += acc
+        out = out_ptr + (b * N + n)[:, None] * C + c[None, :]
+        tl.store(out, total / 3.0, mask=mn[:, None] & mc[None, :])
+
+    @triton.jit
+    def _triplane_mean_bwd(grad_ptr, xyz_ptr, gplanes_ptr, N, R, scale,
+                           C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+        # gplanes: fp32 [B, 3, R, R, C] contiguous (channels last: each corner's update is one row)
+        b, n, mn, px, py, pz = _points(xyz_ptr, N, scale, BLOCK_N)
+        c = tl.arange(0, BLOCK_C)
+        mc = c < C
+        g = tl.load(grad_ptr + (b * N + n)[:, None] * C + c[None, :], mask=mn[:, None] & mc[None, :],
+                    other=0.0).to(tl.float32) / 3.0
+        for p in tl.static_range(3):
+            x0, fx, y0, fy = _cell(px, py, pz, R, p)
+            plane = gplanes_ptr + (b * 3 + p) * R * R * C
+            for dy in tl.static_range(2):
+                for dx in tl.static_range(2):
+                    xi, yi, w, inside = _corner(x0, fx, y0, fy, R, mn, dx, dy)
+                    tl.atomic_add((plane + (yi * R + xi) * C)[:, None] + c[None, :], w[:, None] * g,
+                                  mask=inside[:, None] & mc[None, :], sem="relaxed")
+
+    def _launch(kernel, which, n_points, batch, *args, C):
+        block_n, warps = CONFIG[which]
+        grid = (triton.cdiv(n_points, block_n), batch)
+        # wrap_triton lets torch.compile trace the launch; the interpreter's functions are not jit kernels
+        launch = kernel if _INTERPRET else torch.library.wrap_triton(kernel)
+        launch[grid](*args, C=C, BLOCK_N=block_n, BLOCK_C=triton.next_power_of_2(C), num_warps=warps)
+
+    @torch.library.triton_op("anime3d::triplane_mean", mutates_args=())
+    def _triplane_mean(planes: torch.Tensor, xyz: torch.Tensor, scale: float) -> torch.Tensor:
+        B, _, C, R, _ = planes.shape
+        N = xyz.shape[1]
+        out = torch.empty((B, N, C), device=planes.device, dtype=torch.float32)
+        _launch(_triplane_mean_fwd, "fwd", N, B, planes, xyz, out, N, R, scale, *planes.stride(), C=C)
+        return out
+
+    @torch.library.triton_op("anime3d::triplane_mean_backward", mutates_args=())
+    def _triplane_mean_backward(grad: torch.Tensor, xyz: torch.Tensor, scale: float, R: int) -> torch.Tensor:
+        B, N, C = grad.shape
+        gplanes = torch.zeros((B, 3, R, R, C), device=grad.device, dtype=torch.float32)
+        _launch(_triplane_mean_bwd, "bwd", N, B, grad, xyz, gplanes, N, R, scale, C=C)
+        return gplanes
+
+    def _setup_context(ctx, inputs, output):
+        planes, xyz, scale = inputs
+        ctx.save_for_backward(xyz)
+        ctx.scale, ctx.R, ctx.dtype = scale, planes.shape[-1], planes.dtype
+
+    def _backward(ctx, grad):
+        xyz, = ctx.saved_tensors
+        g = torch.ops.anime3d.triplane_mean_backward(grad.contiguous(), xyz, ctx.scale, ctx.R)
+        return g.permute(0, 1, 4, 2, 3).to(ctx.dtype), None, None
+
+    _triplane_mean.register_autograd(_backward, setup_context=_setup_context)
+
+
+def triplane_mean(planes: torch.Tensor, xyz: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """Mean of the bilinear lookups of the three planes at framed points (volumetric_rendering's
+    triplane_features for one-sheet planes): planes [B,3,C,R,R] of any dtype and strides, xyz [B,N,3]
+    -> fp32 [B,N,C].  Gradients reach the planes only."""
+    if triton is None:
+        raise RuntimeError("triplane_triton.triplane_mean needs Triton (pip install triton; CUDA)")
+    if planes.ndim != 5 or planes.shape[1] != 3 or planes.shape[3] != planes.shape[4]:
+        raise ValueError(f"triplane_mean: planes must be [B,3,C,R,R], got {tuple(planes.shape)}")
+    if xyz.requires_grad:
+        raise ValueError("triplane_mean: no gradient for the points; use the gather lookup")
+    if planes.stride(2) != 1:   # a corner's C channels R*R apart: C scattered loads (9x slower on the H100)
+        planes = planes.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    return torch.ops.anime3d.triplane_mean(planes, xyz.float().contiguous(), 2.0 / box_warp)
