@@ -119,6 +119,11 @@ R eg3d_nr64_cg_cl 540 $CT --nr 64 --compile-mode reduce-overhead --channels-last
 R eg3d_nr64_layout_auto 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times --layout-opt auto
 R eg3d_nr64_r1_nchw 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times --r1-layout nchw
 R eg3d_nr64_cl_sr 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times --channels-last superresolution
+# 13. session 7: each of its changes undone in the full step (noise inputs in the super-resolution, NCHW
+#     backbone and super-resolution, the gather lookup); the parts alone: python -m _scripts.bench.variants
+R eg3d_nr64_sr_noise 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times --sr-noise random
+R eg3d_nr64_nchw 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times --channels-last none
+R eg3d_nr64_gather 540 $CT --nr 64 --compile-mode reduce-overhead --phase-times --lookup gather
 
 # 11. the encoders compiled too (the ResNet-50 front encoder was eager: about 28 ms of a 230 ms step)
 R eg3d_nr64_c_enc 400 $CT --nr 64
