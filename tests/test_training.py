@@ -428,3 +428,20 @@ def test_bad_compile_mode_fails_before_work(toy_data, tmp_path):
     with pytest.raises(UserError, match="--compile-mode 'fast'"):
         train(tiny_config(toy_data, tmp_path, "badmode", compile=True, **{"compile-mode": "fast"}))
     assert not any(tmp_path.iterdir())         # no run directory started
+
+
+def test_snapshot_of_other_settings_names_them(tmp_path):
+    """A snapshot whose G was built with other settings (here a run from before superresolution_noise_mode,
+    which trained with noise in the super-resolution) fails to load with the settings that differ named."""
+    from training.training_loop import load_snapshot
+    from training.triplane import build_preset
+    old = build_preset("tiny", variant="TriPlaneGenerator", rendering_kwargs={"superresolution_noise_mode": "random"})
+    old.config["rendering_kwargs"].pop("superresolution_noise_mode")      # as saved before the key existed
+    path = tmp_path / "network-snapshot-000001.pt"
+    checkpoint.save_checkpoint(path, {"G": old}, step=1, kimg=0.0)
+    now = build_preset("tiny", variant="TriPlaneGenerator")
+    with pytest.raises(UserError, match=r"G does not match .*rendering_kwargs\.superresolution_noise_mode: "
+                                        r"'random' -> 'none'"):
+        load_snapshot(path, {"G": now}, {}, torch.device("cpu"))
+    load_snapshot(path, {"G": build_preset("tiny", variant="TriPlaneGenerator", rendering_kwargs={
+        "superresolution_noise_mode": "random"})}, {}, torch.device("cpu"))       # the same settings load

@@ -121,15 +121,32 @@ def _import_class(class_path: str, where):
         raise fail(where, f"class {class_path} does not exist in this code version") from None
 
 
+def saved_config(cls, config: dict) -> dict:
+    """A constructor config from a checkpoint, brought up to this code version by the class's
+    ``config_from_checkpoint`` when it has one (keys added since keep the old behaviour)."""
+    return cls.config_from_checkpoint(config) if hasattr(cls, "config_from_checkpoint") else config
+
+
+def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """``key: saved -> now`` for every setting that differs between two constructor configs (nested dicts
+    by dotted keys): what a snapshot was built with that a network is not."""
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
 def build_module(entry: dict, where="checkpoint") -> nn.Module:
     """Rebuild an nn.Module from its checkpoint entry (class path + config + state dict)."""
     if entry.get("config") is None:
         raise fail(where, f"{entry.get('class')} was saved without a constructor config; build it yourself "
                           "and load entry['state_dict']")
     cls = _import_class(entry["class"], where)
-    config = entry["config"]
-    if hasattr(cls, "config_from_checkpoint"):      # configs saved by older code versions
-        config = cls.config_from_checkpoint(config)
+    config = saved_config(cls, entry["config"])
     try:
         module = cls(**config)
     except TypeError as e:

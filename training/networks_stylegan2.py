@@ -295,6 +295,16 @@ class _Conv2d(torch.autograd.Function):
 # conv2d() routes eager convs that need gradients through _Conv2d (fast R1); False = always F.conv2d
 TWICE_DIFFERENTIABLE_CONV = True
 
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for an NHWC activation (set_channels_last), else contiguous_format: joins and adds
+    that take it keep a channels-last network channels-last, backward included (a mixed-layout add or cat
+    gives NCHW)."""
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 # Compiled graphs: a channels-last conv output gets a channels-last gradient (_ChannelsLastGrad).
 CHANNELS_LAST_GRADS = True
 
@@ -720,15 +730,6 @@ class SynthesisNetwork(nn.Module):
 
 # ----------------------------------------------------------------------------
 # image-conditioned triplane backbone (PAniC-3D)
-
-
-def memory_format_of(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for an NHWC activation (set_channels_last), else contiguous_format: joins and adds
-    that take it keep a channels-last network channels-last, backward included (a mixed-layout add or cat
-    gives NCHW)."""
-    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
 
 
 def cross_average(x, fraction=1 / 8):

@@ -400,11 +400,10 @@ def load_snapshot(path: Path, nets: dict, opts: dict, device) -> dict:
         try:
             m.load_state_dict(mods[src]["state_dict"])
         except RuntimeError as e:
-            hint = ""
-            if "superresolution" in str(e) and "noise" in str(e):
-                hint = ('; snapshots from before superresolution_noise_mode (default "none", as EG3D) trained with '
-                        'noise: resume them with --g-kwargs \'{"rendering_kwargs": {"superresolution_noise_mode": '
-                        '"random"}}\' --resume <snapshot>')
+            saved, hint = mods[src].get("config"), ""
+            if saved is not None and getattr(m, "config", None) is not None:   # e.g. a key added since
+                changes = ckpt.config_changes(ckpt.saved_config(type(m), saved), m.config)
+                hint = f"; the snapshot's {name} was built with other settings ({'; '.join(changes)})" if changes else ""
             raise fail(path, f"{name} does not match this configuration ({str(e).splitlines()[0]}){hint}") from None
     for name, o in opts.items():
         if name in mods:

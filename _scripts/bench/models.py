@@ -46,7 +46,7 @@ from training import networks_stylegan2 as nets
 from training import volumetric_rendering as vr
 from training.dual_discriminator import join_pair, pair_group, split_pair
 from training.loss import LossConfig, r1_inputs, r1_penalty
-from training.triplane import PRESETS, build_preset, set_compiled_arithmetic
+from training.triplane import PRESETS, SR_NOISE_MODES, build_preset, set_compiled_arithmetic
 from training.training_loop import COMPILE_MODES, adam, compile_kwargs, force_layout_optimization
 
 D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}
@@ -84,7 +84,7 @@ def parse_args(argv=None):
                    help="NHWC activations (networks_stylegan2.set_channels_last) in PARTS, comma-separated of "
                    f"{', '.join(CHANNELS_LAST_PARTS)} (no value: G,D); none; auto (default) = as the trainer: "
                    "backbone and super-resolution with --compile (G.compile_parts), none without")
-    p.add_argument("--sr-noise", default=None, choices=["none", "random"],
+    p.add_argument("--sr-noise", default=None, choices=SR_NOISE_MODES,
                    help="the generator's superresolution_noise_mode (default: the preset's, EG3D's none)")
     p.add_argument("--lookup", default="auto", choices=["auto", *vr.LOOKUPS],
                    help="triplane lookup (volumetric_rendering.LOOKUP); auto (default) = gather with --compile "

@@ -2,8 +2,8 @@
 triplane lookup (inductor's gather vs the fused Triton kernel, with a check that they agree), the
 super-resolution (noise, channels-last activations and gradients, grouped modulated convs), the
 discriminator and the backbone (channels-last activations and gradients).  Each variant is compiled on its
-own (torch.compile, default mode: no CUDA graphs) and timed with CUDA events; --profile adds the kernel time
-by class.  The whole step's effect is measured by _scripts.bench.models; this is where the parts' variants
+own (torch.compile, default mode: no CUDA graphs) and timed as _scripts.bench.models times (its Clock:
+median of synchronised runs, peak memory); --profile adds the kernel time by class.  The whole step's effect is measured by _scripts.bench.models; this is where the parts' variants
 are compared quickly (a part compiles in under a minute, the whole step in 4-5).
 
     python -m _scripts.bench.variants --parts lookup sr --json out.json          # GPU, EG3D FFHQ-512 sizes
@@ -12,12 +12,12 @@ are compared quickly (a part compiles in under a minute, the whole step in 4-5).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
 import torch.nn.functional as F
 
+from _scripts.bench.models import Clock, build_D, d_input, kernel_classes, make_inputs
 from training import networks_stylegan2 as nets
 from training import volumetric_rendering as vr
 from training.errors import cli_main, save_json_atomic
@@ -59,31 +59,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def timer(device, steps, warmup):
-    def clock(fn):
-        for _ in range(warmup):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            ts = []
-            for _ in range(steps):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                b.synchronize()
-                ts.append(a.elapsed_time(b))
-        else:
-            ts = []
-            for _ in range(steps):
-                t0 = time.perf_counter()
-                fn()
-                ts.append(1000 * (time.perf_counter() - t0))
-        ts.sort()
-        return {"ms": ts[len(ts) // 2], "min_ms": ts[0]}
-    return clock
-
-
 def maybe_compile(fn, a):
     torch._dynamo.reset()
     return fn if a.no_compile else torch.compile(fn)
@@ -93,7 +68,6 @@ def kernel_profile(fn, device):
     if device.type != "cuda":
         return None
     from torch.profiler import ProfilerActivity, profile
-    from _scripts.bench.models import kernel_classes
     with profile(activities=[ProfilerActivity.CUDA]) as p:
         fn()
         torch.cuda.synchronize()
@@ -103,7 +77,7 @@ def kernel_profile(fn, device):
 def run_variant(name, fn, clock, a, device, out):
     t0 = time.perf_counter()
     try:
-        r = clock(fn)
+        r = clock(fn, a.steps, a.warmup)
         if a.profile:
             r["kernels"] = kernel_profile(fn, device)
     except Exception as e:      # one variant's failure (e.g. out of memory) does not stop the others
@@ -202,13 +176,11 @@ def bench_sr(a, size, device, clock, ac):
             y.float().square().mean().backward()
         run_variant(name, fwd_bwd, clock, a, device, res)
         del sr, f
-    nets.CHANNELS_LAST_GRADS = True
     return res
 
 
 def bench_cl_part(part, a, size, device, clock, ac):
     """D on a joined fake+real batch (D main) or the backbone (planes from z, front image, encoder features)."""
-    from _scripts.bench.models import build_D, d_input, make_inputs
     B = size["batch"]
     res = {}
     for name in a.cl_variants:
@@ -248,7 +220,6 @@ def bench_cl_part(part, a, size, device, clock, ac):
                 planes.float().square().mean().backward()
         run_variant(name, fwd_bwd, clock, a, device, res)
         del f
-    nets.CHANNELS_LAST_GRADS = True
     return res
 
 
@@ -260,9 +231,10 @@ def main(argv=None):
         raise SystemExit("variants: --device cuda but no CUDA device here")
     size = SIZES[a.size or ("eg3d" if device.type == "cuda" else "tiny")]
     ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
-    clock = timer(device, a.steps, a.warmup)
+    clock = Clock(device)
     restore_arith = set_compiled_arithmetic(not a.no_compile)
     restore_layout = force_layout_optimization(True)
+    old_grads = nets.CHANNELS_LAST_GRADS        # the variants switch it
     out = {"size": size, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
            "torch": torch.__version__}
     try:
@@ -277,6 +249,7 @@ def main(argv=None):
             if a.json:
                 save_json_atomic(a.json, out)
     finally:
+        nets.CHANNELS_LAST_GRADS = old_grads
         restore_layout()
         restore_arith()
     return out
