@@ -112,10 +112,75 @@ def test_depth_loss_only_on_mutually_opaque_pixels():
                          torch.tensor(0.01 / 8))
 
 
-def test_r1_penalty_matches_analytic_gradient():
-    x = torch.randn(3, 2, 4, 4, requires_grad=True)
-    out = (x * 2).flatten(1).sum(1, keepdim=True)
-    assert torch.allclose(L.r1_penalty(out, [x]), torch.full((3,), 4.0 * 32))
+class _LinearD(torch.nn.Module):
+    """logits = w * (2 sum(image) + 3 sum(image_raw)): R1 = w^2 (4 N_image + 9 N_raw) per sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(1.5))
+
+    def blur_inputs(self, img, sigma):
+        return img
+
+    def forward(self, img, c):
+        return self.w * (2 * img["image"].flatten(1).sum(1, keepdim=True) + 3 * img["image_raw"].flatten(1).sum(1, keepdim=True))
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_r1_terms_match_analytic_gradient(functional):
+    D = _LinearD()
+    real = L.r1_inputs({"image": torch.randn(3, 2, 4, 4), "image_raw": torch.randn(3, 2, 2, 2)},
+                       requires_grad=not functional)
+    pen, pen_m, keep = L.r1_terms(D, real, torch.zeros(3, 25), functional=functional)
+    assert pen_m is None and float(keep.detach()) == 0
+    torch.testing.assert_close(pen, torch.full((3,), 1.5 ** 2 * (4 * 32 + 9 * 8)))
+    (pen.mean() + keep).backward()        # d/dw of w^2 (4 N + 9 M)
+    torch.testing.assert_close(D.w.grad, torch.tensor(2 * 1.5 * (4 * 32 + 9 * 8)))
+
+
+def test_r1_terms_functional_and_compiled_give_autograds_penalties_and_gradients():
+    """r1_terms on a mask D: one gradient of the summed logits gives each branch's own R1 (checked against
+    separate autograd.grad calls, blur included); its torch.func path and torch.compile of that path (the
+    compiled trainer's Dreg: one graph, double backward included) give the same penalties and D gradients."""
+    from tests.test_networks import tiny_d
+    from training.dual_discriminator import MaskDualDiscriminator
+    from training.networks_stylegan2 import fold_setting
+    torch.manual_seed(0)
+    D = tiny_d(MaskDualDiscriminator, mask_resolution=16)
+    imgs = {"image": torch.randn(4, 3, 32, 32), "image_raw": torch.randn(4, 3, 16, 16),
+            "image_mask": torch.rand(4, 1, 32, 32)}
+    c = torch.randn(4, 25)
+
+    def grads_of(fn):
+        D.zero_grad(set_to_none=True)
+        pen, pen_m, keep = fn()
+        (pen.mean() * 2.5 + pen_m.mean() * 0.5 + keep).backward()
+        return pen.detach(), pen_m.detach(), {n: p.grad.clone() for n, p in D.named_parameters()}
+
+    def separate(sigma):        # each branch's logits differentiated on its own, as the loss did before
+        x = {k: v.clone().requires_grad_(True) for k, v in imgs.items()}
+        parts = D(D.blur_inputs(x, sigma), c, return_parts=True)
+        g = torch.autograd.grad(parts["logits_image"].sum(), [x["image"], x["image_raw"]], create_graph=True)
+        (gm,) = torch.autograd.grad(parts["logits_mask"].sum(), [x["image_mask"]], create_graph=True)
+        keep = parts["logits"].sum() * 0
+        return sum(v.square().flatten(1).sum(1) for v in g), gm.square().flatten(1).sum(1), keep
+
+    with fold_setting(False):
+        for sigma in (0.0, 1.5):
+            ref = grads_of(lambda: separate(sigma))
+            got = grads_of(lambda: L.r1_terms(D, L.r1_inputs(imgs), c, mask=True, sigma=sigma))
+            fun = grads_of(lambda: L.r1_terms(D, L.r1_inputs(imgs, requires_grad=False), c, True, sigma, True))
+            for other in (got, fun):
+                torch.testing.assert_close(other[:2], ref[:2])
+                assert other[2].keys() == ref[2].keys()
+                for n in ref[2]:
+                    torch.testing.assert_close(other[2][n], ref[2][n], rtol=1e-4, atol=1e-6, msg=n)
+        compiled_r1 = torch.compile(L.r1_terms, dynamic=False)
+        comp = grads_of(lambda: compiled_r1(D, L.r1_inputs(imgs, requires_grad=False), c, True, 0.0, True))
+        ref = grads_of(lambda: separate(0.0))
+    torch.testing.assert_close(comp[:2], ref[:2], rtol=1e-4, atol=1e-5)
+    for n in ref[2]:
+        torch.testing.assert_close(comp[2][n], ref[2][n], rtol=1e-3, atol=1e-5, msg=n)
 
 
 def test_view_weights_and_lpips_errors():
@@ -309,19 +374,49 @@ def test_resume_from_transport_export(toy_data, tmp_path):
     assert snapshot(run2)["step"] == 3
 
 
+def test_guarded_compile_gives_frozen_and_training_module_their_own_graphs():
+    """training_loop.guard_requires_grad: a module compiled while frozen (D in Gmain) gets its weight
+    gradients once it trains (Dmain), and loses them again when frozen; gradients as eager."""
+    from training.training_loop import guard_requires_grad
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LeakyReLU(0.2),
+                              torch.nn.Conv2d(8, 2, 3, padding=1))
+    x = torch.randn(2, 3, 8, 8)
+    restore = guard_requires_grad(True)
+    try:
+        compiled = torch.compile(net, dynamic=False)
+        for trains in (False, True, False, True):
+            net.requires_grad_(trains)
+            net.zero_grad(set_to_none=True)
+            xi = x.clone().requires_grad_(True)
+            compiled(xi).square().mean().backward()
+            got = [p.grad for p in net.parameters()]
+            assert xi.grad is not None
+            assert all((g is not None) == trains for g in got)
+            if trains:
+                net.zero_grad(set_to_none=True)
+                net(x).square().mean().backward()
+                for g, p in zip(got, net.parameters()):
+                    torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
+    finally:
+        restore()
+
+
 def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
     """--compile, with torch.compile stood in by a pass-through that records what it wraps: G's parts are
     compiled in place (checkpoint keys unchanged; backbone and super-resolution channels-last), Gmain/Dmain
     run a compiled D with the compiled arithmetic (unfolded FIR filters, the Triton lookup, which is the
-    gather lookup on a CPU), R1 runs the eager D folded; the run learns the eager run's
-    weights, and the arithmetic setting is restored afterwards.  The compiled graphs are laid out
+    gather lookup on a CPU), R1 runs the eager D folded while the blur fades and the compiled
+    loss.r1_terms (torch.func's gradient, unfolded) after; the run learns the eager run's weights, and the
+    arithmetic setting is restored afterwards.  The compiled graphs are laid out
     channels-last by inductor (forced while training, restored afterwards); R1's images are channels-last."""
     from torch._inductor import config as inductor_config
     from training import networks_stylegan2 as nets
     from training import volumetric_rendering as vr
     torch.set_num_threads(1)
+    # 4 steps of 2 images, R1 at steps 0 (blurred: sigma 10) and 2 (the fade over 4 images is done: sigma 0)
     det = {"no-ray-perturb": True, "no-random-views": True, "kimg": 0.008, "no-progress": True,
-           "r1-interval": 2, "tv-interval": 2, "tv-points": 64}
+           "r1-interval": 2, "tv-interval": 2, "tv-points": 64, "blur-fade-kimg": 0.004}
     eager_dir = train(tiny_config(toy_data, tmp_path, "eager", **det))
 
     wrapped, d_calls = [], []
@@ -364,7 +459,9 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
     # channels-last backbone and super-resolution (G.compile_parts); "triton" is the gather lookup on a CPU
     compiled_G = [m for m in wrapped if type(m).__name__ in ("TriplaneBackbone", "SuperresolutionHybrid")]
     assert compiled_G and all(b.channels_last for m in compiled_G for b in m.modules() if hasattr(b, "channels_last"))
-    assert r1 and all(not comp and all(fold.values()) for comp, _, fold, _ in r1)
+    assert L.r1_terms in wrapped
+    assert [(comp, all(fold.values()), fold == off) for comp, _, fold, _ in r1] == [(False, True, False),
+                                                                                  (False, False, True)]
     # the first step starts from the same weights: the same losses (every phase ran: R1 interval 2)
     m_eager, m_comp = metrics(eager_dir)[0], metrics(compiled_dir)[0]
     for k in ("G/loss", "G/gan", "recon/total", "D/loss", "D/r1", "G/tv"):

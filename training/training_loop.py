@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import cameras, paths
 from .errors import UserError, fail, save_json_atomic, save_png_atomic
 from .images import to_uint8
-from .loss import LossConfig, ReconGANLoss, resize
+from .loss import LossConfig, ReconGANLoss, r1_terms, resize
 
 SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
@@ -512,6 +512,23 @@ def force_layout_optimization(on: bool = True):
     return restore
 
 
+def guard_requires_grad(on: bool = True):
+    """Make compiled graphs guard on their parameters' requires_grad (on), or leave dynamo's default (off).
+    By default (torch 2.11) dynamo skips the tensor guards of a module whose attribute dicts have not
+    changed, and requires_grad_() changes no dict: a module compiled while frozen then replays its
+    no-weight-gradient graph once it trains (its parameters silently get no gradient: pytorch#139476), and
+    one compiled while training keeps computing weight gradients when frozen (D's in G main: 3.1 ms of
+    cuDNN weight-gradient kernels in the EG3D step on the H100).  With the guards, each state gets its
+    own graph.  Returns a function that restores the previous setting."""
+    from torch._dynamo import config as dynamo_config
+    old = dynamo_config.skip_tensor_guards_with_matching_dict_tags
+    dynamo_config.skip_tensor_guards_with_matching_dict_tags = not on
+
+    def restore():
+        dynamo_config.skip_tensor_guards_with_matching_dict_tags = old
+    return restore
+
+
 def uses_cudagraphs(mode: str) -> bool:
     """Whether a --compile-mode records CUDA graphs (inductor's own table of the modes' options)."""
     from torch._inductor import list_mode_options
@@ -592,18 +609,20 @@ def train(cfg: TrainConfig) -> Path:
         sync_params(G_ema, d)
         G_call, D_call = wrap_ddp(G, d, find_unused=True), wrap_ddp(D, d, find_unused=False)
 
-    # torch.compile (after G_ema's copy and the DDP wrappers): G's parts in place; D for its first-order
-    # phases as a separate handle, so R1 differentiates the eager D twice
+    # torch.compile (after G_ema's copy and the DDP wrappers): G's parts in place; D as a separate handle
+    # for Gmain/Dmain, and R1 as its own function (torch.func's gradient, which compiles; autograd.grad does not)
     # (reduce-overhead: CUDA graphs, each step marked as a new iteration; fakes are used within their step)
-    D_compiled, restore_arithmetic, restore_layout = None, None, None
+    D_compiled, R1_compiled = None, None
+    restores = []       # the global compile settings, undone when train() returns
     cudagraphs = cfg.compile and uses_cudagraphs(cfg.compile_mode) and d.device.type == "cuda"
     if cfg.compile:
         from training.triplane import set_compiled_arithmetic
         kw = compile_kwargs(cfg.compile_mode)
-        restore_arithmetic = set_compiled_arithmetic(True)     # undone when train() returns
-        restore_layout = force_layout_optimization(True)       # likewise
+        restores += [set_compiled_arithmetic(True), force_layout_optimization(True),
+                     guard_requires_grad(True)]    # D is frozen in Gmain, trained in Dmain: a graph for each
         G.compile_parts(**kw)
         D_compiled = torch.compile(D, dynamic=False, **kw)   # static graphs: batch n (Gmain), 2n (Dmain joined)
+        R1_compiled = torch.compile(r1_terms, dynamic=False, **kw)  # Dreg: D's double backward in one graph
 
     # data: a resumed run skips what it has seen
     batches = rank_batches(ds, cfg, d, per_gpu, step)
@@ -614,7 +633,7 @@ def train(cfg: TrainConfig) -> Path:
     loss = ReconGANLoss(G, D, lc, box=box, seed=cfg.seed, neural_rendering_resolution=nrr,
                         render_kwargs={"perturb": cfg.ray_perturb},
                         use_mask_d=use_mask_discriminator(D), autocast_dtype=autocast, ortho_views=ds.ortho_views,
-                        G_call=G_call, D_call=D_call, D_compiled=D_compiled)
+                        G_call=G_call, D_call=D_call, D_compiled=D_compiled, R1_compiled=R1_compiled)
     phases = [("Gmain", G, opt_G, 1)]
     if use_tv:
         phases.append(("Greg", G, opt_G, lc.tv_interval))
@@ -742,10 +761,8 @@ def train(cfg: TrainConfig) -> Path:
                 break
     finally:
         stopper.restore()
-        if restore_arithmetic is not None:
-            restore_arithmetic()
-        if restore_layout is not None:
-            restore_layout()
+        for restore in reversed(restores):
+            restore()
         if pbar is not None:
             pbar.close()
         if writer is not None:

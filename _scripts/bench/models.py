@@ -16,7 +16,7 @@ FLOPs only (grid_sample, elementwise ops, normalisations, sorting are not
 counted), so MFU (flops_per_train_image x images/s / peak dense bf16 of the
 GPU) is a lower bound.  --compile compiles the generator's encoders, backbone,
 super-resolution and per-point field with --compile-mode (G.compile_parts; not
-D, see --compile-d: R1 differentiates D twice) and picks the compiled
+D, see --compile-d, which also compiles R1 as the trainer does) and picks the compiled
 arithmetic (triplane.set_compiled_arithmetic: unfolded FIR, gather lookup);
 --compile-infer compiles the whole eval forward (conditioning images -> final
 image) for the batch-1 inference timing (default mode reduce-overhead: CUDA
@@ -45,9 +45,9 @@ from training.errors import UserError, cli_main, save_json_atomic
 from training import networks_stylegan2 as nets
 from training import volumetric_rendering as vr
 from training.dual_discriminator import join_pair, pair_group, split_pair
-from training.loss import LossConfig, r1_inputs, r1_penalty
+from training.loss import LossConfig, r1_inputs, r1_terms
 from training.triplane import PRESETS, SR_NOISE_MODES, build_preset, set_compiled_arithmetic
-from training.training_loop import COMPILE_MODES, adam, compile_kwargs, force_layout_optimization
+from training.training_loop import COMPILE_MODES, adam, compile_kwargs, force_layout_optimization, guard_requires_grad
 
 D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}
 FLOPS_NOTE = ("matmul/conv FLOPs only (torch.utils.flop_counter.FlopCounterMode): grid_sample, elementwise "
@@ -72,7 +72,10 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="compile G's field, backbone and super-resolution")
     p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES, help="torch.compile mode for --compile")
     p.add_argument("--compile-d", action="store_true",
-                   help="also compile D for its first-order uses (G main, D main); R1 keeps the eager D")
+                   help="also compile D for G main and D main, and R1 (loss.r1_terms, double backward in one graph)")
+    p.add_argument("--r1", default="auto", choices=["auto", "compiled", "eager"],
+                   help="R1 phase: compiled (torch.compile of loss.r1_terms' functional path) or eager; auto = "
+                   "compiled with --compile-d, as the trainer's --compile")
     p.add_argument("--r1-bf16", action="store_true", help="run the R1 phase under bf16 autocast (default fp32)")
     p.add_argument("--d-pair", default="on", choices=["on", "off"],
                    help="D main on fakes and reals as one joined batch (on, the trainer's default) or two calls")
@@ -369,9 +372,11 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     # ---- timings of the parts (compiled when asked)
     if a.compile:
         compile_G(G, a.compile_mode, channels_last=a.channels_last == "auto")
-    if a.compile_d:     # first-order uses only: D_first shares D's parameters; R1 differentiates eager D twice
+    if a.compile_d:     # D_first shares D's parameters
         D_first["net"] = torch.compile(D, dynamic=False,    # batch n in G main, 2n joined in D main
                                        **compile_kwargs(a.compile_mode))
+    if a.r1 == "compiled":
+        D_first["r1"] = torch.compile(r1_terms, dynamic=False, **compile_kwargs(a.compile_mode))
     steps, warm = a.steps, a.warmup
     only_train = a.train_only and a.train_step
     if a.profile and not only_train:    # --train-only: the train step's profile below, nothing else compiled
@@ -391,6 +396,8 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     if a.parts:
         section(res, "parts", lambda: bench_parts(G, cond, c, z, nr, ac, clock, steps, warm), device)
     if a.train_step:
+        G.requires_grad_(False)     # as make_train_step left them: each phase turns on its own network
+        D.requires_grad_(False)
         lock = contextlib.nullcontext()
         if a.gpu_lock:      # the first step compiles (mostly CPU work) before the lock is taken
             res["train_compile_s"] = clock.seconds(step)[0]
@@ -615,7 +622,8 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
     """One GAN step as training/training_loop.py runs its phases: G main, D main (fake + real: one joined D
     call when d_pair, as the trainer's default), R1 on real every 16th step (fp32 unless r1_bf16, gain 16);
     only the phase's network requires grad; Adam updates.
-    D_first['net'] (default D) is the D of the first-order phases, a compiled D sharing D's parameters.
+    D_first['net'] (default D) is the D of the first-order phases, a compiled D sharing D's parameters;
+    D_first['r1'] (default: eager loss.r1_terms) a compiled r1_terms, called on its functional path.
     phase_clock(name, fn) (default: call fn) runs each phase of step(), e.g. timing it.
     Returns (step, {'G_main': fn, 'D_main': fn, 'R1': fn})."""
     run = phase_clock or (lambda name, fn: fn())
@@ -660,15 +668,18 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
         D.requires_grad_(False)
         opt_D.step()
 
-    def r1():       # lazy R1 in fp32 like training/loss.py (double backward through D: D is not compiled)
+    def r1():       # lazy R1 like training/loss.py: compiled whole, or eager D (folded convs) differentiated twice
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
-        r = r1_inputs(real, channels_last=r1_channels_last)
-        with nets.fold_setting(True):      # eager D: folded convs (fewer kernels) whatever the compiled use
-            with ac() if r1_bf16 else contextlib.nullcontext():
-                logits = D(r, c)
-            penalty = r1_penalty(logits.float(), [r["image"], r["image_raw"]]).mean() * (R1_GAMMA / 2) * R1_INTERVAL
-            penalty.backward()
+        compiled = D_first.get("r1")
+        r = r1_inputs(real, channels_last=r1_channels_last, requires_grad=compiled is None)
+        with ac() if r1_bf16 else contextlib.nullcontext():
+            if compiled is not None:
+                pen, _, keep = compiled(D, r, c, False, 0.0, True)
+            else:
+                with nets.fold_setting(True):      # whatever the compiled use
+                    pen, _, keep = r1_terms(D, r, c)
+        (pen.mean() * (R1_GAMMA / 2) * R1_INTERVAL + keep).backward()
         D.requires_grad_(False)
         opt_D.step()
 
@@ -769,7 +780,8 @@ def report(r, cpu):
           f"samples={'+'.join(map(str, r.get('samples', ['?'])))} sr={r.get('img_resolution', '?')} "
           f"{'bf16' if r['bf16'] else 'fp32' if cpu else 'fp32/tf32'}"
           f"{' compiled (' + r['compile_mode'] + ')' if r['compile'] else ''}"
-          f"{' +D compiled' if r.get('compile_d') else ''}{' R1 bf16' if r.get('r1_bf16') else ''}"
+          f"{' +D compiled' if r.get('compile_d') else ''}{' R1 ' + r['r1'] if r.get('r1') else ''}"
+          f"{' R1 bf16' if r.get('r1_bf16') else ''}"
           f"{' channels-last ' + r['channels_last'] if r.get('channels_last') not in (None, '', 'auto') else ''}"
           f"{' SR noise ' + r['sr_noise'] if r.get('sr_noise') not in (None, 'preset') else ''}"
           f"{' layout-opt auto' if r.get('layout_opt') == 'auto' else ''}{' R1 NCHW' if r.get('r1_layout') == 'nchw' else ''}"
@@ -831,6 +843,8 @@ def main(argv=None):
     a.steps = a.steps or (3 if cpu else 10)
     a.warmup = a.warmup if a.warmup is not None else (1 if cpu else 3)
     a.mesh_res = a.mesh_res if a.mesh_res is not None else (0 if cpu else 256)
+    if a.r1 == "auto":
+        a.r1 = "compiled" if a.compile_d else "eager"
     a._mesh_done = False
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -839,6 +853,7 @@ def main(argv=None):
     # the arithmetic variants: 'auto' = the optimum with or without compile; restored when the run ends
     restore_arithmetic = set_compiled_arithmetic(a.compile)
     restore_layout = force_layout_optimization(a.layout_opt == "force")
+    restore_guards = guard_requires_grad(True)      # as the trainer: frozen and training graphs apart
     try:
         if a.fold != "auto":
             nets.set_fold(a.fold != "off", down_1x1=False if a.fold == "skip-off" else None)
@@ -850,6 +865,7 @@ def main(argv=None):
             torch.set_flush_denormal(False)
         restore_arithmetic()
         restore_layout()
+        restore_guards()
 
 
 def run_all(a, device, preset):
@@ -870,7 +886,8 @@ def run_all(a, device, preset):
     for nr in nrs:
         for bf16 in modes:
             r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
-                 "compile_d": a.compile_d, "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16,
+                 "compile_d": a.compile_d,
+                 "r1": a.r1, "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16,
                  "r1_layout": a.r1_layout,
                  "fold": dict(nets.FOLD), "layout_opt": a.layout_opt, "channels_last": a.channels_last, "lookup": vr.LOOKUP,
                  "sr_noise": a.sr_noise or "preset",

@@ -23,7 +23,7 @@ from training import volumetric_rendering as vr
 from training.errors import cli_main, save_json_atomic
 from training.superresolution import SuperresolutionHybrid
 from training.triplane import build_preset, set_compiled_arithmetic
-from training.training_loop import force_layout_optimization
+from training.training_loop import force_layout_optimization, guard_requires_grad
 
 # (batch, neural rendering resolution, samples per ray, plane resolution): EG3D FFHQ-512 and a CPU size
 SIZES = {"eg3d": dict(preset="eg3d_ffhq512", batch=16, nr=64, samples=48, img=512),
@@ -234,6 +234,7 @@ def main(argv=None):
     clock = Clock(device)
     restore_arith = set_compiled_arithmetic(not a.no_compile)
     restore_layout = force_layout_optimization(True)
+    restore_guards = guard_requires_grad(True)
     old_grads = nets.CHANNELS_LAST_GRADS        # the variants switch it
     out = {"size": size, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
            "torch": torch.__version__}
@@ -251,6 +252,7 @@ def main(argv=None):
     finally:
         nets.CHANNELS_LAST_GRADS = old_grads
         restore_layout()
+        restore_guards()
         restore_arith()
     return out
 
