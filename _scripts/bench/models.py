@@ -400,7 +400,7 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
         D.requires_grad_(False)
         lock = contextlib.nullcontext()
         if a.gpu_lock:      # the first step compiles (mostly CPU work) before the lock is taken
-            res["train_compile_s"] = clock.seconds(step)[0]
+            res["train_compile_s"] = clock.seconds(lambda: step(force_r1=True))[0]     # R1's graphs too
             print(f"  [first train step (compiles): {res['train_compile_s']:.1f} s wall]", flush=True)
             wait_for_peers(a.gpu_lock, a.gpu_lock_peers)
             lock = gpu_lock(a.gpu_lock)
@@ -683,14 +683,15 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
         D.requires_grad_(False)
         opt_D.step()
 
-    def step():
+    def step(force_r1=False):       # force_r1: R1 also off its interval (warming its compiled graph up)
         st["i"] += 1
         step_begin()
         run("G_main", g_main)
         run("D_main", d_main)
-        if st["i"] % R1_INTERVAL == 0:
+        with_r1 = force_r1 or st["i"] % R1_INTERVAL == 0
+        if with_r1:
             run("R1", r1)
-        return st["i"] % R1_INTERVAL == 0
+        return with_r1
 
     return step, {"G_main": g_main, "D_main": d_main, "R1": r1}
 
@@ -713,21 +714,24 @@ class PhaseTimes:
 
 
 def train_steps(step, clock, a, phases: PhaseTimes | None = None) -> dict:
-    """Warm-up, then whole 16-step cycles (exactly one R1 step in each), each step timed; then, with
-    phases, one more cycle with each phase timed on its own."""
-    for _ in range(a.warmup):
-        step()
+    """Warm-up (its first two steps with R1: CUDA graphs record on a function's second call), then whole
+    16-step cycles (exactly one R1 step in each), each step timed; then, with phases, one more cycle with
+    each phase timed on its own."""
+    for k in range(a.warmup):
+        step(force_r1=k < 2)
     n = R1_INTERVAL * max(1, math.ceil(a.steps / R1_INTERVAL))
     clock.reset_peak()
-    plain, with_r1 = [], []
+    times, plain, with_r1 = [], [], []
     for _ in range(n):
         dt, had_r1 = clock.seconds(step)
+        times.append(dt)
         (with_r1 if had_r1 else plain).append(dt)
     mean = (sum(plain) + sum(with_r1)) / n
     plain.sort()
     r = {"ms": 1000 * plain[len(plain) // 2], "ms_min": 1000 * plain[0],
          "ms_r1_step": 1000 * sum(with_r1) / max(1, len(with_r1)), "ms_mean_with_r1": 1000 * mean,
-         "images_per_s": a.batch / mean, "steps": n, "peak_gib": clock.peak_gib()}
+         "images_per_s": a.batch / mean, "steps": n, "peak_gib": clock.peak_gib(),
+         "step_ms": [round(1000 * t, 2) for t in times]}
     if phases is not None:
         phases.on = True
         for _ in range(R1_INTERVAL):
