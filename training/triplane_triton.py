@@ -43,17 +43,15 @@ def available(t: torch.Tensor) -> bool:
 
 if triton is not None:
     @triton.jit
-    def _points(xyz_ptr, N, scale, BLOCK_N: tl.constexpr):
-        """This program's batch index, point indices [BLOCK_N] and their mask, and the points scaled to the
-        grid range: the program grid is (point blocks, batch)."""
+    def _block(N, BLOCK_N: tl.constexpr):
+        """This program's batch index and point indices [BLOCK_N] with their mask: the grid is (point blocks,
+        batch).  The kernels load the points themselves: torch's mutation analysis of a kernel
+        (identify_mutated_tensors) follows a written pointer back through every op but loads, so a helper
+        call that took the points' pointer would mark the points as written; inductor then treats them as
+        a mutated input and CUDA graphs skip the graph."""
         b = tl.program_id(1).to(tl.int64)
         n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        mn = n < N
-        pt = xyz_ptr + (b * N + n) * 3
-        px = tl.load(pt, mask=mn, other=0.0) * scale
-        py = tl.load(pt + 1, mask=mn, other=0.0) * scale
-        pz = tl.load(pt + 2, mask=mn, other=0.0) * scale
-        return b, n, mn, px, py, pz
+        return b, n, n < N
 
     @triton.jit
     def _axis(t, R):
@@ -94,7 +92,11 @@ if triton is not None:
     def _triplane_mean_fwd(planes_ptr, xyz_ptr, out_ptr, N, R, scale,
                            s_b, s_p, s_c, s_y, s_x,
                            C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-        b, n, mn, px, py, pz = _points(xyz_ptr, N, scale, BLOCK_N)
+        b, n, mn = _block(N, BLOCK_N)
+        pt = xyz_ptr + (b * N + n) * 3
+        px = tl.load(pt, mask=mn, other=0.0) * scale
+        py = tl.load(pt + 1, mask=mn, other=0.0) * scale
+        pz = tl.load(pt + 2, mask=mn, other=0.0) * scale
         c = tl.arange(0, BLOCK_C)
         mc = c < C
         total = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)
@@ -116,7 +118,11 @@ if triton is not None:
     def _triplane_mean_bwd(grad_ptr, xyz_ptr, gplanes_ptr, N, R, scale,
                            C: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
         # gplanes: fp32 [B, 3, R, R, C] contiguous (channels last: each corner's update is one row)
-        b, n, mn, px, py, pz = _points(xyz_ptr, N, scale, BLOCK_N)
+        b, n, mn = _block(N, BLOCK_N)
+        pt = xyz_ptr + (b * N + n) * 3
+        px = tl.load(pt, mask=mn, other=0.0) * scale
+        py = tl.load(pt + 1, mask=mn, other=0.0) * scale
+        pz = tl.load(pt + 2, mask=mn, other=0.0) * scale
         c = tl.arange(0, BLOCK_C)
         mc = c < C
         g = tl.load(grad_ptr + (b * N + n)[:, None] * C + c[None, :], mask=mn[:, None] & mc[None, :],

@@ -73,6 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES, help="torch.compile mode for --compile")
     p.add_argument("--compile-d", action="store_true",
                    help="also compile D for G main and D main, and R1 (loss.r1_terms, double backward in one graph)")
+    p.add_argument("--guard-requires-grad", default="on", choices=["on", "off"],
+                   help="compiled graphs guard on their parameters' requires_grad (training_loop.guard_requires_grad; "
+                   "on, as the trainer) or dynamo's default (off)")
     p.add_argument("--r1", default="auto", choices=["auto", "compiled", "eager"],
                    help="R1 phase: compiled (torch.compile of loss.r1_terms' functional path) or eager; auto = "
                    "compiled with --compile-d, as the trainer's --compile")
@@ -857,7 +860,7 @@ def main(argv=None):
     # the arithmetic variants: 'auto' = the optimum with or without compile; restored when the run ends
     restore_arithmetic = set_compiled_arithmetic(a.compile)
     restore_layout = force_layout_optimization(a.layout_opt == "force")
-    restore_guards = guard_requires_grad(True)      # as the trainer: frozen and training graphs apart
+    restore_guards = guard_requires_grad(a.guard_requires_grad == "on")    # on: as the trainer
     try:
         if a.fold != "auto":
             nets.set_fold(a.fold != "off", down_1x1=False if a.fold == "skip-off" else None)
