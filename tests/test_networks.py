@@ -279,7 +279,7 @@ def test_twice_differentiable_conv_gives_autograds_r1(fold, bf16, monkeypatch):
     c = torch.randn(4, 25)
     calls = []
     monkeypatch.setattr(nets._Conv2d, "forward", staticmethod(
-        lambda *a, _f=nets._Conv2d.forward: calls.append(1) or _f(*a)))
+        lambda ctx, *a, _f=nets._Conv2d.forward: calls.append(1) or _f(ctx, *a)))
 
     def run(twice):
         monkeypatch.setattr(nets, "TWICE_DIFFERENTIABLE_CONV", twice)

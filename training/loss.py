@@ -152,45 +152,31 @@ def depth_loss(pred_xyz, pred_alpha, gt_xyz, gt_alpha) -> torch.Tensor:
     return ((err * both).flatten(1).sum(1) / both.flatten(1).sum(1).clamp_min(1.0)).mean()
 
 
-def r1_inputs(real: dict, channels_last: bool = True, requires_grad: bool = True) -> dict:
-    """Detached copies of D's real inputs (requiring grad unless not requires_grad: r1_terms' functional
-    path takes its gradients itself), for R1.  Channels-last by default: the eager D's cuDNN convs (forward,
-    backward and double backward) then run without NCHW<->NHWC transposes (R1 phase on the H100: 157 -> 117
-    ms); the same numbers."""
+def r1_inputs(real: dict, channels_last: bool = True) -> dict:
+    """Detached copies of D's real inputs that require grad, for R1.  Channels-last by default: the eager
+    D's cuDNN convs (forward, backward and double backward) then run without NCHW<->NHWC transposes (R1
+    phase on the H100: 157 -> 117 ms); the same numbers."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    return {k: v.detach().contiguous(memory_format=layout).requires_grad_(requires_grad) for k, v in real.items()}
+    return {k: v.detach().contiguous(memory_format=layout).requires_grad_(True) for k, v in real.items()}
 
 
-def r1_penalty(outputs: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
-    """Per-sample squared gradient norm of sum(outputs) w.r.t. inputs [B]."""
-    grads = torch.autograd.grad(outputs.sum(), inputs, create_graph=True, only_inputs=True)
-    return sum(g.square().flatten(1).sum(1) for g in grads)
-
-
-def r1_terms(D, real: dict, c: torch.Tensor, mask: bool = False, sigma: float = 0.0, functional: bool = False):
-    """R1 of D at the real inputs ``real``, blurred by ``sigma`` (D.blur_inputs) on the way in: (penalty [B] over image and image_raw as in
-    EG3D, the mask branch's penalty [B] over image_mask when ``mask`` else None, keep).  ``keep`` = every
-    logit * 0: it holds each D parameter in the graph (the output layers' biases get no R1 gradient), as
-    DDP without find_unused_parameters needs a gradient for every parameter.  The two branches of a mask D
-    read disjoint inputs, so one gradient of the summed logits gives both penalties.
-
-    functional: the gradients by torch.func.grad (inputs need not require grad) instead of
-    autograd.grad(create_graph=True); the same numbers, and torch.compile traces it whole, double backward
-    included, where autograd.grad breaks the graph: the compiled trainer's R1."""
+def r1_terms(D, real: dict, c: torch.Tensor, mask: bool = False, sigma: float = 0.0):
+    """R1 of D at the real inputs ``real`` (r1_inputs), blurred by ``sigma`` (D.blur_inputs) on the way in:
+    (penalty [B] over image and image_raw as in EG3D, the mask branch's penalty [B] over image_mask when
+    ``mask`` else None, keep).  ``keep`` = every logit * 0: it holds each D parameter in the graph (the
+    output layers' biases get no R1 gradient), as DDP without find_unused_parameters needs a gradient for
+    every parameter.  The two branches of a mask D read disjoint inputs, so one gradient of the summed
+    logits gives both penalties.  Eager, through _Conv2d's cuDNN kernels: compiled whole through
+    torch.func.grad it ran (same numbers on the CPU) but took 636 ms on the H100 against the eager 129 ms
+    (session 8): the compiled double backward computes each conv's weight term as a conv whose kernel is
+    the gradient image, the slow path _Conv2d exists to avoid."""
     keys = ["image", "image_raw"] + (["image_mask"] if mask else [])
-
-    def logits_sum(*xs):        # -> (the logits' sum, keep)
-        li, lm = run_D(D, D.blur_inputs(dict(real, **dict(zip(keys, xs))), sigma), c)
-        li, lm = li.float().sum(), (lm.float().sum() if lm is not None else None)
-        return li + (lm if mask else 0), li * 0 + (lm * 0 if lm is not None else 0)
-
-    xs = [real[k] for k in keys]
-    if functional:
-        grads, keep = torch.func.grad(logits_sum, argnums=tuple(range(len(xs))), has_aux=True)(*xs)
-    else:
-        total, keep = logits_sum(*xs)
-        grads = torch.autograd.grad(total, xs, create_graph=True)
+    li, lm = run_D(D, D.blur_inputs(real, sigma), c)
+    total = li.float().sum() + (lm.float().sum() if mask else 0)
+    with torch.autocast(c.device.type, enabled=False):     # D's forward may run under autocast; not this
+        grads = torch.autograd.grad(total, [real[k] for k in keys], create_graph=True)
     sq = [g.float().square().flatten(1).sum(1) for g in grads]
+    keep = li.float().sum() * 0 + (lm.float().sum() * 0 if lm is not None else 0)
     return sq[0] + sq[1], (sq[2] if mask else None), keep
 
 
@@ -263,12 +249,11 @@ class ReconGANLoss:
                  neural_rendering_resolution: int | None = None, use_mask_d: bool = False,
                  autocast_dtype: torch.dtype | None = None, lpips_module=None,
                  ortho_views=("front", "back", "left", "right"), render_kwargs: dict | None = None,
-                 G_call=None, D_call=None, D_compiled=None, R1_compiled=None):
+                 G_call=None, D_call=None, D_compiled=None):
         self.G, self.D, self.cfg, self.box, self.seed = G, D, cfg, box, seed
-        # D_first: a torch.compile'd D sharing D's parameters, for Gmain and (single process) Dmain
+        # D_first: a torch.compile'd D sharing D's parameters, for Gmain and (single process) Dmain; R1
+        # differentiates the eager D twice
         self.D_first = D_compiled if D_compiled is not None else D
-        # R1_compiled: torch.compile(r1_terms), the whole double backward in one graph (Dreg after the fade)
-        self.R1_compiled = R1_compiled
         self.G_call = G_call or (lambda fn, *args: fn(self.G, *args))
         self.D_call = D_call or (lambda fn, *args: fn(self.D, *args))
         self.Dmain_call = D_call or (lambda fn, *args: fn(self.D_first, *args))
@@ -478,18 +463,12 @@ class ReconGANLoss:
         double-backward graph and the reducer averages those gradients."""
         cfg, stats = self.cfg, {}
         # R1 in full precision unless --r1-bf16 (the double backward's rounding is untested for training).
-        # Compiled (R1_compiled: r1_terms' functional path), or eager with folded FIR convs: the eager
-        # optimum, also when Gmain/Dmain run the compiled (unfolded) arithmetic; the same numbers
-        mask = self.use_mask_d and cfg.r1_gamma_mask > 0
+        # Folded FIR convs: the eager optimum, also when Gmain/Dmain run the compiled (unfolded)
+        # arithmetic; the same numbers
         c = batch["rgb_cam"]
-        compiled = self.R1_compiled is not None and sigma <= 0   # eager while the blur fades (sigma varies)
-        real = r1_inputs(self.real_for_D(batch, self._fake), requires_grad=not compiled)
-        with self._autocast(c.device) if cfg.r1_bf16 else contextlib.nullcontext():
-            if compiled:
-                pen, pen_m, keep = self.R1_compiled(D, real, c, mask, 0.0, True)
-            else:
-                with fold_setting(True):
-                    pen, pen_m, keep = r1_terms(D, real, c, mask, sigma)
+        real = r1_inputs(self.real_for_D(batch, self._fake))
+        with fold_setting(True), self._autocast(c.device) if cfg.r1_bf16 else contextlib.nullcontext():
+            pen, pen_m, keep = r1_terms(D, real, c, self.use_mask_d and cfg.r1_gamma_mask > 0, sigma)
         loss = pen.mean() * (cfg.r1_gamma / 2)
         stats["D/r1"] = float(pen.detach().mean())
         if pen_m is not None:

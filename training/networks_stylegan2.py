@@ -273,14 +273,10 @@ class _Conv2d(torch.autograd.Function):
     Through conv_transpose2d the same term is cuDNN's weight-gradient kernel.  Same numbers."""
 
     @staticmethod
-    def forward(x, w, stride, padding, groups):
-        return F.conv2d(x, w, None, stride, padding, 1, groups)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):     # the separate context: torch.func can transform it
-        x, w, stride, padding, groups = inputs
+    def forward(ctx, x, w, stride, padding, groups):
         ctx.save_for_backward(x, w)
         ctx.conf = (stride, padding, groups)
+        return F.conv2d(x, w, None, stride, padding, 1, groups)
 
     @staticmethod
     def backward(ctx, gy):

@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import cameras, paths
 from .errors import UserError, fail, save_json_atomic, save_png_atomic
 from .images import to_uint8
-from .loss import LossConfig, ReconGANLoss, r1_terms, resize
+from .loss import LossConfig, ReconGANLoss, resize
 
 SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
@@ -609,10 +609,10 @@ def train(cfg: TrainConfig) -> Path:
         sync_params(G_ema, d)
         G_call, D_call = wrap_ddp(G, d, find_unused=True), wrap_ddp(D, d, find_unused=False)
 
-    # torch.compile (after G_ema's copy and the DDP wrappers): G's parts in place; D as a separate handle
-    # for Gmain/Dmain, and R1 as its own function (torch.func's gradient, which compiles; autograd.grad does not)
+    # torch.compile (after G_ema's copy and the DDP wrappers): G's parts in place; D for its first-order
+    # phases as a separate handle, so R1 differentiates the eager D twice
     # (reduce-overhead: CUDA graphs, each step marked as a new iteration; fakes are used within their step)
-    D_compiled, R1_compiled = None, None
+    D_compiled = None
     restores = []       # the global compile settings, undone when train() returns
     cudagraphs = cfg.compile and uses_cudagraphs(cfg.compile_mode) and d.device.type == "cuda"
     if cfg.compile:
@@ -622,7 +622,6 @@ def train(cfg: TrainConfig) -> Path:
                      guard_requires_grad(True)]    # D is frozen in Gmain, trained in Dmain: a graph for each
         G.compile_parts(**kw)
         D_compiled = torch.compile(D, dynamic=False, **kw)   # static graphs: batch n (Gmain), 2n (Dmain joined)
-        R1_compiled = torch.compile(r1_terms, dynamic=False, **kw)  # Dreg: D's double backward in one graph
 
     # data: a resumed run skips what it has seen
     batches = rank_batches(ds, cfg, d, per_gpu, step)
@@ -633,7 +632,7 @@ def train(cfg: TrainConfig) -> Path:
     loss = ReconGANLoss(G, D, lc, box=box, seed=cfg.seed, neural_rendering_resolution=nrr,
                         render_kwargs={"perturb": cfg.ray_perturb},
                         use_mask_d=use_mask_discriminator(D), autocast_dtype=autocast, ortho_views=ds.ortho_views,
-                        G_call=G_call, D_call=D_call, D_compiled=D_compiled, R1_compiled=R1_compiled)
+                        G_call=G_call, D_call=D_call, D_compiled=D_compiled)
     phases = [("Gmain", G, opt_G, 1)]
     if use_tv:
         phases.append(("Greg", G, opt_G, lc.tv_interval))

@@ -16,7 +16,7 @@ FLOPs only (grid_sample, elementwise ops, normalisations, sorting are not
 counted), so MFU (flops_per_train_image x images/s / peak dense bf16 of the
 GPU) is a lower bound.  --compile compiles the generator's encoders, backbone,
 super-resolution and per-point field with --compile-mode (G.compile_parts; not
-D, see --compile-d, which also compiles R1 as the trainer does) and picks the compiled
+D, see --compile-d: R1 differentiates D twice) and picks the compiled
 arithmetic (triplane.set_compiled_arithmetic: unfolded FIR, gather lookup);
 --compile-infer compiles the whole eval forward (conditioning images -> final
 image) for the batch-1 inference timing (default mode reduce-overhead: CUDA
@@ -72,13 +72,10 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="compile G's field, backbone and super-resolution")
     p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES, help="torch.compile mode for --compile")
     p.add_argument("--compile-d", action="store_true",
-                   help="also compile D for G main and D main, and R1 (loss.r1_terms, double backward in one graph)")
+                   help="also compile D for its first-order uses (G main, D main); R1 keeps the eager D")
     p.add_argument("--guard-requires-grad", default="on", choices=["on", "off"],
                    help="compiled graphs guard on their parameters' requires_grad (training_loop.guard_requires_grad; "
                    "on, as the trainer) or dynamo's default (off)")
-    p.add_argument("--r1", default="auto", choices=["auto", "compiled", "eager"],
-                   help="R1 phase: compiled (torch.compile of loss.r1_terms' functional path) or eager; auto = "
-                   "compiled with --compile-d, as the trainer's --compile")
     p.add_argument("--r1-bf16", action="store_true", help="run the R1 phase under bf16 autocast (default fp32)")
     p.add_argument("--d-pair", default="on", choices=["on", "off"],
                    help="D main on fakes and reals as one joined batch (on, the trainer's default) or two calls")
@@ -375,11 +372,9 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
     # ---- timings of the parts (compiled when asked)
     if a.compile:
         compile_G(G, a.compile_mode, channels_last=a.channels_last == "auto")
-    if a.compile_d:     # D_first shares D's parameters
+    if a.compile_d:     # first-order uses only: D_first shares D's parameters; R1 differentiates eager D twice
         D_first["net"] = torch.compile(D, dynamic=False,    # batch n in G main, 2n joined in D main
                                        **compile_kwargs(a.compile_mode))
-    if a.r1 == "compiled":
-        D_first["r1"] = torch.compile(r1_terms, dynamic=False, **compile_kwargs(a.compile_mode))
     steps, warm = a.steps, a.warmup
     only_train = a.train_only and a.train_step
     if a.profile and not only_train:    # --train-only: the train step's profile below, nothing else compiled
@@ -403,7 +398,7 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
         D.requires_grad_(False)
         lock = contextlib.nullcontext()
         if a.gpu_lock:      # the first step compiles (mostly CPU work) before the lock is taken
-            res["train_compile_s"] = clock.seconds(lambda: step(force_r1=True))[0]     # R1's graphs too
+            res["train_compile_s"] = clock.seconds(step)[0]
             print(f"  [first train step (compiles): {res['train_compile_s']:.1f} s wall]", flush=True)
             wait_for_peers(a.gpu_lock, a.gpu_lock_peers)
             lock = gpu_lock(a.gpu_lock)
@@ -625,8 +620,7 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
     """One GAN step as training/training_loop.py runs its phases: G main, D main (fake + real: one joined D
     call when d_pair, as the trainer's default), R1 on real every 16th step (fp32 unless r1_bf16, gain 16);
     only the phase's network requires grad; Adam updates.
-    D_first['net'] (default D) is the D of the first-order phases, a compiled D sharing D's parameters;
-    D_first['r1'] (default: eager loss.r1_terms) a compiled r1_terms, called on its functional path.
+    D_first['net'] (default D) is the D of the first-order phases, a compiled D sharing D's parameters.
     phase_clock(name, fn) (default: call fn) runs each phase of step(), e.g. timing it.
     Returns (step, {'G_main': fn, 'D_main': fn, 'R1': fn})."""
     run = phase_clock or (lambda name, fn: fn())
@@ -671,30 +665,24 @@ def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None
         D.requires_grad_(False)
         opt_D.step()
 
-    def r1():       # lazy R1 like training/loss.py: compiled whole, or eager D (folded convs) differentiated twice
+    def r1():       # lazy R1 like training/loss.py (double backward through D: D is not compiled)
         D.requires_grad_(True)
         opt_D.zero_grad(set_to_none=True)
-        compiled = D_first.get("r1")
-        r = r1_inputs(real, channels_last=r1_channels_last, requires_grad=compiled is None)
-        with ac() if r1_bf16 else contextlib.nullcontext():
-            if compiled is not None:
-                pen, _, keep = compiled(D, r, c, False, 0.0, True)
-            else:
-                with nets.fold_setting(True):      # whatever the compiled use
-                    pen, _, keep = r1_terms(D, r, c)
+        with nets.fold_setting(True):      # eager D: folded convs (fewer kernels) whatever the compiled use
+            with ac() if r1_bf16 else contextlib.nullcontext():
+                pen, _, keep = r1_terms(D, r1_inputs(real, channels_last=r1_channels_last), c)
         (pen.mean() * (R1_GAMMA / 2) * R1_INTERVAL + keep).backward()
         D.requires_grad_(False)
         opt_D.step()
 
-    def step(force_r1=False):       # force_r1: R1 also off its interval (warming its compiled graph up)
+    def step():
         st["i"] += 1
         step_begin()
         run("G_main", g_main)
         run("D_main", d_main)
-        with_r1 = force_r1 or st["i"] % R1_INTERVAL == 0
-        if with_r1:
+        if st["i"] % R1_INTERVAL == 0:
             run("R1", r1)
-        return with_r1
+        return st["i"] % R1_INTERVAL == 0
 
     return step, {"G_main": g_main, "D_main": d_main, "R1": r1}
 
@@ -717,11 +705,10 @@ class PhaseTimes:
 
 
 def train_steps(step, clock, a, phases: PhaseTimes | None = None) -> dict:
-    """Warm-up (its first two steps with R1: CUDA graphs record on a function's second call), then whole
-    16-step cycles (exactly one R1 step in each), each step timed; then, with phases, one more cycle with
-    each phase timed on its own."""
-    for k in range(a.warmup):
-        step(force_r1=k < 2)
+    """Warm-up, then whole 16-step cycles (exactly one R1 step in each), each step timed (step_ms: a CUDA
+    graph re-recorded shows as a spike); then, with phases, one more cycle with each phase timed on its own."""
+    for _ in range(a.warmup):
+        step()
     n = R1_INTERVAL * max(1, math.ceil(a.steps / R1_INTERVAL))
     clock.reset_peak()
     times, plain, with_r1 = [], [], []
@@ -787,8 +774,8 @@ def report(r, cpu):
           f"samples={'+'.join(map(str, r.get('samples', ['?'])))} sr={r.get('img_resolution', '?')} "
           f"{'bf16' if r['bf16'] else 'fp32' if cpu else 'fp32/tf32'}"
           f"{' compiled (' + r['compile_mode'] + ')' if r['compile'] else ''}"
-          f"{' +D compiled' if r.get('compile_d') else ''}{' R1 ' + r['r1'] if r.get('r1') else ''}"
-          f"{' R1 bf16' if r.get('r1_bf16') else ''}"
+          f"{' +D compiled' if r.get('compile_d') else ''}{' R1 bf16' if r.get('r1_bf16') else ''}"
+          f"{' no requires_grad guards' if r.get('guard_requires_grad') is False else ''}"
           f"{' channels-last ' + r['channels_last'] if r.get('channels_last') not in (None, '', 'auto') else ''}"
           f"{' SR noise ' + r['sr_noise'] if r.get('sr_noise') not in (None, 'preset') else ''}"
           f"{' layout-opt auto' if r.get('layout_opt') == 'auto' else ''}{' R1 NCHW' if r.get('r1_layout') == 'nchw' else ''}"
@@ -850,8 +837,6 @@ def main(argv=None):
     a.steps = a.steps or (3 if cpu else 10)
     a.warmup = a.warmup if a.warmup is not None else (1 if cpu else 3)
     a.mesh_res = a.mesh_res if a.mesh_res is not None else (0 if cpu else 256)
-    if a.r1 == "auto":
-        a.r1 = "compiled" if a.compile_d else "eager"
     a._mesh_done = False
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -894,7 +879,7 @@ def run_all(a, device, preset):
         for bf16 in modes:
             r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
                  "compile_d": a.compile_d,
-                 "r1": a.r1, "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16,
+                 "guard_requires_grad": a.guard_requires_grad == "on", "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16,
                  "r1_layout": a.r1_layout,
                  "fold": dict(nets.FOLD), "layout_opt": a.layout_opt, "channels_last": a.channels_last, "lookup": vr.LOOKUP,
                  "sr_noise": a.sr_noise or "preset",
