@@ -172,11 +172,12 @@ def r1_terms(D, real: dict, c: torch.Tensor, mask: bool = False, sigma: float = 
     the gradient image, the slow path _Conv2d exists to avoid."""
     keys = ["image", "image_raw"] + (["image_mask"] if mask else [])
     li, lm = run_D(D, D.blur_inputs(real, sigma), c)
-    total = li.float().sum() + (lm.float().sum() if mask else 0)
+    li, lm = li.float().sum(), (lm.float().sum() if lm is not None else None)
+    total = li + (lm if mask else 0)
     with torch.autocast(c.device.type, enabled=False):     # D's forward may run under autocast; not this
         grads = torch.autograd.grad(total, [real[k] for k in keys], create_graph=True)
     sq = [g.float().square().flatten(1).sum(1) for g in grads]
-    keep = li.float().sum() * 0 + (lm.float().sum() * 0 if lm is not None else 0)
+    keep = li * 0 + (lm * 0 if lm is not None else 0)
     return sq[0] + sq[1], (sq[2] if mask else None), keep
 
 

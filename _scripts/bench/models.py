@@ -878,9 +878,8 @@ def run_all(a, device, preset):
     for nr in nrs:
         for bf16 in modes:
             r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
-                 "compile_d": a.compile_d,
-                 "guard_requires_grad": a.guard_requires_grad == "on", "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16,
-                 "r1_layout": a.r1_layout,
+                 "compile_d": a.compile_d, "guard_requires_grad": a.guard_requires_grad == "on",
+                 "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16, "r1_layout": a.r1_layout,
                  "fold": dict(nets.FOLD), "layout_opt": a.layout_opt, "channels_last": a.channels_last, "lookup": vr.LOOKUP,
                  "sr_noise": a.sr_noise or "preset",
                  "compile_mode": a.compile_mode if a.compile or a.compile_d else None, "device": dev_name,
