@@ -24,6 +24,9 @@ def test_bench_models_tiny(tmp_path):
     assert abs(r["flops_per_train_image"] - per_image) < 1
     t = r["train_step"]
     assert t["steps"] == 16 and t["images_per_s"] > 0 and t["ms_r1_step"] > 0 and t["achieved_tflops"] > 0
+    p = t["pipelined"]          # the same 16 steps back to back: one R1 step, the 16th
+    assert len(p["step_ms"]) == 16 and p["step_ms"][-1] == round(p["ms_r1_step"], 2) and p["ms"] > 0
+    assert abs(p["images_per_s"] - 2 / (p["ms_mean_with_r1"] / 1000)) < 1e-6
     assert r["peak_flops"] is None and r["mfu"] == {"G_forward": None, "train": None}     # CPU: n/a
     m = r["mesh"]
     assert "error" not in m and m["resolution"] == 16

@@ -9,7 +9,7 @@ import torch
 from training import cameras, inference
 from training import volumetric_rendering as vr
 from training.fusion import ConcatFusion, DirectionAwareFusion
-from training.triplane import GENERATORS, TriplaneField, build_preset
+from training.triplane import GENERATORS, TriplaneField, build_preset, render_field
 
 torch.set_num_threads(1)
 BOX = 0.7
@@ -539,9 +539,9 @@ def test_compiled_field_is_not_a_submodule_and_copies_stay_eager(tiny_generators
     G = copy.deepcopy(tiny_generators["TriPlaneGenerator"])
     keys = list(G.state_dict())
     G.compile_renderer()            # lazy: nothing is compiled until called
-    assert list(G.state_dict()) == keys and G._field_fn is not G.field
+    assert list(G.state_dict()) == keys and G._render_fn is not render_field
     ema = copy.deepcopy(G)
-    assert ema._field_fn is ema.field and list(ema.state_dict()) == keys
+    assert ema._render_fn is render_field and list(ema.state_dict()) == keys
 
 
 def test_bf16_autocast_stays_close_to_fp32(tiny_generators):

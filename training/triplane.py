@@ -87,6 +87,18 @@ class TriplaneField(nn.Module):
 OSGDecoder = vr.OSGDecoder
 
 
+def render_field(field: TriplaneField, planes: torch.Tensor, cam: torch.Tensor, resolution: int,
+                 density_noise: float = 0.0, roi=None, **march_kw) -> dict:
+    """The field of ``planes`` seen from cameras cam [B,25] (vr.render_image).  A plain function of the
+    field module so that compile_renderer compiles the whole ray march as one graph: rays, both sample
+    passes, importance sampling and compositing (compiling the field alone left about 300 small eager
+    kernels a step between its two graphs, docs/results.md session 9)."""
+    def fn(xyz, dirs):
+        return field(planes, xyz, dirs, density_noise, roi) if roi is not None or density_noise else \
+            field(planes, xyz, dirs)
+    return vr.render_image(fn, cam, resolution, **march_kw)
+
+
 def _planes_and_ws(planes):
     """synthesize() returns {'planes', 'ws'}; the sampling methods also take the bare plane tensor."""
     if isinstance(planes, dict):
@@ -173,7 +185,7 @@ class _Generator(nn.Module):
                                                      block_channels=tuple(sr_channels),
                                                      use_noise=self.rendering_kwargs["superresolution_noise_mode"]
                                                      == "random")
-        object.__setattr__(self, "_field_fn", self.field)
+        object.__setattr__(self, "_render_fn", render_field)
 
     @staticmethod
     def config_from_checkpoint(config: dict) -> dict:
@@ -264,12 +276,8 @@ class _Generator(nn.Module):
         planes = planes.float()      # once per render (lookups are fp32; bf16 planes from autocast)
         perturb = kw.pop("perturb", self.training)
 
-        def field(xyz, dirs):
-            return self._field_fn(planes, xyz, dirs, noise, roi) if roi is not None or noise else \
-                self._field_fn(planes, xyz, dirs)
-
-        out = vr.render_image(field, c, n, box_warp=self.field.box_warp, ray_start=start, ray_end=end,
-                              depth_resolution=kw["depth_resolution"],
+        out = self._render_fn(self.field, planes, c, n, noise, roi, box_warp=self.field.box_warp,
+                              ray_start=start, ray_end=end, depth_resolution=kw["depth_resolution"],
                               depth_resolution_importance=kw["depth_resolution_importance"],
                               clip_to_box=kw["clip_to_box"], white_back=kw["white_back"], perturb=perturb)
         feature_image = out["features"] * 2 - 1
@@ -307,7 +315,7 @@ class _Generator(nn.Module):
 
     def compile_parts(self, channels_last: bool = True, **compile_kw) -> "_Generator":
         """torch.compile the encoders, the backbone, the super-resolution (in place: state_dict keys and
-        checkpoints unchanged) and the per-point field.  First derivatives only, as training needs.  Pair
+        checkpoints unchanged) and the ray march.  First derivatives only, as training needs.  Pair
         with set_compiled_arithmetic(True).  ``channels_last``: the backbone and the super-resolution
         compute in NHWC, gradients included (networks_stylegan2.set_channels_last, CHANNELS_LAST_GRADS):
         forward+backward at EG3D's sizes on the H100, super-resolution 45.5 -> 40.2 ms, backbone 37.3 ->
@@ -322,22 +330,23 @@ class _Generator(nn.Module):
         return self.compile_renderer(**compile_kw)
 
     def compile_renderer(self, **compile_kw) -> "_Generator":
-        """torch.compile the per-point field (lookup + fusion + decoder).  The generator needs only first
-        derivatives (R1 differentiates D alone), so this is safe in training."""
-        object.__setattr__(self, "_field_fn", torch.compile(self.field, **compile_kw))
+        """torch.compile the ray march (render_field: rays, samples, field lookups + fusion + decoder,
+        compositing) as one graph, static shapes (a new neural rendering resolution compiles its own graph).
+        The generator needs only first derivatives (R1 differentiates D alone), so this is safe in training."""
+        object.__setattr__(self, "_render_fn", torch.compile(render_field, dynamic=False, **compile_kw))
         return self
 
-    # the compiled field lives outside nn.Module's registry (no duplicate state_dict keys) and is not
-    # copied or pickled: copies (EMA) start eager and may be compiled again
+    # the compiled march lives outside nn.Module's registry (no state_dict keys) and is not copied or
+    # pickled: copies (EMA) start eager and may be compiled again
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
-        state.pop("_field_fn", None)
+        state.pop("_render_fn", None)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        object.__setattr__(self, "_field_fn", self.field)
+        object.__setattr__(self, "_render_fn", render_field)
 
 
 class TriPlaneGenerator(_Generator):

@@ -157,7 +157,13 @@ class OSGDecoder(nn.Module):
         self.fc2 = nn.Linear(hidden, 1 + out_features)
 
     def forward(self, feat: torch.Tensor, density_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.fc2(F.softplus(self.fc1(feat)))
+        # fc2's 1+F outputs are padded with zero rows to a multiple of 8: rows of 33 bf16 values are not
+        # 16-byte aligned, and the GPU's GEMMs for its gradients fell back to slow unaligned kernels
+        w, b = self.fc2.weight, self.fc2.bias
+        pad = -w.shape[0] % 8
+        if pad:
+            w, b = F.pad(w, (0, 0, 0, pad)), F.pad(b, (0, pad))
+        x = F.linear(F.softplus(self.fc1(feat)), w, b)[..., :self.fc2.out_features]
         raw_sigma = x[..., :1]
         if density_noise > 0:
             raw_sigma = raw_sigma + torch.randn_like(raw_sigma) * density_noise

@@ -15,8 +15,9 @@ torch.utils.flop_counter.FlopCounterMode on the eager networks: matmul/conv
 FLOPs only (grid_sample, elementwise ops, normalisations, sorting are not
 counted), so MFU (flops_per_train_image x images/s / peak dense bf16 of the
 GPU) is a lower bound.  --compile compiles the generator's encoders, backbone,
-super-resolution and per-point field with --compile-mode (G.compile_parts; not
-D, see --compile-d: R1 differentiates D twice) and picks the compiled
+super-resolution and ray march (rays, samples, field, compositing: one graph)
+with --compile-mode (G.compile_parts; not D, see --compile-d: R1
+differentiates D twice) and picks the compiled
 arithmetic (triplane.set_compiled_arithmetic: unfolded FIR, gather lookup);
 --compile-infer compiles the whole eval forward (conditioning images -> final
 image) for the batch-1 inference timing (default mode reduce-overhead: CUDA
@@ -180,6 +181,21 @@ class Clock:
         self.sync()
         return time.perf_counter() - t, out
 
+    def mark(self):
+        """A point on the device's timeline (a recorded CUDA event; the wall clock on a CPU), no sync."""
+        if self.device.type == "cuda":
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            return e
+        return time.perf_counter()
+
+    def between(self, marks) -> list[float]:
+        """Seconds between consecutive marks (synchronises once)."""
+        self.sync()
+        if self.device.type == "cuda":
+            return [a.elapsed_time(b) / 1000 for a, b in zip(marks, marks[1:])]
+        return [b - a for a, b in zip(marks, marks[1:])]
+
     def __call__(self, fn, steps, warmup):
         for _ in range(warmup):
             fn()
@@ -259,14 +275,15 @@ def step_begin():
 
 
 def compile_G(G, mode: str, channels_last: bool = True):
-    """G.compile_parts: encoders, backbone, super-resolution (in place) and the per-point field; with
+    """G.compile_parts: encoders, backbone, super-resolution (in place) and the ray march; with
     channels_last, NHWC backbone and super-resolution, as the trainer."""
     G.compile_parts(channels_last=channels_last, **compile_kwargs(mode))
 
 
 def uncompile_G(G):
     """Back to the eager forward of every part (in-place compiles keep the modules)."""
-    object.__setattr__(G, "_field_fn", G.field)
+    from training.triplane import render_field
+    object.__setattr__(G, "_render_fn", render_field)
     for m in G.modules():
         if getattr(m, "_compiled_call_impl", None) is not None:
             m._compiled_call_impl = None
@@ -704,24 +721,41 @@ class PhaseTimes:
         return {k: 1000 * sorted(v)[len(v) // 2] for k, v in self.times.items()}
 
 
+def step_stats(times: list[float], had_r1: list[bool], batch: int) -> dict:
+    """Median plain step, mean R1 step, mean over the cycles and images/s (times in seconds)."""
+    plain = sorted(t for t, r in zip(times, had_r1) if not r)
+    with_r1 = [t for t, r in zip(times, had_r1) if r]
+    mean = sum(times) / len(times)
+    return {"ms": 1000 * plain[len(plain) // 2], "ms_min": 1000 * plain[0],
+            "ms_r1_step": 1000 * sum(with_r1) / max(1, len(with_r1)), "ms_mean_with_r1": 1000 * mean,
+            "images_per_s": batch / mean, "step_ms": [round(1000 * t, 2) for t in times]}
+
+
 def train_steps(step, clock, a, phases: PhaseTimes | None = None) -> dict:
-    """Warm-up, then whole 16-step cycles (exactly one R1 step in each), each step timed (step_ms: a CUDA
-    graph re-recorded shows as a spike); then, with phases, one more cycle with each phase timed on its own."""
+    """Warm-up, then whole 16-step cycles (exactly one R1 step in each), timed two ways:
+    - synchronised: each step alone, the device idle before and after it (step_ms: a CUDA graph
+      re-recorded shows as a spike), the headline until session 8;
+    - ``pipelined``: the same number of steps back to back, no sync until the end, each step's time read
+      from device events; the CPU queues the next step's work while the GPU runs, as in a training run
+      (EG3D's sec/kimg is measured so; the trainer syncs once per tick);
+    then, with phases, one more cycle with each phase timed on its own."""
     for _ in range(a.warmup):
         step()
     n = R1_INTERVAL * max(1, math.ceil(a.steps / R1_INTERVAL))
     clock.reset_peak()
-    times, plain, with_r1 = [], [], []
+    times, had_r1 = [], []
     for _ in range(n):
-        dt, had_r1 = clock.seconds(step)
+        dt, r1 = clock.seconds(step)
         times.append(dt)
-        (with_r1 if had_r1 else plain).append(dt)
-    mean = (sum(plain) + sum(with_r1)) / n
-    plain.sort()
-    r = {"ms": 1000 * plain[len(plain) // 2], "ms_min": 1000 * plain[0],
-         "ms_r1_step": 1000 * sum(with_r1) / max(1, len(with_r1)), "ms_mean_with_r1": 1000 * mean,
-         "images_per_s": a.batch / mean, "steps": n, "peak_gib": clock.peak_gib(),
-         "step_ms": [round(1000 * t, 2) for t in times]}
+        had_r1.append(r1)
+    r = {**step_stats(times, had_r1, a.batch), "steps": n}
+    clock.sync()
+    marks, had_r1 = [clock.mark()], []
+    for _ in range(n):
+        had_r1.append(step())
+        marks.append(clock.mark())
+    r["pipelined"] = step_stats(clock.between(marks), had_r1, a.batch)
+    r["peak_gib"] = clock.peak_gib()
     if phases is not None:
         phases.on = True
         for _ in range(R1_INTERVAL):
@@ -809,6 +843,11 @@ def report(r, cpu):
             print(f"  train step           {fmt(t)}; R1 step {t['ms_r1_step']:.1f} ms; mean with R1 "
                   f"{t['ms_mean_with_r1']:.1f} ms -> {t['images_per_s']:.1f} images/s, "
                   f"{t['achieved_tflops']:.2f} TFLOP/s, MFU {pct(r['mfu']['train'])} of {r['peak_source']}")
+            if "pipelined" in t:
+                p = t["pipelined"]
+                print(f"  pipelined steps      {p['ms']:.1f} ms (min {p['ms_min']:.1f}); R1 step {p['ms_r1_step']:.1f} ms;"
+                      f" mean with R1 {p['ms_mean_with_r1']:.1f} ms -> {p['images_per_s']:.1f} images/s"
+                      f" (no sync between steps)")
             if "phase_ms" in t:
                 print("  phases (median ms, synchronised): "
                       + ", ".join(f"{k} {v:.1f}" for k, v in t["phase_ms"].items()))
