@@ -1,6 +1,7 @@
 """2-process gloo training (torchrun, DistributedDataParallel) takes the same step as 1 process with the
 same global batch."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -89,6 +90,30 @@ def test_grad_check_and_nan_guard():
     assert not check_grads([p, q], Dist())
     p.grad = torch.tensor([1.0, float("inf"), 3.0])
     assert not check_grads([p, q], Dist())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_guarded_step_skips_nonfinite_steps_like_no_step(fused):
+    """guarded_step: a NaN/Inf gradient leaves weights, Adam's moments and step count as if step() had not
+    been called (fused Adam: on the device through found_inf; others: on the host); finite steps update as
+    step() does.  The fused path is the one the trainer uses (adam() fuses on CPUs and GPUs)."""
+    from training.training_loop import Dist, adam, guarded_step
+    p, ref = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    opt = adam([p], 0.1, (0.0, 0.99), 1e-8) if fused else torch.optim.Adam([p], 0.1, (0.0, 0.99), 1e-8)
+    opt_ref = torch.optim.Adam([ref], 0.1, (0.0, 0.99), 1e-8)
+    assert bool(opt.defaults["fused"]) == fused
+    for g in ([1.0, 2.0, 3.0], [1.0, float("nan"), 3.0], [-1.0, 0.5, float("inf")], [0.5, -2.0, 1.0]):
+        p.grad = torch.tensor(g)
+        flag = guarded_step(opt, [p], Dist())
+        finite = all(math.isfinite(v) for v in g)
+        assert flag.shape == () and float(flag) == (0.0 if finite else 1.0)
+        if finite:
+            ref.grad = torch.tensor(g)
+            opt_ref.step()
+        torch.testing.assert_close(p.detach(), ref.detach())
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt.state[p][k], opt_ref.state[ref][k].to(opt.state[p][k]))
+    assert float(opt.state[p]["step"]) == 2
 
 
 def _nan_on_one_rank(rank, init_file, results):

@@ -365,13 +365,15 @@ class ReconGANLoss:
             view_total = sum(terms.values())
             total = total + w * view_total
             for k, t in terms.items():
-                stats[f"recon/{name}/{k}"] = float(t.detach())
-        stats["recon/total"] = float(total.detach())
+                stats[f"recon/{name}/{k}"] = t.detach()
+        stats["recon/total"] = total.detach()
         return total, stats
 
     def accumulate_gradients(self, phase: str, batch: dict, gain: float, step: int,
                              cur_nimg: float) -> dict | None:
-        """Backward of one phase's loss; None when the phase is off at this point (no step to take)."""
+        """Backward of one phase's loss; None when the phase is off at this point (no step to take).  The
+        stats are detached 0-d tensors on the device: reading them waits for the GPU, so the loop sums them
+        there and reads them once a tick."""
         cfg = self.cfg
         sigma = blur_sigma(cfg, cur_nimg)
         gan = gan_active(cfg, cur_nimg)
@@ -411,12 +413,12 @@ class ReconGANLoss:
                 if mask_logits is not None:
                     l_gan = l_gan + F.softplus(-mask_logits.float()).mean()
                 loss = loss + cfg.gan_weight * l_gan
-                stats["G/gan"] = float(l_gan.detach())
+                stats["G/gan"] = l_gan.detach()
                 fake = {k: v.detach().float() for k, v in self._fake_for_D(out).items()}
             rec, rs = self.reconstruction(G, planes, batch)
         stats.update(rs)
         loss = loss + rec
-        stats["G/loss"] = float(loss.detach())
+        stats["G/loss"] = loss.detach()
         return loss, stats, fake
 
     def _greg(self, G, batch, step):
@@ -424,7 +426,7 @@ class ReconGANLoss:
         planes = G.synthesize(self.cond_of(batch), z=self._z(batch, step))
         box = batch["box"].float() if "box" in batch else self.box
         tv = density_tv(G, planes, batch["id"], self.seed, step, box, self.cfg.tv_points, self.cfg.tv_perturb)
-        return tv * self.cfg.tv_weight, {"G/tv": float(tv.detach())}
+        return tv * self.cfg.tv_weight, {"G/tv": tv.detach()}
 
     def _dmain(self, D, batch, fake, sigma):
         """Non-saturating D loss on the fakes of the last Gmain and the real perspective view."""
@@ -443,8 +445,8 @@ class ReconGANLoss:
         loss = F.softplus(f_logits.float()).mean() + F.softplus(-r_logits.float()).mean()
         if f_mask is not None:
             loss = loss + F.softplus(f_mask.float()).mean() + F.softplus(-r_mask.float()).mean()
-        stats = {"D/loss": float(loss.detach()), "D/real": float(r_logits.detach().float().mean()),
-                 "D/fake": float(f_logits.detach().float().mean())}
+        stats = {"D/loss": loss.detach(), "D/real": r_logits.detach().float().mean(),
+                 "D/fake": f_logits.detach().float().mean()}
         return loss, stats
 
     def _run_D(self, D, img, c, sigma):
@@ -471,8 +473,8 @@ class ReconGANLoss:
         with fold_setting(True), self._autocast(c.device) if cfg.r1_bf16 else contextlib.nullcontext():
             pen, pen_m, keep = r1_terms(D, real, c, self.use_mask_d and cfg.r1_gamma_mask > 0, sigma)
         loss = pen.mean() * (cfg.r1_gamma / 2)
-        stats["D/r1"] = float(pen.detach().mean())
+        stats["D/r1"] = pen.detach().mean()
         if pen_m is not None:
             loss = loss + pen_m.mean() * (cfg.r1_gamma_mask / 2)
-            stats["D/r1_mask"] = float(pen_m.detach().mean())
+            stats["D/r1_mask"] = pen_m.detach().mean()
         return loss + keep, stats

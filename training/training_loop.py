@@ -198,21 +198,41 @@ def wrap_ddp(net: torch.nn.Module, d: Dist, find_unused: bool) -> DistributedDat
     return ddp
 
 
-def check_grads(params: list[torch.Tensor], d: Dist) -> bool:
-    """After DDP has averaged the gradients: False if any is NaN/Inf on any rank (every rank then skips the
-    step).  Parameters the phase did not use get zero gradients, as the 1-process loop always gave them, so
-    Adam's moments move the same way with or without DDP."""
+def nonfinite_flag(params: list[torch.Tensor], d: Dist) -> torch.Tensor:
+    """After DDP has averaged the gradients: a 0-d float tensor on the device, 1 if any gradient is NaN/Inf
+    on any rank (every rank then skips the step), else 0; no sync with the host.  Parameters the phase did
+    not use get zero gradients, as the 1-process loop always gave them, so Adam's moments move the same way
+    with or without DDP."""
     grads = []
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         grads.append(p.grad)
     if not grads:
-        return True
-    bad = torch.stack([~torch.isfinite(g).all() for g in grads]).any().float().reshape(1)
+        return torch.zeros((), device=d.device)
+    norms = torch._foreach_norm(grads, float("inf"))     # NaN/Inf anywhere -> a non-finite max
+    bad = (~torch.isfinite(torch.stack(norms))).any().float()
     if d.world > 1:
         dist.all_reduce(bad)  # identical averaged gradients give identical flags; this makes sure of it
-    return not bool(bad.item())
+    return bad.clamp(max=1.0)
+
+
+def check_grads(params: list[torch.Tensor], d: Dist) -> bool:
+    """True if every gradient is finite on every rank (nonfinite_flag, read on the host)."""
+    return not bool(nonfinite_flag(params, d).item())
+
+
+def guarded_step(opt: torch.optim.Optimizer, params: list[torch.Tensor], d: Dist) -> torch.Tensor:
+    """opt.step() unless a gradient is NaN/Inf on some rank; returns nonfinite_flag (1: skipped).  A fused
+    Adam (adam()) takes the flag as found_inf, as under GradScaler: its kernel leaves the weights, moments
+    and step count alone, so the host never waits for the GPU between steps.  Other optimizers read it."""
+    bad = nonfinite_flag(params, d)
+    if opt.defaults.get("fused"):
+        opt.found_inf = bad
+        opt.step()
+    elif not bad.item():
+        opt.step()
+    return bad
 
 
 # ---------------------------------------------------------------- run folder
@@ -435,10 +455,11 @@ def preview_grid(G, batch: dict, view_index: dict, size: int, nrr) -> np.ndarray
 
 @torch.no_grad()
 def update_ema(G_ema, G, beta: float) -> None:
-    for pe, p in zip(G_ema.parameters(), G.parameters()):
-        pe.copy_(p.detach().lerp(pe, beta))
-    for be, b in zip(G_ema.buffers(), G.buffers()):
-        be.copy_(b)
+    """G_ema <- beta * G_ema + (1 - beta) * G, one fused for-each op (two kernels per tensor before)."""
+    torch._foreach_lerp_(list(G_ema.parameters()), [p.detach() for p in G.parameters()], 1.0 - beta)
+    bufs = list(G_ema.buffers())
+    if bufs:
+        torch._foreach_copy_(bufs, list(G.buffers()))
 
 
 def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
@@ -540,7 +561,7 @@ def adam(params, lr, betas, eps) -> torch.optim.Adam:
     implementation launches several kernels per parameter group: 8.8 ms of a 200 ms EG3D step on the
     H100, about 1 ms fused); the same update either way."""
     params = list(params)
-    fused = bool(params) and all(p.device.type == "cuda" for p in params)
+    fused = bool(params) and len({p.device.type for p in params}) == 1 and params[0].device.type in ("cuda", "cpu")
     return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
@@ -676,8 +697,9 @@ def train(cfg: TrainConfig) -> Path:
     stopper = StopFlag()
     tick_start_nimg, tick_start_time = cur_nimg, time.time()
     start_nimg = cur_nimg
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}          # stats summed on the device over the tick
     counts: dict[str, int] = {}
+    skipped = torch.zeros((), device=d.device)  # steps skipped for NaN/Inf gradients this tick
     done = cur_nimg >= cfg.kimg * 1000
     if d.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(d.device)
@@ -697,10 +719,8 @@ def train(cfg: TrainConfig) -> Path:
                 module.requires_grad_(False)
                 if stats is None:       # phase off now (the GAN's warm-up): no optimizer step
                     continue
-                if check_grads(list(module.parameters()), d):
-                    opt.step()
-                else:
-                    nan_skips += 1
+                # no host sync within a step: the skip flag and the stats stay on the device until the tick ends
+                skipped = skipped + guarded_step(opt, list(module.parameters()), d)
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
@@ -718,6 +738,8 @@ def train(cfg: TrainConfig) -> Path:
                 continue
 
             # ---- end of tick: log, snapshot, preview
+            nan_skips += int(skipped)
+            skipped = torch.zeros((), device=d.device)
             now = time.time()
             tick_kimg = (cur_nimg - tick_start_nimg) / 1000
             rec = {"tick": tick, "step": step, "kimg": cur_nimg / 1000,
@@ -726,7 +748,7 @@ def train(cfg: TrainConfig) -> Path:
                    "nan_skips": nan_skips, "ema_beta": ema_beta(cfg, cur_nimg)}
             if d.device.type == "cuda":
                 rec["gpu_mem_gb"] = torch.cuda.max_memory_allocated(d.device) / 2 ** 30
-            rec.update({k: sums[k] / counts[k] for k in sums})
+            rec.update({k: float(sums[k]) / counts[k] for k in sums})
             sums, counts = {}, {}
             if d.main:
                 with open(run_dir / "metrics.jsonl", "a") as f:  # append-only log: a cut line is harmless
