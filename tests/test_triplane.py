@@ -291,6 +291,20 @@ def test_sample_pdf_follows_weights():
     assert ((s >= 0.3) & (s <= 0.4)).float().mean() > 0.95
 
 
+def test_search_right_compiled_branch_is_searchsorted(monkeypatch):
+    """The count that compiled graphs use instead of searchsorted gives its indices, ties and ends included
+    (u exactly on a cdf value, below the first, above the last; flat stretches of zero weight)."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(64, 12, generator=g) * (torch.rand(64, 12, generator=g) > 0.3)
+    cdf = torch.cat([torch.zeros(64, 1), (w / w.sum(-1, keepdim=True).clamp_min(1e-8)).cumsum(-1)], -1)
+    u = torch.cat([torch.rand(64, 20, generator=g), cdf[:, [0, 3, 7, 12]], torch.full((64, 2), -0.5),
+                   torch.full((64, 2), 1.5)], -1)
+    eager = vr.search_right(cdf, u)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert torch.equal(vr.search_right(cdf, u), eager)
+    assert torch.equal(eager, torch.searchsorted(cdf, u, right=True))
+
+
 # ---------------------------------------------------------------- rendering an analytic ball
 
 @pytest.mark.parametrize("framing", ["head"])

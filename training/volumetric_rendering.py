@@ -182,6 +182,17 @@ def ray_box(origins: torch.Tensor, dirs: torch.Tensor, half: float) -> tuple[tor
     return torch.minimum(t0, t1).amax(-1), torch.maximum(t0, t1).amin(-1)
 
 
+def search_right(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """torch.searchsorted(cdf, u, right=True) for non-decreasing rows cdf [M,K], u [M,n]: the number of
+    entries <= u.  Compiled, as that count (one fused reduction over K): inductor's searchsorted kernel
+    (torch 2.11, Triton) failed to compile for the deterministic u, a query block broadcast along the rows
+    ("Loop-carried variable low has initial type <[1, 8]> ... re-assigned to <[128, 8]>").  Eager,
+    searchsorted itself (no [M,n,K] temporary)."""
+    if torch.compiler.is_compiling():
+        return (cdf[:, None, :] <= u[..., None]).sum(-1)
+    return torch.searchsorted(cdf, u, right=True)
+
+
 def sample_pdf(edges: torch.Tensor, weights: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
     """Inverse-CDF samples [M,n] from a piecewise-constant pdf on bins edges [M,K+1], weights [M,K]."""
     pdf = weights / weights.sum(-1, keepdim=True)
@@ -192,7 +203,7 @@ def sample_pdf(edges: torch.Tensor, weights: torch.Tensor, n: int, deterministic
     else:
         u = torch.rand(M, n, device=weights.device)
     u = u.contiguous()
-    idx = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.shape[-1] - 1)
+    idx = search_right(cdf, u).clamp(1, cdf.shape[-1] - 1)
     lo, hi = idx - 1, idx
     c0, c1 = cdf.gather(1, lo), cdf.gather(1, hi)
     e0, e1 = edges.gather(1, lo), edges.gather(1, hi)
@@ -306,4 +317,5 @@ def render_image(field, cam: torch.Tensor, resolution: int, **kw) -> dict:
 
 
 __all__ = ["PLANE_AXES", "plane_coords", "sample_planes", "triplane_features", "OSGDecoder", "ray_box",
-           "sample_pdf", "compositing_weights", "composite", "render_rays", "render_image", "resolve_ray_range"]
+           "search_right", "sample_pdf", "compositing_weights", "composite", "render_rays", "render_image",
+           "resolve_ray_range"]
