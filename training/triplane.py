@@ -91,8 +91,8 @@ def render_field(field: TriplaneField, planes: torch.Tensor, cam: torch.Tensor, 
                  density_noise: float = 0.0, roi=None, **march_kw) -> dict:
     """The field of ``planes`` seen from cameras cam [B,25] (vr.render_image).  A plain function of the
     field module so that compile_renderer compiles the whole ray march as one graph: rays, both sample
-    passes, importance sampling and compositing (compiling the field alone left about 300 small eager
-    kernels a step between its two graphs, docs/results.md session 9)."""
+    passes, importance sampling and compositing (compiling the field alone left the rest eager: the
+    EG3D NR 64 step's eager kernels 317 -> 116, docs/results.md session 9)."""
     def fn(xyz, dirs):
         return field(planes, xyz, dirs, density_noise, roi) if roi is not None or density_noise else \
             field(planes, xyz, dirs)
