@@ -217,11 +217,6 @@ def nonfinite_flag(params: list[torch.Tensor], d: Dist) -> torch.Tensor:
     return bad.clamp(max=1.0)
 
 
-def check_grads(params: list[torch.Tensor], d: Dist) -> bool:
-    """True if every gradient is finite on every rank (nonfinite_flag, read on the host)."""
-    return not bool(nonfinite_flag(params, d).item())
-
-
 def guarded_step(opt: torch.optim.Optimizer, params: list[torch.Tensor], d: Dist) -> torch.Tensor:
     """opt.step() unless a gradient is NaN/Inf on some rank; returns nonfinite_flag (1: skipped).  A fused
     Adam (adam()) takes the flag as found_inf, as under GradScaler: its kernel leaves the weights, moments
@@ -457,7 +452,7 @@ def preview_grid(G, batch: dict, view_index: dict, size: int, nrr) -> np.ndarray
 @torch.no_grad()
 def update_ema(G_ema, G, beta: float) -> None:
     """G_ema <- beta * G_ema + (1 - beta) * G, one fused for-each op (two kernels per tensor before)."""
-    torch._foreach_lerp_(list(G_ema.parameters()), [p.detach() for p in G.parameters()], 1.0 - beta)
+    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
     bufs = list(G_ema.buffers())
     if bufs:
         torch._foreach_copy_(bufs, list(G.buffers()))

@@ -93,10 +93,8 @@ def render_field(field: TriplaneField, planes: torch.Tensor, cam: torch.Tensor, 
     field module so that compile_renderer compiles the whole ray march as one graph: rays, both sample
     passes, importance sampling and compositing (compiling the field alone left the rest eager: the
     EG3D NR 64 step's eager kernels 317 -> 116, docs/results.md session 9)."""
-    def fn(xyz, dirs):
-        return field(planes, xyz, dirs, density_noise, roi) if roi is not None or density_noise else \
-            field(planes, xyz, dirs)
-    return vr.render_image(fn, cam, resolution, **march_kw)
+    return vr.render_image(lambda xyz, dirs: field(planes, xyz, dirs, density_noise, roi), cam, resolution,
+                           **march_kw)
 
 
 def _planes_and_ws(planes):
