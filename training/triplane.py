@@ -60,28 +60,46 @@ class TriplaneField(nn.Module):
             FUSIONS[fusion](plane_channels, fusion_dim) if fusion == "attention" else FUSIONS[fusion](plane_channels))
         self.decoder = OSGDecoder(plane_channels, decoder_hidden, decoder_features)
 
-    def features(self, planes: torch.Tensor, xyz: torch.Tensor, dirs: torch.Tensor, return_attention: bool = False):
-        """Decoder input feature [B,N,C] (and the fusion's attention [B,N,2] when asked)."""
-        if self.fusion is None:
-            f = vr.triplane_features(planes, xyz, self.box_warp, self.plane_layers)
-            return (f, None) if return_attention else f
+    def _pair(self, planes: torch.Tensor, xyz: torch.Tensor):
+        """Front and back triplane features [B,N,C] of a front+back pair ([B,6,...])."""
         xyz_back = xyz * BACK_ROTATION.to(xyz)
         if vr.fused_lookup(planes, xyz, self.plane_layers):     # one fused kernel per triplane
-            f_front = vr.triplane_features(planes[:, :3], xyz, self.box_warp)
-            f_back = vr.triplane_features(planes[:, 3:], xyz_back, self.box_warp)
-        else:                                                    # one lookup of the 6 planes
-            coords = torch.cat([vr.plane_coords(xyz, self.box_warp), vr.plane_coords(xyz_back, self.box_warp)], 1)
-            feats = vr.sample_planes(planes, coords, self.plane_layers)
-            f_front, f_back = feats[:, :3].mean(1), feats[:, 3:].mean(1)
+            return (vr.triplane_features(planes[:, :3], xyz, self.box_warp),
+                    vr.triplane_features(planes[:, 3:], xyz_back, self.box_warp))
+        # one lookup of the 6 planes
+        coords = torch.cat([vr.plane_coords(xyz, self.box_warp), vr.plane_coords(xyz_back, self.box_warp)], 1)
+        feats = vr.sample_planes(planes, coords, self.plane_layers)
+        return feats[:, :3].mean(1), feats[:, 3:].mean(1)
+
+    def features(self, planes: torch.Tensor, xyz: torch.Tensor, dirs: torch.Tensor, return_attention: bool = False):
+        """(geometry feature, appearance feature), each [B,N,C] (and the fusion's attention [B,N,2] when
+        asked).  Density is decoded from the geometry feature, which never sees the view direction."""
+        if self.fusion is None:
+            f = vr.triplane_features(planes, xyz, self.box_warp, self.plane_layers)
+            return ((f, f), None) if return_attention else (f, f)
+        f_front, f_back = self._pair(planes, xyz)
         return self.fusion(f_front, f_back, xyz * (2.0 / self.box_warp), dirs.to(f_front.dtype),
                            return_attention=return_attention)
 
     def forward(self, planes, xyz, dirs, density_noise: float = 0.0, roi=None):
-        sigma, feat = self.decoder(self.features(planes, xyz, dirs), density_noise)
+        geo, app = self.features(planes, xyz, dirs)
+        sigma, feat = self.decoder(geo, density_noise, appearance=app)
         if roi is not None:
             from training.inference import crop_density
             sigma = crop_density(sigma, xyz, roi)
         return sigma, feat
+
+    def density(self, planes, xyz, roi=None) -> torch.Tensor:
+        """Density [B,N,1] at framed points: the geometry path alone (no view direction exists here)."""
+        if self.fusion is None:
+            geo = vr.triplane_features(planes, xyz, self.box_warp, self.plane_layers)
+        else:
+            geo = self.fusion.geometry(*self._pair(planes, xyz))
+        sigma = self.decoder.density(geo)
+        if roi is not None:
+            from training.inference import crop_density
+            sigma = crop_density(sigma, xyz, roi)
+        return sigma
 
 
 OSGDecoder = vr.OSGDecoder
@@ -194,6 +212,14 @@ class _Generator(nn.Module):
             config = {**config, "rendering_kwargs": {**rk, "superresolution_noise_mode": "random"}}
         return config
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if (strict and self.fusion == "attention" and "field.fusion.query.0.weight" in state_dict
+                and "field.fusion.geo.weight" not in state_dict):
+            raise RuntimeError("weights of the earlier TriPlaneGenerator_v1 layout, whose density depended on the "
+                               "view direction (one fused feature for density and colour); this layout decodes "
+                               "density from a direction-blind geometry feature: retrain the model")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     # ------------------------------------------------------------ conditioning
 
     def _prep(self, img: torch.Tensor) -> torch.Tensor:
@@ -299,11 +325,10 @@ class _Generator(nn.Module):
     # ------------------------------------------------------------ point queries
 
     def sample_density(self, planes, xyz: torch.Tensor, view_dirs: torch.Tensor | None = None) -> torch.Tensor:
-        """Density [B,N,1] at framed points.  _v1's fused feature depends on the view direction; without one,
-        the default is an elevation-0 camera looking through the point towards the vertical axis."""
+        """Density [B,N,1] at framed points, a function of position only (``view_dirs`` is accepted for
+        symmetry with sample_color and ignored)."""
         planes, _ = _planes_and_ws(planes)
-        dirs = default_view_dirs(xyz) if view_dirs is None else view_dirs
-        return self.field(planes, xyz, dirs)[0]
+        return self.field.density(planes, xyz)
 
     def sample_color(self, planes, xyz: torch.Tensor, view_dirs: torch.Tensor | None = None) -> torch.Tensor:
         """Colour [B,N,3] in [0,1] at framed points seen along view_dirs (ray directions)."""

@@ -156,19 +156,36 @@ class OSGDecoder(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden)
         self.fc2 = nn.Linear(hidden, 1 + out_features)
 
-    def forward(self, feat: torch.Tensor, density_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mlp(self, feat: torch.Tensor) -> torch.Tensor:
         # fc2's 1+F outputs are padded with zero rows to a multiple of 8: rows of 33 bf16 values are not
         # 16-byte aligned, and the GPU's GEMMs for its gradients fell back to slow unaligned kernels
         w, b = self.fc2.weight, self.fc2.bias
         pad = -w.shape[0] % 8
         if pad:
             w, b = F.pad(w, (0, 0, 0, pad)), F.pad(b, (0, pad))
-        x = F.linear(F.softplus(self.fc1(feat)), w, b)[..., :self.fc2.out_features]
-        raw_sigma = x[..., :1]
+        return F.linear(F.softplus(self.fc1(feat)), w, b)[..., :self.fc2.out_features]
+
+    @staticmethod
+    def _sigma(raw: torch.Tensor, density_noise: float = 0.0) -> torch.Tensor:
         if density_noise > 0:
-            raw_sigma = raw_sigma + torch.randn_like(raw_sigma) * density_noise
-        sigma = F.softplus(raw_sigma.float() - 1.0)                 # REFERENCE density activation
-        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001   # EG3D: lets features reach 0 and 1
+            raw = raw + torch.randn_like(raw) * density_noise
+        return F.softplus(raw.float() - 1.0)                         # REFERENCE density activation
+
+    def density(self, feat: torch.Tensor) -> torch.Tensor:
+        return self._sigma(self._mlp(feat)[..., :1])
+
+    def forward(self, feat: torch.Tensor, density_noise: float = 0.0,
+                appearance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density from ``feat``; colour/features from ``appearance`` when given (a view-dependent feature:
+        the two go through the same MLP in one call), else from ``feat``."""
+        if appearance is None or appearance is feat:
+            x_geo = x_app = self._mlp(feat)
+        else:
+            n = feat.shape[-2]
+            x = self._mlp(torch.cat([feat, appearance.to(feat.dtype)], -2))
+            x_geo, x_app = x[..., :n, :], x[..., n:, :]
+        sigma = self._sigma(x_geo[..., :1], density_noise)
+        rgb = torch.sigmoid(x_app[..., 1:]) * (1 + 2 * 0.001) - 0.001   # EG3D: lets features reach 0 and 1
         return sigma, rgb
 
 
