@@ -17,19 +17,20 @@ def test_grid_layout_and_errors(tmp_path, capsys):
     root, ev = tmp_path / "data", tmp_path / "eval"
     keys = ["1/c1", "2/c2"]
     for k in keys:
-        for v in ("front", "back", "left"):
-            _png(root / "renders/rs/ortho" / k / f"{v}.png", (255, 0, 0))
-            _png(ev / "m1/rs/ortho" / k / f"{v}.png", (0, 255, 0))
+        for d, v in (("ortho", "front"), ("ortho", "back"), ("ortho", "left"), ("rgb60", "0044")):
+            _png(root / "renders/rs" / d / k / f"{v}.png", (255, 0, 0))
+            _png(ev / "m1/rs" / d / k / f"{v}.png", (0, 255, 0))
     _png(ev / "m2/rs/ortho/1/c1/front.png", (0, 0, 255))       # m2 generated c1 only (front only)
     out = tmp_path / "fig.png"
     results_figure.main(["--renderset", "rs", "--inferquery", "m1", "--label", "model", "--size", "20",
                          "--eval-dir", str(ev), "--data-root", str(root), "--out", str(out)])
     g = np.asarray(Image.open(out))
-    assert g.shape == (18 + 2 * 20, 8 * 20, 3)    # header + 2 rows; 2 inputs + 3 predictions + 3 truths
+    assert g.shape == (18 + 2 * 20, 10 * 20, 3)   # header + 2 rows; 2 inputs + 4 predictions + 4 truths
     row = g[18:38]
     assert row[10, 20 * 2 + 10].tolist() == [0, 255, 0]          # prediction tile: green square
-    assert row[10, 20 * 5 + 10].tolist() == [255, 0, 0]          # truth tile: red square
-    assert row[1, 20 * 5 + 1].tolist() == [255, 255, 255]        # transparent -> white
+    assert row[10, 20 * 5 + 10].tolist() == [0, 255, 0]          # the 3/4 prediction (rgb60 0044)
+    assert row[10, 20 * 6 + 10].tolist() == [255, 0, 0]          # truth tile: red square
+    assert row[1, 20 * 6 + 1].tolist() == [255, 255, 255]        # transparent -> white
     with pytest.raises(SystemExit):                                 # only c1 is common; its back view is missing
         results_figure.main(["--renderset", "rs", "--inferquery", "m1", "m2", "--eval-dir", str(ev),
                              "--data-root", str(root), "--out", str(out)])

@@ -503,10 +503,15 @@ def test_compile_with_cuda_graphs_trains_like_eager_on_gpu(toy_data, tmp_path):
     assert all(np.isfinite(v) for m in m_graphs for v in m.values() if isinstance(v, float))
 
 
-def test_bad_compile_mode_fails_before_work(toy_data, tmp_path):
+def test_bad_compile_mode_fails_before_work(toy_data, tmp_path, capsys):
+    import dataclasses
+    cfg = dataclasses.replace(tiny_config(toy_data, tmp_path, "badmode", compile=True), compile_mode="fast")
     with pytest.raises(UserError, match="--compile-mode 'fast'"):
-        train(tiny_config(toy_data, tmp_path, "badmode", compile=True, **{"compile-mode": "fast"}))
+        train(cfg)                              # a config from a file or from code
     assert not any(tmp_path.iterdir())         # no run directory started
+    with pytest.raises(SystemExit):             # the command line lists the choices
+        tiny_config(toy_data, tmp_path, "badmode", **{"compile-mode": "fast"})
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
 
 
 def test_snapshot_of_other_settings_names_them(tmp_path):

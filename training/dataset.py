@@ -9,6 +9,7 @@ world x -> -x, so images flip, left and right swap, cameras go through
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -61,6 +62,81 @@ def decode_xyz(xyza: torch.Tensor, box: float, size: int | None = None) -> tuple
     return torch.where(a > 1e-6, xyz / a.clamp_min(1e-6), torch.zeros_like(xyz)), a
 
 
+XYZ_DTYPE = {"ortho": "ortho_xyza", "rgb": "xyza", "rgb60": "xyza60"}   # surface points of each view set
+
+
+@dataclasses.dataclass(frozen=True)
+class RaySampling:
+    """Pixel patches drawn at full image resolution from several views of a character, for the ray
+    reconstruction loss (``loss.ReconGANLoss.ray_reconstruction``).  Full resolution matters most in body
+    framing, where a character is 46 px tall in a 64-px rendering; patches keep the pixels' 2D layout for
+    the structural losses (SSIM, image gradients)."""
+    views: int = 0                  # views per character and step (0: off)
+    pool: tuple = ("ortho", "rgb")  # view sets they are drawn from (ortho: front/back/left/right; rgb: random
+                                    # perspective; rgb60: the 60-view grid), where rendered
+    patches: int = 2                # patches per view
+    size: int = 32                  # patch side (pixels)
+    scales: tuple = (1, 2)          # pixel stride of a patch, drawn per patch: targets are area-averaged
+    fg_fraction: float = 0.75       # patches centred on a foreground pixel; the others anywhere in the
+                                    # character's bounding box grown by half a patch (edges, background)
+    depth: bool = True              # also load the views' surface points (xyza) for the depth term
+
+    def __post_init__(self):
+        if self.views < 0 or self.patches < 1 or self.size < 2:
+            raise UserError(f"ray sampling: views >= 0, patches >= 1 and size >= 2 needed, got {self}")
+        if not self.scales or any(int(k) < 1 for k in self.scales):
+            raise UserError(f"ray sampling: scales must be positive integers, got {self.scales}")
+        bad = [p for p in self.pool if p not in XYZ_DTYPE]
+        if bad:
+            raise UserError(f"ray sampling: unknown view set(s) {bad}, expected some of {list(XYZ_DTYPE)}")
+        if not 0.0 <= self.fg_fraction <= 1.0:
+            raise UserError(f"ray sampling: fg_fraction must be in [0, 1], got {self.fg_fraction}")
+
+
+def sample_patches(rgb: torch.Tensor, alpha: torch.Tensor, xyz: torch.Tensor | None, cfg: RaySampling,
+                   n: int) -> dict:
+    """``n`` patches of cfg.size^2 pixels from one view (rgb [3,H,W] on white in [-1,1], alpha [1,H,W],
+    xyz [3,H,W] or None; xyz must already be coverage-weighted averages at every scale: pass the
+    full-resolution points and they are area-averaged with alpha here).  Returns rgb/alpha/xyz patches
+    [n,C,P,P] and the pixel centres uv [n,P*P,2] in the view's normalised image coordinates."""
+    H, W = rgb.shape[-2:]
+    P = cfg.size
+    scales = [int(k) for k in cfg.scales if P * int(k) <= min(H, W)] or [max(min(H, W) // P, 1)]
+    out = {"rgb": [], "alpha": [], "xyz": [], "uv": []}
+    for _ in range(n):
+        k = scales[int(torch.randint(len(scales), ()))]
+        h, w = H // k, W // k
+        if k > 1:
+            r = F.avg_pool2d(rgb[None, :, :h * k, :w * k], k)[0]
+            a = F.avg_pool2d(alpha[None, :, :h * k, :w * k], k)[0]
+            x = None
+            if xyz is not None:
+                x = F.avg_pool2d((xyz * alpha)[None, :, :h * k, :w * k], k)[0]
+                x = torch.where(a > 1e-6, x / a.clamp_min(1e-6), torch.zeros_like(x))
+        else:
+            r, a, x = rgb, alpha, xyz
+        Pk = min(P, h, w)
+        fg = (a[0] > 0.5).nonzero()
+        if len(fg) and bool(torch.rand(()) < cfg.fg_fraction):
+            cy, cx = fg[int(torch.randint(len(fg), ()))].tolist()
+        elif len(fg):
+            lo, hi = fg.min(0).values - Pk // 2, fg.max(0).values + Pk // 2
+            cy = int(torch.randint(int(lo[0]), int(hi[0]) + 1, ()))
+            cx = int(torch.randint(int(lo[1]), int(hi[1]) + 1, ()))
+        else:
+            cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        y0 = min(max(cy - Pk // 2, 0), h - Pk)
+        x0 = min(max(cx - Pk // 2, 0), w - Pk)
+        sl = (slice(None), slice(y0, y0 + Pk), slice(x0, x0 + Pk))
+        out["rgb"].append(r[sl])
+        out["alpha"].append(a[sl])
+        out["xyz"].append(x[sl] if x is not None else torch.zeros(3, Pk, Pk))
+        vv, uu = torch.meshgrid(torch.arange(y0, y0 + Pk, dtype=torch.float32),
+                                torch.arange(x0, x0 + Pk, dtype=torch.float32), indexing="ij")
+        out["uv"].append(torch.stack([(uu.reshape(-1) + 0.5) / w, (vv.reshape(-1) + 0.5) / h], -1))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
 class CharacterDataset(torch.utils.data.Dataset):
     """Characters of ``renders/<renderset>`` listed by ``subsets/<dataset>_<split>.csv``.
 
@@ -69,6 +145,9 @@ class CharacterDataset(torch.utils.data.Dataset):
     every image (``cond_resolution`` overrides it for the conditioning pair).
     ``random_views`` draws the perspective view at random (else view 0);
     ``mirror_prob`` is the chance of the horizontal-mirror augmentation.
+    ``rays`` (RaySampling) adds full-resolution pixel patches of several views
+    (``ray_rgb``, ``ray_alpha``, ``ray_xyz`` [V*K,C,P,P], ``ray_uv`` [V*K,P*P,2],
+    ``ray_cam`` [V*K,25]).
     Randomness comes from torch's generator, which DataLoader seeds per worker.
     """
 
@@ -76,7 +155,7 @@ class CharacterDataset(torch.utils.data.Dataset):
                  resolution: int | None = None, ortho_views=("front", "back", "left", "right"),
                  random_views: bool = True, mirror_prob: float = 0.0, use_features: bool = False,
                  cond_resolution: int | None = None, allow_random_features: bool = False,
-                 rgb_dtype: str = "rgb", ids=None):
+                 rgb_dtype: str = "rgb", ids=None, rays: RaySampling | None = None):
         self.root = paths.data_root(root)
         self.renderset = renderset
         self.dataset, self.split = dataset, split
@@ -119,6 +198,12 @@ class CharacterDataset(torch.utils.data.Dataset):
                            "recompute them with real weights or allow random features explicitly")
             self.feature_info = info
         self._meta_cache: dict[str, dict] = {}
+        self.rays = rays if rays is not None and rays.views > 0 else None
+        # view sets present on disk (meta_views falls back to computed cameras for sets never rendered)
+        self.ray_pool = tuple(p for p in (self.rays.pool if self.rays else ())
+                              if (rd / p).is_dir())
+        if self.rays and not self.ray_pool:
+            raise fail(rd, f"ray sampling: none of the view sets {list(self.rays.pool)} is rendered")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -209,6 +294,43 @@ class CharacterDataset(torch.utils.data.Dataset):
         if self.use_features:
             out["feat_front"] = self._feature(char_id, "front", mirrored)
             out["feat_back"] = self._feature(char_id, "back", mirrored)
+        if self.rays is not None:
+            out.update(self._ray_patches(char_id, ortho_meta, mirrored))
+        return out
+
+    def _ray_patches(self, char_id: str, ortho_meta: dict, mirrored: bool) -> dict:
+        """RaySampling.views distinct views drawn from the pool, RaySampling.patches patches from each.  A
+        mirrored sample flips each view's image and mirrors its camera: a view of the mirrored character."""
+        cfg = self.rays
+        cands = []
+        for dtype in self.ray_pool:
+            meta = ortho_meta if dtype == "ortho" else self._views(char_id, dtype)
+            names = [n for n in sorted(meta) if dtype != "ortho" or n in ("front", "back", "left", "right")]
+            cands += [(dtype, n, meta[n]) for n in names]
+        pick = torch.randperm(len(cands))[:cfg.views].tolist()
+        parts, cams = [], []
+        for i in pick:
+            dtype, name, vj = cands[i]
+            cam = preprocess.view_cam25(vj)
+            rgba = _rgba(self._path(dtype, char_id, name))
+            rgb, alpha = _on_white(rgba) * 2 - 1, rgba[3:4]
+            xyz = None
+            if cfg.depth or dtype != "ortho":
+                xyza = _rgba(self._path(XYZ_DTYPE[dtype], char_id, name))
+                if dtype != "ortho":        # perspective views are stored on white: coverage is their alpha
+                    alpha = xyza[3:4]
+                if cfg.depth:
+                    xyz, _ = decode_xyz(xyza, self._box(vj, cam))
+            if mirrored:
+                rgb, alpha = rgb.flip(-1), alpha.flip(-1)
+                xyz = xyz.flip(-1) * torch.tensor([-1.0, 1.0, 1.0])[:, None, None] if xyz is not None else None
+                cam = cameras.mirror(torch.from_numpy(cam)[None])[0].numpy()
+            parts.append(sample_patches(rgb, alpha, xyz, cfg, cfg.patches))
+            cams += [torch.from_numpy(np.asarray(cam, np.float32))] * cfg.patches
+        out = {f"ray_{k}": torch.cat([p[k] for p in parts]) for k in parts[0]}
+        out["ray_cam"] = torch.stack(cams)
+        if not cfg.depth:
+            del out["ray_xyz"]
         return out
 
 

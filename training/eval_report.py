@@ -75,7 +75,7 @@ def metrics_table(rows: list[dict]) -> str:
 
 def _char_scores(rec: dict) -> str:
     parts = []
-    for sub in ("front", "back", "360", "geom"):
+    for sub in ("front", "back", "side", "360", "geom"):
         d = rec.get(sub)
         if isinstance(d, dict):
             if "error" in d:

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from . import cameras
 from .errors import UserError
 from .dual_discriminator import join_pair, pair_group, split_pair
 from .networks_stylegan2 import fold_setting
@@ -54,7 +55,7 @@ class LossConfig:
     lpips_weight: float = 20.0         # NOVA-3D 20, PAniC-3D 10
     lpips_net: str = "vgg"             # lpips backbone: vgg | alex
     lpips_random_init: bool = False    # tests only: random LPIPS backbone, no download
-    l1_weight: float = 4.0
+    l1_weight: float = 4.0  # L1 of the ortho views (NOVA-3D 4, PAniC-3D 1)
     alpha_weight: float = 1.0          # alpha L2 outside the silhouette band
     alpha_band_px: int = 2             # half width of the excluded band around the GT silhouette, in pixels
                                        # of a 128-px rendering (scaled with the neural rendering size)
@@ -63,9 +64,17 @@ class LossConfig:
     recon_raw_weight: float = 1.0      # ... and on the raw neural rendering
     view_weights: str = "front=1"      # per ortho view; NOVA: front=1,back=1,left=1,right=1
     batch_views: bool = True           # render all reconstruction views in one call (faster, same memory)
+    # reconstruction on full-resolution ray patches of several views (dataset.RaySampling, on when the
+    # trainer's --ray-views > 0): rendered straight from the field, no super-resolution in between
+    ray_l1_weight: float = 1.0         # L1 of RGB on white
+    ray_ssim_weight: float = 0.0       # 1 - SSIM (7x7 Gaussian window) of the RGB patches
+    ray_grad_weight: float = 0.0       # L1 between the image gradients (finite differences) of the patches
+    ray_alpha_weight: float = 1.0      # L2 of alpha
+    ray_depth_weight: float = 0.0      # L1 of surface points in units of the box side (the same weight for
+                                       # head and body framing), on pixels opaque in both
     tv_weight: float = 0.5             # density total variation
-    tv_interval: int = 4
-    tv_points: int = 1000
+    tv_interval: int = 4  # lazy density TV: every N steps, scaled by N
+    tv_points: int = 1000  # random points per sample for the density TV
     tv_perturb: float = 0.004          # in triplane units ([-1, 1] spans the box)
 
 
@@ -150,6 +159,30 @@ def depth_loss(pred_xyz, pred_alpha, gt_xyz, gt_alpha) -> torch.Tensor:
     both = ((pred_alpha.detach() > OPAQUE) & (gt_alpha > OPAQUE)).float()
     err = (pred_xyz - gt_xyz).square().sum(1, keepdim=True)
     return ((err * both).flatten(1).sum(1) / both.flatten(1).sum(1).clamp_min(1.0)).mean()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Mean SSIM of images [N,C,H,W] in [0, 1] (Gaussian window, sigma 1.5; valid region only)."""
+    window = min(window, a.shape[-1], a.shape[-2])
+    t = torch.arange(window, device=a.device, dtype=torch.float32) - (window - 1) / 2
+    g = torch.exp(-t.square() / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    C = a.shape[1]
+    k = (g[:, None] * g[None, :]).expand(C, 1, window, window)
+
+    def blur(x):
+        return F.conv2d(x, k, groups=C)
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a.square()
+    var_b = blur(b * b) - mu_b.square()
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a.square() + mu_b.square() + c1) * (var_a + var_b + c2))
+    return s.mean()
+
+
+def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
 
 def r1_inputs(real: dict, channels_last: bool = True) -> dict:
@@ -369,6 +402,46 @@ class ReconGANLoss:
         stats["recon/total"] = total.detach()
         return total, stats
 
+    def ray_reconstruction(self, G, planes, batch) -> tuple[torch.Tensor, dict]:
+        """Losses on the full-resolution pixel patches of the batch (ray_* keys, dataset.RaySampling): their
+        rays are marched through the field of ``planes`` (G.render_rays) and compared pixel by pixel."""
+        cfg = self.cfg
+        uv = batch["ray_uv"]                                   # [B,M,Q,2]: M patches of Q = P*P pixels
+        B, M, Q = uv.shape[:3]
+        P = batch["ray_rgb"].shape[-1]
+        o, d = cameras.rays(batch["ray_cam"].reshape(B * M, 25), 0, uv=uv.reshape(B * M, Q, 2))
+        kw = {k: v for k, v in self.render_kwargs.items() if k != "neural_rendering_resolution"}
+        out = G.render_rays(planes, o.reshape(B, M * Q, 3), d.reshape(B, M * Q, 3), **kw)
+
+        def patches(x):                                        # [B,M*Q,C] -> [B*M,C,P,P]
+            return x.float().reshape(B * M, P, P, -1).permute(0, 3, 1, 2)
+        pred, alpha = patches(out["rgb"]), patches(out["alpha"][..., None])
+        gt, gt_alpha = batch["ray_rgb"].flatten(0, 1).float(), batch["ray_alpha"].flatten(0, 1).float()
+        terms = {}
+        if cfg.ray_l1_weight > 0:
+            terms["l1"] = cfg.ray_l1_weight * (pred - gt).abs().mean()
+        if cfg.ray_ssim_weight > 0:
+            terms["ssim"] = cfg.ray_ssim_weight * (1 - ssim((pred + 1) / 2, (gt + 1) / 2))
+        if cfg.ray_grad_weight > 0:
+            gp, gg = image_gradients(pred), image_gradients(gt)
+            terms["grad"] = cfg.ray_grad_weight * 0.5 * sum((p - g).abs().mean() for p, g in zip(gp, gg))
+        if cfg.ray_alpha_weight > 0:
+            terms["alpha"] = cfg.ray_alpha_weight * (alpha - gt_alpha).square().mean()
+        if cfg.ray_depth_weight > 0 and "ray_xyz" in batch:
+            box = (batch["box"].float() if "box" in batch else torch.full((B,), self.box, device=uv.device))
+            box = box.to(uv.device).repeat_interleave(M).reshape(-1, 1, 1, 1)
+            both = ((alpha.detach() > OPAQUE) & (gt_alpha > OPAQUE)).float()
+            err = (patches(out["xyz"]) - batch["ray_xyz"].flatten(0, 1).float()).abs().sum(1, keepdim=True) / box
+            terms["depth"] = cfg.ray_depth_weight * ((err * both).flatten(1).sum(1)
+                                                     / both.flatten(1).sum(1).clamp_min(1.0)).mean()
+        total = sum(terms.values()) if terms else uv.new_zeros(())
+        stats = {f"ray/{k}": t.detach() for k, t in terms.items()}
+        stats["ray/total"] = total.detach()
+        with torch.no_grad():    # PSNR of the patches (RGB in [0, 1]): a reading comparable across runs
+            mse = ((pred - gt) / 2).square().flatten(1).mean(1).clamp_min(1e-10)
+            stats["ray/psnr"] = (-10 * torch.log10(mse)).mean()
+        return total, stats
+
     def accumulate_gradients(self, phase: str, batch: dict, gain: float, step: int,
                              cur_nimg: float) -> dict | None:
         """Backward of one phase's loss; None when the phase is off at this point (no step to take).  The
@@ -416,6 +489,10 @@ class ReconGANLoss:
                 stats["G/gan"] = l_gan.detach()
                 fake = {k: v.detach().float() for k, v in self._fake_for_D(out).items()}
             rec, rs = self.reconstruction(G, planes, batch)
+            if "ray_uv" in batch:
+                ray, rays_stats = self.ray_reconstruction(G, planes, batch)
+                rec = rec + ray
+                rs.update(rays_stats)
         stats.update(rs)
         loss = loss + rec
         stats["G/loss"] = loss.detach()

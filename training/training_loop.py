@@ -40,46 +40,55 @@ SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
                 "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile",
-                "compile_mode"}
+                "compile_mode", "val_count", "val_ticks", "val_resolution"}
 RUNTIME_LOSS_KEYS = {"batch_views", "d_pair"}   # how, not what: the same numbers either way
 
 
 @dataclasses.dataclass
 class TrainConfig:
     # run
-    run_name: str = "debug"
+    run_name: str = "debug"  # name of the run: its folder is <runs-dir>/<run-name>/<NNNNN>/
     runs_dir: str = ""                  # default <project>/_train/eg3dc/runs
     resume: str = "auto"                # auto (latest snapshot of this run name) | none | <snapshot path>
     device: str = "auto"                # auto | cpu | cuda
-    seed: int = 0
+    seed: int = 0  # seed of weights, data order, latents and regulariser points
     # data
-    data_root: str = ""
-    renderset: str = "rutileE"
-    dataset: str = "rutileEB"
-    split: str = "train"
+    data_root: str = ""  # data tree root (default $LUSTROUS_DATA_ROOT or _data/lustrous)
+    renderset: str = "rutileE"  # renders/<renderset>/ to train on
+    dataset: str = "rutileEB"  # subsets/<dataset>_<split>.csv: the characters to use
+    split: str = "train"  # split of the dataset (train, val, test, all)
     resolution: int = 0                 # target image size (0: as rendered)
     cond_resolution: int = 0            # conditioning image size (0: --resolution)
     ortho_views: str = "front,back,left,right"  # target ortho views loaded (weights: --view-weights)
     random_views: bool = True           # random perspective view per sample (else view 0000)
     mirror_prob: float = 0.5            # horizontal-mirror augmentation (swaps left/right, mirrors cameras)
     use_features: bool = False          # precomputed encoder features (feat_front/feat_back)
-    workers: int = 3
+    ray_views: int = 0                  # views per character and step for the full-resolution ray loss (0: off)
+    ray_pool: str = "ortho,rgb"         # view sets the ray views come from (ortho, rgb, rgb60), where rendered
+    ray_patches: int = 2                # pixel patches per ray view
+    ray_patch_size: int = 32            # patch side in pixels
+    ray_scales: str = "1,2"             # pixel strides a patch is drawn at (area-averaged targets)
+    ray_fg_fraction: float = 0.75       # patches centred on the character; the rest anywhere in its bounding box
+    workers: int = 3  # data loader processes per training process (0: load in the main process)
     # networks
     generator: str = ""                 # TriPlaneGenerator | _v0 | _v1 ('' : the preset's own)
     preset: str = "nova_body"           # key of training.triplane.PRESETS ('' : --generator with --g-kwargs only)
-    g_kwargs: str = "{}"                # JSON overrides of the generator constructor (sizes, encoder_weights, ...)
+    g_kwargs: dict = dataclasses.field(default_factory=dict)   # generator constructor overrides (sizes,
+                                        # encoder_weights, ...); on the command line a JSON object merged
+                                        # key by key over the config file's
     discriminator: str = "MaskDualDiscriminator"  # DualDiscriminator | MaskDualDiscriminator
-    d_kwargs: str = "{}"                # JSON overrides of the discriminator constructor
+    d_kwargs: dict = dataclasses.field(default_factory=dict)   # discriminator constructor overrides (as
+                                        # --g-kwargs)
     neural_rendering_resolution: int = 0  # 0: the generator's own
     ray_perturb: bool = True            # stratified jitter + random importance samples (off: deterministic)
     freeze_bn: bool = True              # BatchNorm of the image encoders in eval mode (small per-GPU batches)
     # optimisation
     batch: int = 16                     # global batch (all GPUs); per-GPU = batch / world size
-    glr: float = 0.0025
-    dlr: float = 0.002
-    beta1: float = 0.0
-    beta2: float = 0.99
-    eps: float = 1e-8
+    glr: float = 0.0025  # generator learning rate (Adam)
+    dlr: float = 0.002  # discriminator learning rate (Adam)
+    beta1: float = 0.0  # Adam beta1 (StyleGAN's 0)
+    beta2: float = 0.99  # Adam beta2
+    eps: float = 1e-8  # Adam epsilon
     ema_kimg: float = -1.0              # EMA half-life; < 0: batch * 10 / 32
     ema_rampup: float = 0.0             # 0: off; else half-life <= cur_nimg * rampup
     bf16: str = "auto"                  # auto (on for CUDA) | on | off; R1 only with --r1-bf16
@@ -87,15 +96,19 @@ class TrainConfig:
     compile_mode: str = "default"       # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
                                         # | max-autotune-no-cudagraphs
     # schedule
-    kimg: float = 25000.0
-    tick_kimg: float = 4.0
-    snap_ticks: int = 50
-    preview_ticks: int = 10
-    preview_count: int = 4
-    progress: bool = True
-    tensorboard: bool = True
+    kimg: float = 25000.0  # stop after this many thousand training images
+    tick_kimg: float = 4.0  # a tick (log line, metrics.jsonl record) every this many kimg
+    snap_ticks: int = 50  # snapshot every this many ticks (and at the end or on a stop signal)
+    preview_ticks: int = 10  # preview image every this many ticks
+    preview_count: int = 4  # characters in the preview image
+    val_count: int = 0                  # held-out characters (the dataset's val split) rendered for the val/*
+                                        # PSNRs of metrics.jsonl (0: off); they are also the preview's characters
+    val_ticks: int = 5                  # held-out PSNR every this many ticks (and at the end)
+    val_resolution: int = 128           # rendering size of the held-out views
+    progress: bool = True  # progress bar (off: one JSON line per tick)
+    tensorboard: bool = True  # TensorBoard event files in the run folder
     # losses
-    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)  # the objective's weights (training.loss.LossConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,6 +118,14 @@ class TrainConfig:
         d = dict(d)
         loss = LossConfig(**d.pop("loss", {}))
         known = {f.name for f in dataclasses.fields(TrainConfig)}
+        for k in ("g_kwargs", "d_kwargs"):      # configs saved before these were tables hold JSON text
+            if isinstance(d.get(k), str):
+                try:
+                    d[k] = json.loads(d[k] or "{}")
+                except json.JSONDecodeError as e:
+                    raise UserError(f"config: {k} is not a JSON object ({e})") from None
+            if k in d and not isinstance(d[k], dict):
+                raise UserError(f"config: {k} must be a table of constructor keywords, not {d[k]!r}")
         extra = set(d) - known
         if extra:
             raise UserError(f"config: unknown keys {sorted(extra)}")
@@ -273,11 +294,7 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
 def build_networks(cfg: TrainConfig):
     """Generator from a preset of training.triplane (optionally another variant, JSON overrides); D sized to it."""
     triplane = importlib.import_module("training.triplane")
-    try:
-        g_over = json.loads(cfg.g_kwargs)
-        d_over = json.loads(cfg.d_kwargs)
-    except json.JSONDecodeError as e:
-        raise UserError(f"--g-kwargs/--d-kwargs: not JSON ({e})") from None
+    g_over, d_over = copy.deepcopy(cfg.g_kwargs), copy.deepcopy(cfg.d_kwargs)
     if cfg.generator and cfg.generator not in triplane.GENERATORS:
         raise UserError(f"--generator: {cfg.generator!r} is not one of {sorted(triplane.GENERATORS)}")
     try:
@@ -323,13 +340,25 @@ def use_mask_discriminator(D) -> bool:
 
 # ---------------------------------------------------------------- data
 
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def build_dataset(cfg: TrainConfig):
     dsm = importlib.import_module("training.dataset")
     views = tuple(v.strip() for v in cfg.ortho_views.split(",") if v.strip())
+    rays = None
+    if cfg.ray_views > 0:
+        try:
+            rays = dsm.RaySampling(views=cfg.ray_views, pool=tuple(_csv(cfg.ray_pool)), patches=cfg.ray_patches,
+                                   size=cfg.ray_patch_size, scales=tuple(int(k) for k in _csv(cfg.ray_scales)),
+                                   fg_fraction=cfg.ray_fg_fraction, depth=cfg.loss.ray_depth_weight > 0)
+        except ValueError:
+            raise UserError(f"--ray-scales: expected comma-separated integers, got {cfg.ray_scales!r}") from None
     ds = dsm.CharacterDataset(cfg.data_root or None, cfg.renderset, cfg.dataset or None, cfg.split,
                               resolution=cfg.resolution or None, cond_resolution=cfg.cond_resolution or None,
                               ortho_views=views, random_views=cfg.random_views, mirror_prob=cfg.mirror_prob,
-                              use_features=cfg.use_features)
+                              use_features=cfg.use_features, rays=rays)
     if len(ds) < cfg.batch:
         raise UserError(f"{cfg.dataset}_{cfg.split}: {len(ds)} characters, fewer than --batch {cfg.batch}")
     return ds
@@ -445,6 +474,50 @@ def preview_grid(G, batch: dict, view_index: dict, size: int, nrr) -> np.ndarray
         cols.append(resize(batch["ortho_rgb"][:, view_index[n]], size))
     rows = [np.concatenate([to_uint8(c[i]) for c in cols], 1) for i in range(cols[0].shape[0])]
     return np.concatenate(rows, 0)
+
+
+# ---------------------------------------------------------------- held-out PSNR
+
+VAL_VIEWS = ("front", "back", "left", "right")
+
+
+def held_out_batch(cfg: TrainConfig, ds, device) -> dict | None:
+    """The first --val-count characters of the dataset's val split (all four ortho views and the first
+    perspective view, no mirroring): fixed for the whole run, so the val/* PSNRs form a learning curve."""
+    dsm = importlib.import_module("training.dataset")
+    if not ds.dataset:
+        print("held-out PSNR off: --dataset names no split (every rendered character is trained on)")
+        return None
+    try:
+        val = dsm.CharacterDataset(ds.root, ds.renderset, ds.dataset, "val", ortho_views=VAL_VIEWS,
+                                   random_views=False, mirror_prob=0.0, resolution=ds.resolution,
+                                   cond_resolution=ds.cond_resolution)
+    except UserError as e:
+        print(f"held-out PSNR off: {e}")
+        return None
+    return to_device(dsm.collate([val[i] for i in range(min(cfg.val_count, len(val)))]), device)
+
+
+def psnr(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR [B] of images in [-1, 1] (as RGB in [0, 1])."""
+    mse = ((pred.float() - gt.float()) / 2).square().flatten(1).mean(1).clamp_min(1e-10)
+    return -10 * torch.log10(mse)
+
+
+@torch.no_grad()
+def validate(G, batch: dict, res: int) -> dict:
+    """val/psnr_{front,back,side,rgb} of G's renders of the held-out batch (side: left and right; rgb: the
+    first random perspective view), at res x res: the views the model did not see, and the input views."""
+    planes = G.synthesize(ReconGANLoss.cond_of(batch), z=None if not getattr(G, "z_dim", 0) else torch.zeros(
+        batch["cond_front"].shape[0], G.z_dim, device=batch["cond_front"].device))
+    out = {}
+    for i, name in enumerate(VAL_VIEWS):
+        img = G.render(planes, batch["ortho_cam"][:, i], neural_rendering_resolution=res)["image"]
+        out[name] = psnr(resize(img.float(), res), resize(batch["ortho_rgb"][:, i], res)).mean()
+    img = G.render(planes, batch["rgb_cam"], neural_rendering_resolution=res)["image"]
+    out["rgb"] = psnr(resize(img.float(), res), resize(batch["rgb"], res)).mean()
+    out["side"] = (out.pop("left") + out.pop("right")) / 2
+    return {f"val/psnr_{k}": float(v) for k, v in out.items()}
 
 
 # ---------------------------------------------------------------- EMA
@@ -605,7 +678,7 @@ def train(cfg: TrainConfig) -> Path:
     opts = {"opt_G": opt_G, "opt_D": opt_D}
 
     # resume: identical counters, config checked
-    step, cur_nimg, tick, nan_skips = 0, 0, 0, 0
+    step, cur_nimg, tick, nan_skips, train_s = 0, 0, 0, 0, 0.0     # train_s: seconds of training, resumes included
     if resume_from is not None:
         data = load_snapshot(resume_from, nets, opts, d.device)
         saved = data.get("training_config") or {}
@@ -619,6 +692,7 @@ def train(cfg: TrainConfig) -> Path:
         extra = data.get("extra") or {}
         step, cur_nimg = int(extra.get("step", data.get("step", 0))), int(extra.get("nimg", data["kimg"] * 1000))
         tick, nan_skips = int(extra.get("tick", 0)), int(extra.get("nan_skips", 0))
+        train_s = float(extra.get("train_s", 0.0))
         if "rng" in extra:
             set_rng_state(extra["rng"], d.device)
     # multi-process: DDP wrappers (constructing them broadcasts rank 0's G and D); G finds unused parameters
@@ -662,7 +736,7 @@ def train(cfg: TrainConfig) -> Path:
 
     # logging (rank 0)
     writer = pbar = None
-    preview_batch = None
+    preview_batch = val_batch = None
     if d.main:
         save_json_atomic(run_dir / "config.json", cfg.to_dict())
         if cfg.tensorboard:
@@ -678,12 +752,18 @@ def train(cfg: TrainConfig) -> Path:
                             dynamic_ncols=True, desc=cfg.run_name)
             except ImportError:
                 pbar = None
+        val_batch = held_out_batch(cfg, ds, d.device) if cfg.val_count > 0 else None
         n_prev = min(cfg.preview_count, len(ds))
-        with torch.random.fork_rng(devices=[]):   # fixed preview views; the training RNG stream is untouched
-            torch.manual_seed(cfg.seed)
-            samples = [ds[i] for i in range(n_prev)]
-        preview_batch = to_device(importlib.import_module("training.dataset").collate(samples), d.device)
-        preview_views = {n: i for i, n in enumerate(ds.ortho_views)}
+        if val_batch is not None:       # the held-out characters, all four ortho views
+            preview_batch = {k: (v[:n_prev] if torch.is_tensor(v) or isinstance(v, list) else v)
+                             for k, v in val_batch.items()}
+            preview_views = {n: i for i, n in enumerate(VAL_VIEWS)}
+        else:
+            with torch.random.fork_rng(devices=[]):   # fixed preview views; the training RNG stream is untouched
+                torch.manual_seed(cfg.seed)
+                samples = [ds[i] for i in range(n_prev)]
+            preview_batch = to_device(importlib.import_module("training.dataset").collate(samples), d.device)
+            preview_views = {n: i for i, n in enumerate(ds.ortho_views)}
         print(f"run folder: {run_dir}" + (f" (resuming {resume_from.name}, step {step})" if resume_from else ""))
         print(f"{d.world} process(es) on {d.device.type}, batch {cfg.batch} ({per_gpu} per process), "
               f"G {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M params, "
@@ -748,6 +828,10 @@ def train(cfg: TrainConfig) -> Path:
                 rec["gpu_mem_gb"] = torch.cuda.max_memory_allocated(d.device) / 2 ** 30
             rec.update({k: float(sums[k]) / counts[k] for k in sums})
             sums, counts = {}, {}
+            train_s += now - tick_start_time
+            rec["train_s"] = train_s
+            if val_batch is not None and (done or stop or tick % max(cfg.val_ticks, 1) == 0):
+                rec.update(validate(G_ema, val_batch, cfg.val_resolution))
             if d.main:
                 with open(run_dir / "metrics.jsonl", "a") as f:  # append-only log: a cut line is harmless
                     f.write(json.dumps(rec) + "\n")
@@ -767,7 +851,7 @@ def train(cfg: TrainConfig) -> Path:
                 if d.main:
                     kimg_i = int(cur_nimg // 1000)
                     save_snapshot(run_dir / f"network-snapshot-{kimg_i:06d}.pt", nets, opts, step, cur_nimg, cfg,
-                                  {"tick": tick + 1, "nan_skips": nan_skips}, d.device)
+                                  {"tick": tick + 1, "nan_skips": nan_skips, "train_s": train_s}, d.device)
             if d.main and (done or stop or tick % max(cfg.preview_ticks, 1) == 0):
                 G_ema.eval()
                 grid = preview_grid(G_ema, preview_batch, preview_views, 128, nrr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -38,6 +39,10 @@ DEFAULT_RENDERING = {
     "superresolution_noise_mode": "none",
 }
 SR_NOISE_MODES = ("none", "random")
+# "stylegan": two StyleGAN blocks super-resolve the neural rendering (EG3D, PAniC-3D, NOVA-3D); "none": the
+# image is the neural rendering itself, resized (a field trained on full-resolution rays renders sharp at any
+# neural_rendering_resolution)
+SUPERRESOLUTIONS = ("stylegan", "none")
 # per-call overrides accepted by G(...) / G.render(...)
 RENDER_OVERRIDES = set(DEFAULT_RENDERING) | {"perturb", "roi"}
 
@@ -115,6 +120,12 @@ def render_field(field: TriplaneField, planes: torch.Tensor, cam: torch.Tensor, 
                            **march_kw)
 
 
+def render_field_rays(field: TriplaneField, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+                      density_noise: float = 0.0, roi=None, **march_kw) -> dict:
+    """The field of ``planes`` along rays [B,R,3] (vr.render_rays); compiled like render_field."""
+    return vr.render_rays(lambda xyz, d: field(planes, xyz, d, density_noise, roi), origins, dirs, **march_kw)
+
+
 def _planes_and_ws(planes):
     """synthesize() returns {'planes', 'ws'}; the sampling methods also take the bare plane tensor."""
     if isinstance(planes, dict):
@@ -144,7 +155,8 @@ class _Generator(nn.Module):
                  cross_average: bool = True, use_mask: bool = False, back_encoder: str = "pat",
                  pat_dims=(64, 128, 320, 512), pat_depths=(2, 2, 6, 2), mask_base_channels: int = 32,
                  decoder_hidden: int = 64, decoder_features: int = 32, fusion_dim: int = 64,
-                 img_resolution: int = 512, neural_rendering_resolution: int = 64, sr_channels=(256, 128),
+                 img_resolution: int = 512, neural_rendering_resolution: int = 64, superresolution: str = "stylegan",
+                 sr_channels=(256, 128),
                  sr_input_resolution: int | None = None, box_warp: float | None = None, rendering_kwargs: dict | None = None):
         super().__init__()
         cfg = dict(locals())
@@ -164,6 +176,8 @@ class _Generator(nn.Module):
         if cfg["rendering_kwargs"]["superresolution_noise_mode"] not in SR_NOISE_MODES:
             raise ValueError(f"superresolution_noise_mode must be one of {SR_NOISE_MODES}, not "
                              f"{cfg['rendering_kwargs']['superresolution_noise_mode']!r}")
+        if superresolution not in SUPERRESOLUTIONS:
+            raise ValueError(f"superresolution must be one of {SUPERRESOLUTIONS}, not {superresolution!r}")
         if back_encoder not in ("pat", "resnet"):
             raise ValueError(f"back_encoder must be 'pat' or 'resnet', not {back_encoder!r}")
         self.config = _jsonable(cfg)
@@ -196,12 +210,12 @@ class _Generator(nn.Module):
             inject_image_resolutions=list(inject_image_resolutions), cross_average=cross_average)
         self.field = TriplaneField(plane_channels, plane_layers, decoder_hidden, decoder_features, box_warp,
                                    self.fusion, fusion_dim)
-        self.superresolution = SuperresolutionHybrid(channels=decoder_features, img_resolution=img_resolution,
-                                                     input_resolution=sr_input_resolution, w_dim=w_dim,
-                                                     block_channels=tuple(sr_channels),
-                                                     use_noise=self.rendering_kwargs["superresolution_noise_mode"]
-                                                     == "random")
+        self.superresolution = None if superresolution == "none" else SuperresolutionHybrid(
+            channels=decoder_features, img_resolution=img_resolution, input_resolution=sr_input_resolution,
+            w_dim=w_dim, block_channels=tuple(sr_channels),
+            use_noise=self.rendering_kwargs["superresolution_noise_mode"] == "random")
         object.__setattr__(self, "_render_fn", render_field)
+        object.__setattr__(self, "_render_rays_fn", render_field_rays)
 
     @staticmethod
     def config_from_checkpoint(config: dict) -> dict:
@@ -308,12 +322,29 @@ class _Generator(nn.Module):
         rgb = feature_image[:, :3]
         result = {"image_raw": rgb, "image_features": feature_image, "image_depth": out["depth"],
                   "image_alpha": out["alpha"], "image_xyz": out["xyz"], "planes": planes}
-        if superresolve and ws is not None:
+        if superresolve and ws is not None and self.superresolution is not None:
             result["image"] = self.superresolution(rgb, feature_image, ws, noise_mode=self._noise_mode())
         else:
             result["image"] = F.interpolate(rgb, size=(self.img_resolution,) * 2, mode="bilinear",
                                             align_corners=False)
         return result
+
+    def render_rays(self, planes, origins: torch.Tensor, dirs: torch.Tensor, **render_kw) -> dict:
+        """March arbitrary rays [B,R,3] (world origins, unit directions) through the field of ``planes``: the
+        renderer of ``render`` without the image grid or the super-resolution, for losses on rays sampled at
+        full image resolution.  Returns rgb [B,R,3] in [-1,1] (on white where the rendering composites on
+        white), alpha [B,R], depth [B,R] and xyz [B,R,3]."""
+        planes, _ = _planes_and_ws(planes)
+        kw, start, end = self._render_kw(render_kw)
+        noise, roi = kw.pop("density_noise"), kw.pop("roi", None)
+        perturb = kw.pop("perturb", self.training)
+        out = self._render_rays_fn(self.field, planes.float(), origins, dirs, noise, roi,
+                                   box_warp=self.field.box_warp, ray_start=start, ray_end=end,
+                                   depth_resolution=kw["depth_resolution"],
+                                   depth_resolution_importance=kw["depth_resolution_importance"],
+                                   clip_to_box=kw["clip_to_box"], white_back=kw["white_back"], perturb=perturb)
+        return {"rgb": out["features"][..., :3] * 2 - 1, "alpha": out["alpha"], "depth": out["depth"],
+                "xyz": out["xyz"]}
 
     def forward(self, cond: dict, c: torch.Tensor, z: torch.Tensor | None = None,
                 neural_rendering_resolution: int | None = None, **render_kw) -> dict:
@@ -357,6 +388,7 @@ class _Generator(nn.Module):
         compositing) as one graph, static shapes (a new neural rendering resolution compiles its own graph).
         The generator needs only first derivatives (R1 differentiates D alone), so this is safe in training."""
         object.__setattr__(self, "_render_fn", torch.compile(render_field, dynamic=False, **compile_kw))
+        object.__setattr__(self, "_render_rays_fn", torch.compile(render_field_rays, dynamic=False, **compile_kw))
         return self
 
     # the compiled march lives outside nn.Module's registry (no state_dict keys) and is not copied or
@@ -365,11 +397,13 @@ class _Generator(nn.Module):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
         state.pop("_render_fn", None)
+        state.pop("_render_rays_fn", None)
         return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
         object.__setattr__(self, "_render_fn", render_field)
+        object.__setattr__(self, "_render_rays_fn", render_field_rays)
 
 
 class TriPlaneGenerator(_Generator):
@@ -406,45 +440,27 @@ def set_compiled_arithmetic(compiled: bool):
 
 GENERATORS = {c.__name__: c for c in (TriPlaneGenerator, TriPlaneGenerator_v0, TriPlaneGenerator_v1)}
 
-# ---------------------------------------------------------------- presets (REFERENCE section 4)
+# ---------------------------------------------------------------- presets: _configs/models/<name>.toml
 
-PRESETS = {
-    # PAniC-3D head: z = w = 512, mapping depth 2, 3 planes 256x256x32, NR 64 (raise to 128 late), SR 512
-    "panic_head": {"class": "TriPlaneGenerator", "kwargs": dict(
-        framing="head", z_dim=512, w_dim=512, mapping_layers=2, cond_resolution=256, plane_resolution=256,
-        plane_channels=32, plane_layers=1, neural_rendering_resolution=64, img_resolution=512,
-        rendering_kwargs=dict(depth_resolution=48, depth_resolution_importance=48))},
-    # NOVA-3D body: two views, attention fusion, multi-layer triplane (3 sheets x 16 channels), NR 96
-    "nova_body": {"class": "TriPlaneGenerator_v1", "kwargs": dict(
-        framing="body", z_dim=512, w_dim=512, mapping_layers=2, cond_resolution=256, plane_resolution=256,
-        plane_channels=16, plane_layers=3, use_mask=True, neural_rendering_resolution=96, img_resolution=512,
-        rendering_kwargs=dict(depth_resolution=48, depth_resolution_importance=48))},
-    # CPU tests and smoke runs
-    "tiny": {"class": "TriPlaneGenerator_v1", "kwargs": dict(
-        framing="head", z_dim=16, w_dim=16, mapping_layers=1, cond_resolution=64, plane_resolution=16,
-        plane_channels=8, plane_layers=1, channel_base=256, channel_max=32, enc_channels=16, enc_resolution=4,
-        encoder_depth=18, inject_image_resolutions=(8, 16), decoder_hidden=16, decoder_features=8,
-        pat_dims=(16, 32, 32, 32), pat_depths=(1, 1, 1, 1), mask_base_channels=8,
-        fusion_dim=16, neural_rendering_resolution=16, img_resolution=32,
-        rendering_kwargs=dict(depth_resolution=8, depth_resolution_importance=8))},
-}
+class _Presets(Mapping):
+    """name -> {'class', 'kwargs'} of the generator presets in _configs/models (training.configs)."""
 
-# GPU results runs (docs/results.md): the same architectures at 128-px conditioning, 128^2 planes, NR 64,
-# 256 output, ResNet-18 to layer3; small enough that G_ema + D in bf16 come back through a 16 MiB file limit
-_SMALL = dict(z_dim=128, w_dim=128, mapping_layers=2, cond_resolution=128, plane_resolution=128,
-              channel_base=4096, channel_max=128, enc_channels=128, enc_resolution=8, encoder_depth=18,
-              encoder_stages=3, inject_image_resolutions=(16, 32, 64, 128), decoder_hidden=64, decoder_features=32,
-              pat_dims=(32, 64, 128, 128), pat_depths=(1, 1, 2, 1), mask_base_channels=16, fusion_dim=32,
-              sr_channels=(128, 64), neural_rendering_resolution=64, img_resolution=256,
-              rendering_kwargs=dict(depth_resolution=32, depth_resolution_importance=32))
-PRESETS["panic_head_small"] = {"class": "TriPlaneGenerator", "kwargs": dict(
-    PRESETS["panic_head"]["kwargs"], **_SMALL)}
-PRESETS["nova_body_small"] = {"class": "TriPlaneGenerator_v1", "kwargs": dict(
-    PRESETS["nova_body"]["kwargs"], **_SMALL, plane_channels=16, plane_layers=3)}
+    def __getitem__(self, name):
+        from training import configs
+        if name not in configs.model_presets():
+            raise KeyError(name)
+        p = configs.model_preset(name)
+        return {"class": p["class"], "kwargs": p["kwargs"]}
 
-# EG3D FFHQ-512 sizes (speed comparison with the reference code: backbone 256, 3x32 planes, NR 64,
-# 48+48 samples, SR 512) are exactly the PAniC-3D head sizes
-PRESETS["eg3d_ffhq512"] = copy.deepcopy(PRESETS["panic_head"])
+    def __iter__(self):
+        from training import configs
+        return iter(configs.model_presets())
+
+    def __len__(self):
+        return len(list(iter(self)))
+
+
+PRESETS = _Presets()
 
 
 def build_preset(name: str, variant: str | None = None, **overrides) -> _Generator:

@@ -14,7 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CKPTS=${CKPTS:?CKPTS=<folder with the transport checkpoints>}
-EVAL_N=${EVAL_N:-30}; EVAL_N_BODY=${EVAL_N_BODY:-$EVAL_N}; N_TOTAL=${N_TOTAL:-2000}; SIZE=${SIZE:-256}; MESH_RES=${MESH_RES:-128}
+EVAL_N=${EVAL_N:-30}; EVAL_N_BODY=${EVAL_N_BODY:-$EVAL_N}; N_TOTAL=${N_TOTAL:-2000}; MESH_RES=${MESH_RES:-128}
+HEAD_SIZE=${HEAD_SIZE:-${SIZE:-256}}; BODY_SIZE=${BODY_SIZE:-${SIZE:-384}}   # render sizes (as the training data)
+export MODELS=${MODELS:-panic_head panic_body nova_v1 nova_v0}
 REAL=${REAL:-../shared/data/real_models}; DEVICE=${DEVICE:-auto}
 STEPS=${STEPS:-all}; JOBS=${JOBS:-1}; WORKERS=${WORKERS:-2}
 ROOT=${EVAL_ROOT:-$PWD/_data/results_eval}; RESULTS=${RESULTS:-$PWD/temp/results_eval}
@@ -36,8 +38,9 @@ for i in idx:
     synth.write_dataset(root, 1, 0, start=i, progress=False)
 print(f"{len(test)} test ids of {n}; wrote the first {len(idx)}")
 PY
+size_of() { [ "$1" = head ] && echo "$HEAD_SIZE" || echo "$BODY_SIZE"; }
 for F in head body; do
-    $PY -m _scripts.data.render --source synth --renderset "synth_$F" --framing "$F" --size "$SIZE" --grid60 \
+    $PY -m _scripts.data.render --source synth --renderset "synth_$F" --framing "$F" --size "$(size_of $F)" --grid60 \
         --workers "$WORKERS" "${DR[@]}"
     # every rendered character is a test character here (the same drop rules as the training data)
     $PY -m _scripts.train.data_clean --dataset "synth_$F" --ratios 0,0,1 --quiet "${DR[@]}" | tail -2
@@ -48,9 +51,9 @@ head -n "$EVAL_N_BODY" "$T" > "$T.tmp" && mv "$T.tmp" "$T"
 # 2. the real characters, both framings
 for F in head body; do
     $PY -m _scripts.data.render --src "$REAL/godette/godette.vrm" --renderset "real_$F" --framing "$F" \
-        --size "$SIZE" --grid60 "${DR[@]}"
+        --size "$(size_of $F)" --grid60 "${DR[@]}"
     $PY -m _scripts.data.render --src "$REAL/rai_girl/model.obj" --texture "$REAL/rai_girl/diffuse_map.png" \
-        --renderset "real_$F" --framing "$F" --size "$SIZE" --grid60 "${DR[@]}"
+        --renderset "real_$F" --framing "$F" --size "$(size_of $F)" --grid60 "${DR[@]}"
     # both characters are measured even where data_clean would drop one as cut off (godette's hair buns
     # leave the head box): the evaluation reports them, flagged in docs/results.md
     $PY -c "from training import paths; print(paths.key_of('godette')); print(paths.key_of('model'))" \
@@ -91,7 +94,7 @@ evaluate() {   # model, set
     cp "temp/eval/$name/$set/measure.json" "$RESULTS/measure_${m}_$set.json"
     echo "== $m on $set"; head -20 "$RESULTS/measure_${m}_$set.txt"
 }
-for m in panic_head panic_body nova_v1 nova_v0; do
+for m in $MODELS; do
     [ -f "$CKPTS/$m.pt" ] || { echo "missing $CKPTS/$m.pt: skipped"; continue; }
     F=body; [ "$m" = panic_head ] && F=head
     for set in "synth_$F" "real_$F"; do
@@ -111,23 +114,24 @@ def f(x, nd=2):
     if isinstance(x, str) or math.isinf(x):
         return "no surface"
     return f"{x:.{nd}f}"
-print("| model | test set | characters | front PSNR / SSIM | back PSNR / SSIM | 360 PSNR / SSIM | CD (cm) | F1@5 / F1@10 (%) "
-      "| back spread / devcorr |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| model | test set | characters | front PSNR / SSIM | back PSNR / SSIM | left/right PSNR / SSIM | 360 PSNR / SSIM "
+      "| CD (cm) | F1@5 / F1@10 (%) | devcorr front / back / side |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for s in ("synth_head", "real_head", "synth_body", "real_body"):
     b = json.load(open(f"{R}/blank_{s}.json"))
     print(f"| all-white image (floor) | {s} | {b['characters']} | {b['front']['psnr']:.2f} / {b['front']['ssim']:.1f} "
-          f"| {b['back']['psnr']:.2f} / {b['back']['ssim']:.1f} | | | | |")
-    for m in ("panic_head", "panic_body", "nova_v1", "nova_v0"):
+          f"| {b['back']['psnr']:.2f} / {b['back']['ssim']:.1f} | | | | | |")
+    for m in os.environ.get("MODELS", "panic_head panic_body nova_v1 nova_v0").split():
         p = f"{R}/measure_{m}_{s}.json"
         if not os.path.exists(p):
             continue
         d = json.load(open(p))
         t = {(r["subset"], r["metric"]): r["value"] for r in d["table"]}
         print(f"| {m} | {s} | {d['n_characters']} | {f(t['front', 'psnr'])} / {f(t['front', 'ssim'], 1)} "
-              f"| {f(t['back', 'psnr'])} / {f(t['back', 'ssim'], 1)} | {f(t['360', 'psnr'])} / {f(t['360', 'ssim'], 1)} "
+              f"| {f(t['back', 'psnr'])} / {f(t['back', 'ssim'], 1)} | {f(t['side', 'psnr'])} / {f(t['side', 'ssim'], 1)} "
+              f"| {f(t['360', 'psnr'])} / {f(t['360', 'ssim'], 1)} "
               f"| {f(t['geom', 'cd'])} | {f(t['geom', 'f1@5'], 1)} / {f(t['geom', 'f1@10'], 1)} "
-              f"| {f(t.get(('back', 'spread')))} / {f(t.get(('back', 'devcorr')))} |")
+              f"| {f(t.get(('front', 'devcorr')))} / {f(t.get(('back', 'devcorr')))} / {f(t.get(('side', 'devcorr')))} |")
 PY
 cat "$RESULTS/table.md"
 
@@ -135,8 +139,12 @@ cat "$RESULTS/table.md"
 for set in synth_head real_head synth_body real_body; do
     case $set in
         *head) q=(res_panic_head_$set); l=(PAniC-3D) ;;
-        *) q=(res_nova_v1_$set res_nova_v0_$set res_panic_body_$set); l=(NOVA_v1 NOVA_v0 single-view) ;;
+        *) q=(); l=()
+           for m in nova_v1 nova_v0 panic_body; do
+               [ -f "$RESULTS/measure_${m}_$set.json" ] && { q+=("res_${m}_$set"); l+=("$m"); }
+           done ;;
     esac
+    [ ${#q[@]} -gt 0 ] || continue
     $PY -m _scripts.eval.results_figure --renderset "$set" --inferquery "${q[@]}" --label "${l[@]}" --chars 3 \
         --out "$RESULTS/results_$set.png" "${DR[@]}" 2>&1 | tail -1 || true
 done

@@ -1,11 +1,13 @@
 """Train a conditional triplane GAN (PAniC-3D / NOVA-3D).
 
-    python -m _train.eg3dc.train --run-name nova_v1 --config _configs/nova_body/base.json --batch 16
-    torchrun --nproc_per_node 4 -m _train.eg3dc.train --config _configs/nova_body/base.json ...
+    python -m _train.eg3dc.train --config release/nova_v1 --data-root /data/lustrous
+    torchrun --nproc_per_node 4 -m _train.eg3dc.train --config _configs/recipes/nova_body.toml ...
 
 Every field of training.training_loop.TrainConfig and training.loss.LossConfig
-is a flag (underscores become dashes).  ``--config FILE`` reads a JSON preset
-first; flags given on the command line win.  See docs/training.md.
+is a flag (underscores become dashes), documented where its default is set.
+``--config`` reads a recipe first (a TOML file, or a name under
+_configs/recipes); flags given on the command line win, and ``--g-kwargs`` /
+``--d-kwargs`` merge key by key into the recipe's tables.  See docs/training.md.
 """
 from __future__ import annotations
 
@@ -15,68 +17,107 @@ import json
 import os
 import sys
 import typing
-from pathlib import Path
 
-from training import paths
-from training.errors import cli_main, fail
+from training import configs, paths
+from training.errors import UserError, cli_main, fail
 from training.loss import LossConfig
-from training.training_loop import TrainConfig, cleanup_distributed, train
+from training.training_loop import COMPILE_MODES, TrainConfig, cleanup_distributed, train
 
 
-def _add_fields(parser, cls, group_title):
+def choices() -> dict[str, list[str]]:
+    """Flags with a fixed set of values."""
+    from training.dual_discriminator import DualDiscriminator, MaskDualDiscriminator
+    from training.triplane import GENERATORS
+    return {"device": ["auto", "cpu", "cuda"], "bf16": ["auto", "on", "off"], "compile_mode": list(COMPILE_MODES),
+            "generator": [""] + sorted(GENERATORS), "preset": [""] + configs.model_presets(),
+            "discriminator": [DualDiscriminator.__name__, MaskDualDiscriminator.__name__],
+            "lpips_net": ["vgg", "alex"], "split": ["train", "val", "test", "all"]}
+
+
+def _json_object(text: str) -> dict:
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"framing\": \"body\"}'")
+    return v
+
+
+def _add_fields(parser, cls, group_title, fixed: dict):
     group = parser.add_argument_group(group_title)
     hints = typing.get_type_hints(cls)
+    docs = configs.field_docs(cls)
     for f in dataclasses.fields(cls):
-        if f.name == "loss" or f.name == "data_root":
+        if f.name in ("loss", "data_root"):
             continue
         typ = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = docs.get(f.name, "")
         if typ is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default {default})")
+                               help=f"{text} (default {default})")
+        elif typ is dict:
+            group.add_argument(flag, dest=f.name, type=_json_object, default=None, metavar="JSON",
+                               help=f"{text} (default {json.dumps(default)})")
         else:
-            group.add_argument(flag, dest=f.name, type=typ, default=None, metavar=typ.__name__.upper(),
-                               help=f"(default {default!r})")
+            group.add_argument(flag, dest=f.name, type=typ, default=None, choices=fixed.get(f.name),
+                               metavar=None if f.name in fixed else typ.__name__.upper(),
+                               help=f"{text} (default {default!r})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m _train.eg3dc.train", description=__doc__.split("\n")[0])
-    p.add_argument("--config", default=None, help="JSON preset (keys of TrainConfig; 'loss' holds LossConfig keys)")
+    p = argparse.ArgumentParser(prog="python -m _train.eg3dc.train", description=__doc__.split("\n")[0],
+                                epilog=f"recipes (--config NAME): {', '.join(configs.recipes())}; "
+                                       f"presets: {', '.join(configs.model_presets())}")
+    p.add_argument("--config", default=None,
+                   help="recipe: a TOML file, or a name under _configs/recipes (e.g. release/nova_v1); "
+                        "a JSON file of TrainConfig keys is read too")
     paths.add_data_root_arg(p)
-    _add_fields(p, TrainConfig, "run, data, networks, optimisation, schedule")
-    _add_fields(p, LossConfig, "losses")
+    fixed = choices()
+    _add_fields(p, TrainConfig, "run, data, networks, optimisation, schedule", fixed)
+    _add_fields(p, LossConfig, "losses", fixed)
     return p
+
+
+def read_recipe(name: str) -> dict:
+    """A recipe's TrainConfig keys (``description`` dropped); JSON files (the older format) too."""
+    path = configs.resolve_recipe(name)
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise fail(path, f"not JSON ({e})") from None
+    data = configs.load_config(path)
+    data.pop("description", None)
+    return data
 
 
 def config_from_args(argv=None) -> TrainConfig:
     args = build_parser().parse_args(argv)
-    base: dict = {}
-    if args.config:
-        cp = Path(args.config)
-        if not cp.is_file():
-            raise fail(cp, "config file not found")
-        try:
-            base = json.loads(cp.read_text())
-        except json.JSONDecodeError as e:
-            raise fail(cp, f"not JSON ({e})") from None
+    base: dict = read_recipe(args.config) if args.config else {}
     loss = dict(base.pop("loss", {}))
-    loss_names = {f.name for f in dataclasses.fields(LossConfig)}
     for f in dataclasses.fields(TrainConfig):
         v = getattr(args, f.name, None)
+        if v is None:
+            continue
+        base[f.name] = configs.deep_merge(base.get(f.name) or {}, v) if isinstance(v, dict) else v
+    for f in dataclasses.fields(LossConfig):
+        v = getattr(args, f.name, None)
         if v is not None:
-            base[f.name] = v
-    for name in loss_names:
-        v = getattr(args, name, None)
-        if v is not None:
-            loss[name] = v
+            loss[f.name] = v
     if args.data_root:
         base["data_root"] = args.data_root
     try:
         base["loss"] = dataclasses.asdict(LossConfig(**loss))
     except TypeError as e:
         raise fail(args.config, f"bad loss keys ({e})") from None
-    return TrainConfig.from_dict(base)
+    try:
+        return TrainConfig.from_dict(base)
+    except (TypeError, UserError) as e:
+        where = configs.resolve_recipe(args.config) if args.config else "command line"
+        raise UserError(f"{where}: {str(e).removeprefix('config: ')}") from None
 
 
 @cli_main

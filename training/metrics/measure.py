@@ -1,7 +1,10 @@
 """Measure a generated evaluation tree against the ground-truth renders (``_scripts.eval.measure``).
 
-Per character: image metrics on the ortho front and back views and on the 12
-spin views (subset "360" = mean over them), geometry on the extracted mesh.
+Per character: image metrics on the ortho front and back views, on the ortho
+left and right views (subset "side" = their mean: with the back an input of
+the two-view models, the sides and the 360 ring are their novel views) and on
+the 12 spin views (subset "360" = mean over them), geometry on the extracted
+mesh.
 Then the mean over characters of each per-character value (REFERENCE
 section 5: "average per character, then over characters").  FID pools every
 view of every character.  A metric that cannot be computed is reported as
@@ -23,7 +26,8 @@ from ..errors import UserError, atomic_write, fail, load_image, save_json_atomic
 from . import geometry as geo
 from .image import PAIR_METRICS, ImageMetrics, MetricUnavailable, on_white
 
-SUBSETS = ("front", "back", "360")
+SUBSETS = ("front", "back", "side", "360")
+SIDE_VIEWS = ("left", "right")
 ORTHO_EVAL_VIEWS = ("front", "left", "right", "back")
 SPIN_DTYPE = "rgb60"          # the spin views are the elevation-0 row of the 60-view grid
 TABLE_ORDER = [(s, m) for s in SUBSETS for m in PAIR_METRICS] + [("all", "fid")] + \
@@ -123,7 +127,8 @@ class Measurer:
             from .gt_mesh import ground_truth_mesh
             gt_mesh_fn = ground_truth_mesh
         self.gt_mesh_fn = gt_mesh_fn
-        self._dependence_pairs: dict[str, list] = {"front": [], "back": []}   # (pred, gt) 64-px copies
+        # (pred, gt) 64-px copies per subset; "side" pools the left and right views
+        self._dependence_pairs: dict[str, list] = {"front": [], "back": [], "side": []}
         self._fid_pred: list[np.ndarray] = []
         self._fid_gt: list[np.ndarray] = []
 
@@ -147,9 +152,10 @@ class Measurer:
         ps, gs, ns = self._pairs(char_id, SPIN_DTYPE, spin_names())
         if po:
             s = self.metrics(po, go)
-            for v, pairs in self._dependence_pairs.items():
-                if v in no:
-                    pairs.append((_small(po[no.index(v)]), _small(go[no.index(v)])))
+            for sub, pairs in self._dependence_pairs.items():
+                for v in (SIDE_VIEWS if sub == "side" else (sub,)):
+                    if v in no:
+                        pairs.append((_small(po[no.index(v)]), _small(go[no.index(v)])))
             for i, v in enumerate(no):
                 out["views"][f"ortho/{v}"] = {m: float(s[m][i]) for m in s}
         if ps:
@@ -161,6 +167,9 @@ class Measurer:
         for sub, key in (("front", "ortho/front"), ("back", "ortho/back")):
             if key in out["views"]:
                 out[sub] = dict(out["views"][key])
+        side = [out["views"][f"ortho/{v}"] for v in SIDE_VIEWS if f"ortho/{v}" in out["views"]]
+        if side:
+            out["side"] = {m: float(np.mean([d[m] for d in side])) for m in side[0]}
         spin = [out["views"][f"{SPIN_DTYPE}/{v}"] for v in ns]
         if spin:
             out["360"] = {m: float(np.mean([d[m] for d in spin])) for m in spin[0]}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Train the release models side by side on one GPU machine and evaluate them, in three phases, each one
+# invocation of this script on the same machine (its disk is kept between them):
+#
+#   PHASE=data_train  _scripts/gpu/release_run.sh   # synth N characters, render head + body framing, split;
+#                                                   # start the trainings (setsid: they outlive this call)
+#                                                   # as soon as their framing's data is ready; build the
+#                                                   # evaluation sets (results_eval.sh STEPS=data) meanwhile
+#   PHASE=monitor     _scripts/gpu/release_run.sh   # progress; bf16 G_ema exports of the latest snapshots
+#   PHASE=collect     _scripts/gpu/release_run.sh   # stop the trainings, export, generate + measure on the
+#                                                   # held-out and real characters, figures, logs
+#
+# Recipes: _configs/recipes/release/<model>.toml.  Parameters (environment variables):
+#   MODELS        models to train (default: panic_head panic_body nova_v1)
+#   N             synthetic characters per framing (default 2000); HEAD_SIZE / BODY_SIZE render sizes (256 / 384)
+#   TRAIN_END_S   the trainings stop this many seconds after data_train started (SIGTERM: snapshot, exit)
+#   CALL_S        how long one invocation may run before it returns (data_train and monitor)
+#   RESUME_DIR    folder of <model>.pt exports to continue from (a run restarts from G_ema)
+#   EVAL_N        held-out characters per framing to evaluate (default 120); REAL: the real characters' folder
+#   OUT           where exports, tables, figures and logs are written (default /tmp/out)
+#   PY            the Python with PyTorch (default python3); WORKERS data loader processes per run (default 4)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+PHASE=${PHASE:?PHASE=data_train|monitor|collect}
+MODELS=${MODELS:-panic_head panic_body nova_v1}
+N=${N:-2000}; HEAD_SIZE=${HEAD_SIZE:-256}; BODY_SIZE=${BODY_SIZE:-384}
+CALL_S=${CALL_S:-570}; TRAIN_END_S=${TRAIN_END_S:-1200}
+EVAL_N=${EVAL_N:-120}; REAL=${REAL:-.real}; WORKERS=${WORKERS:-4}
+OUT=${OUT:-/tmp/out}; PY=${PY:-python3}
+export LUSTROUS_DATA_ROOT=${LUSTROUS_DATA_ROOT:-/tmp/lustrous} PYTHONUNBUFFERED=1
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+ROOT=$LUSTROUS_DATA_ROOT; RUNS=$ROOT/runs; STATE=$ROOT/release_state; EVAL=$ROOT/eval; RESULTS=$ROOT/results
+mkdir -p "$OUT" "$RUNS" "$STATE" "$RESULTS"
+T0=$(cat "$STATE/t0" 2>/dev/null || date +%s)
+log() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+framing_of() { [ "$1" = panic_head ] && echo head || echo body; }
+size_of() { [ "$1" = head ] && echo "$HEAD_SIZE" || echo "$BODY_SIZE"; }
+
+start_training() {   # model: runs until TRAIN_END_S after the start of data_train
+    local m=$1 left=$(( T0 + TRAIN_END_S - $(date +%s) )) args=(--config "release/$m" --runs-dir "$RUNS"
+        --workers "$WORKERS" --no-progress)
+    [ -n "${RESUME_DIR:-}" ] && [ -f "$RESUME_DIR/$m.pt" ] && args+=(--resume "$RESUME_DIR/$m.pt")
+    setsid nohup timeout -s TERM "$left" $PY -m _train.eg3dc.train "${args[@]}" > "$STATE/$m.log" 2>&1 < /dev/null &
+    echo $! > "$STATE/$m.pid"
+    log "$m: training for $left s"
+}
+
+data_for() {   # framing: render, clean, split
+    local F=$1
+    $PY -m _scripts.data.render --source synth --renderset "synth_$F" --framing "$F" --size "$(size_of "$F")" \
+        --workers "$(( $(nproc) - 1 ))" 2>&1 | tr '\r' '\n' | grep -v '%|' | tail -2
+    $PY -m _scripts.train.data_clean --dataset "synth_$F" --phase all --quiet --workers "$(nproc)" | tail -2
+    [ -s "$ROOT/subsets/synth_${F}_train.csv" ] || { log "data for $F failed"; return 1; }
+    log "data $F: $(wc -l < "$ROOT/subsets/synth_${F}_train.csv") train / $(wc -l < "$ROOT/subsets/synth_${F}_test.csv") test"
+}
+
+latest_snapshot() { ls -1 "$RUNS/$1"/0*/network-snapshot-*.pt 2>/dev/null | sort | tail -1; }
+
+export_all() {   # suffix: bf16 G_ema exports (what the release ships and a next run resumes from)
+    for m in $MODELS; do
+        s=$(latest_snapshot "$m"); [ -n "$s" ] || { log "$m: no snapshot yet"; continue; }
+        $PY -m training.checkpoint export-bf16 "$s" "$OUT/$m$1.pt" --keep G_ema | sed "s|^|$m: $(basename "$s") -> |"
+    done
+}
+
+status() {
+    nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+    for m in $MODELS; do
+        d=$(ls -1d "$RUNS/$m"/0* 2>/dev/null | tail -1)
+        [ -f "$d/metrics.jsonl" ] && tail -1 "$d/metrics.jsonl" | $PY -c "
+import json, sys
+r = json.loads(sys.stdin.read())
+print('$m', {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()
+             if k in ('kimg', 'sec_per_kimg', 'gpu_mem_gb', 'ray/psnr', 'ray/l1', 'ray/depth', 'ray/alpha', 'nan_skips')})"
+        grep -iE "error|traceback" "$STATE/$m.log" | tail -2
+    done
+}
+
+pack() {
+    tar czf "$OUT/release_logs.tar.gz" -C "$ROOT" release_state results \
+        $(cd "$ROOT" && ls -d runs/*/0*/metrics.jsonl runs/*/0*/config.json 2>/dev/null; for d in "$ROOT"/runs/*/0*; do
+          ls -1 "$d"/preview-*.png 2>/dev/null | tail -1 | sed "s|^$ROOT/||"; done) 2>/dev/null
+    ls -la "$OUT"
+}
+
+case $PHASE in
+data_train)
+    echo "$T0" > "$STATE/t0"
+    P=$(nproc); per=$(( (N + P - 1) / P ))
+    for i in $(seq 0 $(( P - 1 ))); do
+        $PY -m _scripts.data.synth --n "$per" --start $(( i * per )) --seed 0 >/dev/null 2>"$STATE/synth_$i.err" &
+    done; wait
+    log "synth: $(find "$ROOT/raw/synth" -name '*.glb' | wc -l) characters"
+    for F in head body; do
+        data_for "$F" || exit 1
+        for m in $MODELS; do [ "$(framing_of "$m")" = "$F" ] && start_training "$m"; done
+    done
+    # the evaluation sets, on the cores the data loaders leave (setsid: it may outlive this call)
+    CKPTS=$OUT STEPS=data EVAL_N=$EVAL_N N_TOTAL=$N HEAD_SIZE=$HEAD_SIZE BODY_SIZE=$BODY_SIZE REAL=$REAL WORKERS=4 \
+        PY=$PY EVAL_ROOT=$EVAL RESULTS=$RESULTS setsid nohup bash -c 'bash _scripts/eval/results_eval.sh; echo "exit $?"' \
+        > "$STATE/eval_data.log" 2>&1 < /dev/null &
+    log "data: $(du -sh "$ROOT/renders" | cut -f1) of renders" | tee "$OUT/data_timing.txt"
+    while [ $(( $(date +%s) - T0 )) -lt "$CALL_S" ]; do sleep 45; status; done
+    tail -3 "$STATE/eval_data.log"
+    ;;
+monitor)
+    t1=$(date +%s)
+    while [ $(( $(date +%s) - t1 )) -lt $(( CALL_S - 40 )) ]; do sleep 60; status; done
+    grep -E "test ids|exit" "$STATE/eval_data.log"
+    export_all _mid
+    ;;
+collect)
+    for m in $MODELS; do [ -f "$STATE/$m.pid" ] && kill -TERM "$(cat "$STATE/$m.pid")" 2>/dev/null; done
+    for m in $MODELS; do
+        while [ -f "$STATE/$m.pid" ] && kill -0 "$(cat "$STATE/$m.pid")" 2>/dev/null; do sleep 3; done
+        log "$m finished: $(grep -v '^\s*$' "$STATE/$m.log" | tail -1 | cut -c1-300)"
+    done
+    status
+    rm -f "$OUT"/*_mid.pt
+    export_all ""
+    pack      # logs and metrics first: the evaluation below may run out of time
+    while ! grep -q "^exit " "$STATE/eval_data.log"; do sleep 5; done     # the evaluation sets are complete
+    grep -q "^exit 0" "$STATE/eval_data.log" || { log "evaluation sets failed:"; tail -5 "$STATE/eval_data.log"; }
+    CKPTS=$OUT STEPS=models MODELS="$MODELS" EVAL_N=$EVAL_N REAL=$REAL DEVICE=cuda JOBS=6 PY=$PY EVAL_ROOT=$EVAL \
+        RESULTS=$RESULTS bash _scripts/eval/results_eval.sh > "$RESULTS/results_eval.log" 2>&1
+    log "eval: exit $?"; cat "$RESULTS/table.md"
+    cp "$RESULTS"/table.md "$RESULTS"/results_*.png "$OUT"/ 2>/dev/null
+    pack
+    ;;
+esac
