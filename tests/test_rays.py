@@ -157,6 +157,10 @@ def test_every_recipe_and_preset_loads():
         assert configs.load_config(configs.resolve_recipe(n)).get("description"), n
         cfg = config_from_args(["--config", n])
         assert cfg.preset in PRESETS, n
+        if n.startswith("release/") and n != "release/base":       # G and D build (sizes D accepts)
+            from training.training_loop import build_networks
+            G, D = build_networks(cfg)
+            assert G.superresolution is None and G.img_resolution == D.img_resolution, n
     for n in PRESETS:
         p = PRESETS[n]
         params = inspect.signature(GENERATORS[p["class"]].__init__).parameters

@@ -358,6 +358,10 @@ def test_resume_from_transport_export(toy_data, tmp_path):
         checkpoint.export_bf16(snap, tmp_path / "x.pt", keep=["G_ema", "nope"])
     run2 = train(tiny_config(toy_data, tmp_path, "t2", kimg=0.006, resume=str(small)))
     assert snapshot(run2)["step"] == 3
+    # a released model (G_ema alone) continues too: D starts from its initialisation
+    g_only = checkpoint.export_bf16(snap, tmp_path / "release.pt", keep=["G_ema"])
+    run3 = train(tiny_config(toy_data, tmp_path, "t3", kimg=0.006, resume=str(g_only)))
+    assert snapshot(run3)["step"] == 3
 
 
 def test_guarded_compile_gives_frozen_and_training_module_their_own_graphs():

@@ -441,6 +441,10 @@ def load_snapshot(path: Path, nets: dict, opts: dict, device) -> dict:
         if name == "G" and "G" not in mods and "G_ema" in mods:
             src = "G_ema"     # a transport export (G_ema + D): training continues from the averaged weights
         if src not in mods:
+            if name == "D" and "G_ema" in mods and not any(k.startswith("opt_") for k in mods):
+                # an export of G_ema alone (a released model): D starts from its initialisation
+                print(f"{path}: no D in this export; D starts from its initialisation")
+                continue
             raise fail(path, f"snapshot has no {name}")
         try:
             m.load_state_dict(mods[src]["state_dict"])

@@ -15,9 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CKPTS=${CKPTS:?CKPTS=<folder with the transport checkpoints>}
 EVAL_N=${EVAL_N:-30}; EVAL_N_BODY=${EVAL_N_BODY:-$EVAL_N}; N_TOTAL=${N_TOTAL:-2000}; MESH_RES=${MESH_RES:-128}
-HEAD_SIZE=${HEAD_SIZE:-${SIZE:-256}}; BODY_SIZE=${BODY_SIZE:-${SIZE:-384}}   # render sizes (as the training data)
+HEAD_SIZE=${HEAD_SIZE:-${SIZE:-256}}; BODY_SIZE=${BODY_SIZE:-${SIZE:-256}}   # render sizes (as the training data)
 export MODELS=${MODELS:-panic_head panic_body nova_v1 nova_v0}
 REAL=${REAL:-../shared/data/real_models}; DEVICE=${DEVICE:-auto}
+NRR=${NRR:-}        # neural rendering resolution of the evaluation renders (default: each checkpoint's own)
 STEPS=${STEPS:-all}; JOBS=${JOBS:-1}; WORKERS=${WORKERS:-2}
 ROOT=${EVAL_ROOT:-$PWD/_data/results_eval}; RESULTS=${RESULTS:-$PWD/temp/results_eval}
 PY=${PY:-.venv/bin/python}
@@ -88,6 +89,7 @@ evaluate() {   # model, set
     local m=$1 set=$2 name="res_$1_$2"
     $PY -m _scripts.eval.generate --ckpt "$CKPTS/$m.pt" --name "$name" --dataset "$set" --split test \
         --batch 4 --samples 48 48 --mesh-resolution "$MESH_RES" --device "$DEVICE" --no-progress "${DR[@]}" \
+        ${NRR:+--neural-rendering-resolution "$NRR"} \
         > "$RESULTS/generate_${m}_$set.txt" 2>&1 || { echo "== $m on $set: generate failed"; tail -3 "$RESULTS/generate_${m}_$set.txt"; return; }
     $PY -m _scripts.eval.measure --inferquery "$name" --dataset "$set" --split test --samples 10000 \
         --fid-min 1000000 --device "$DEVICE" --no-progress "${DR[@]}" > "$RESULTS/measure_${m}_$set.txt" 2>&1

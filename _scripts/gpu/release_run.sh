@@ -12,20 +12,21 @@
 #
 # Recipes: _configs/recipes/release/<model>.toml.  Parameters (environment variables):
 #   MODELS        models to train (default: panic_head panic_body nova_v1)
-#   N             synthetic characters per framing (default 2000); HEAD_SIZE / BODY_SIZE render sizes (256 / 384)
+#   N             synthetic characters per framing (default 2000); HEAD_SIZE / BODY_SIZE render sizes (256 / 256)
 #   TRAIN_END_S   the trainings stop this many seconds after data_train started (SIGTERM: snapshot, exit)
 #   CALL_S        how long one invocation may run before it returns (data_train and monitor)
 #   RESUME_DIR    folder of <model>.pt exports to continue from (a run restarts from G_ema)
 #   EVAL_N        held-out characters per framing to evaluate (default 120); REAL: the real characters' folder
 #   OUT           where exports, tables, figures and logs are written (default /tmp/out)
 #   PY            the Python with PyTorch (default python3); WORKERS data loader processes per run (default 4)
+#   DEVICE        where the evaluation runs (default cuda)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PHASE=${PHASE:?PHASE=data_train|monitor|collect}
 MODELS=${MODELS:-panic_head panic_body nova_v1}
-N=${N:-2000}; HEAD_SIZE=${HEAD_SIZE:-256}; BODY_SIZE=${BODY_SIZE:-384}
+N=${N:-2000}; HEAD_SIZE=${HEAD_SIZE:-256}; BODY_SIZE=${BODY_SIZE:-256}
 CALL_S=${CALL_S:-570}; TRAIN_END_S=${TRAIN_END_S:-1200}
-EVAL_N=${EVAL_N:-120}; REAL=${REAL:-.real}; WORKERS=${WORKERS:-4}
+EVAL_N=${EVAL_N:-120}; REAL=${REAL:-.real}; WORKERS=${WORKERS:-4}; DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/out}; PY=${PY:-python3}
 export LUSTROUS_DATA_ROOT=${LUSTROUS_DATA_ROOT:-/tmp/lustrous} PYTHONUNBUFFERED=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -121,10 +122,10 @@ collect)
     pack      # logs and metrics first: the evaluation below may run out of time
     while ! grep -q "^exit " "$STATE/eval_data.log"; do sleep 5; done     # the evaluation sets are complete
     grep -q "^exit 0" "$STATE/eval_data.log" || { log "evaluation sets failed:"; tail -5 "$STATE/eval_data.log"; }
-    CKPTS=$OUT STEPS=models MODELS="$MODELS" EVAL_N=$EVAL_N REAL=$REAL DEVICE=cuda JOBS=6 PY=$PY EVAL_ROOT=$EVAL \
+    CKPTS=$OUT STEPS=models MODELS="$MODELS" EVAL_N=$EVAL_N REAL=$REAL DEVICE=$DEVICE JOBS=6 PY=$PY EVAL_ROOT=$EVAL \
         RESULTS=$RESULTS bash _scripts/eval/results_eval.sh > "$RESULTS/results_eval.log" 2>&1
     log "eval: exit $?"; cat "$RESULTS/table.md"
-    cp "$RESULTS"/table.md "$RESULTS"/results_*.png "$OUT"/ 2>/dev/null
+    cp "$RESULTS"/table.md "$OUT"/      # figures and per-character JSON travel in the logs archive
     pack
     ;;
 esac
