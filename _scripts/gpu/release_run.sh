@@ -51,7 +51,8 @@ data_for() {   # framing: render, clean, split
     $PY -m _scripts.data.render --source synth --renderset "synth_$F" --framing "$F" --size "$(size_of "$F")" \
         --workers "$(( $(nproc) - 1 ))" 2>&1 | tr '\r' '\n' | grep -v '%|' | tail -2
     $PY -m _scripts.train.data_clean --dataset "synth_$F" --phase all --quiet --workers "$(nproc)" | tail -2
-    [ -s "$ROOT/subsets/synth_${F}_train.csv" ] || { log "data for $F failed"; return 1; }
+    [ -s "$ROOT/subsets/synth_${F}_train.csv" ] || { log "data for $F failed";
+        head -c 600 "$ROOT/renders/synth_$F/failures.jsonl" 2>/dev/null; return 1; }
     log "data $F: $(wc -l < "$ROOT/subsets/synth_${F}_train.csv") train / $(wc -l < "$ROOT/subsets/synth_${F}_test.csv") test"
 }
 
