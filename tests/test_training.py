@@ -347,6 +347,18 @@ def test_sigterm_to_the_process_group_stops_with_a_snapshot(toy_data, tmp_path):
     assert not list(run.glob(".*tmp*"))                        # no temporary files left behind
 
 
+def test_auto_resume_skips_released_run_folders(toy_data, tmp_path):
+    """A run folder marked RELEASED (a shipped model) is not continued by --resume auto: a run of the same
+    name starts the next numbered folder, and the released files stay as they are."""
+    from training.training_loop import RELEASED_MARKER
+    run = train(tiny_config(toy_data, tmp_path, "rel", kimg=0.004))
+    (run / RELEASED_MARKER).write_text("released")
+    before = sorted(p.name for p in run.iterdir())
+    run2 = train(tiny_config(toy_data, tmp_path, "rel", kimg=0.004))
+    assert run2.name == "00001" and snapshot(run2)["step"] == 2
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
 def test_resume_from_transport_export(toy_data, tmp_path):
     """A bf16 export of G_ema + D (what comes back from the GPU machine) continues a run: G restarts as G_ema."""
     run = train(tiny_config(toy_data, tmp_path, "t", kimg=0.004))

@@ -37,6 +37,7 @@ from .images import to_uint8
 from .loss import LossConfig, ReconGANLoss, resize
 
 SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
+RELEASED_MARKER = "RELEASED"     # in a run folder holding a released model (docs/model_card.md)
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
                 "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile",
@@ -273,6 +274,8 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
     existing = numbered_dirs(name_dir)
     if cfg.resume == "auto":
         for run_dir in reversed(existing):
+            if (run_dir / RELEASED_MARKER).exists():    # a shipped model: continued only by --resume PATH
+                continue
             snap = latest_snapshot(run_dir)
             if snap is not None:
                 return run_dir, snap
