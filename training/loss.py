@@ -162,23 +162,12 @@ def depth_loss(pred_xyz, pred_alpha, gt_xyz, gt_alpha) -> torch.Tensor:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 7) -> torch.Tensor:
-    """Mean SSIM of images [N,C,H,W] in [0, 1] (Gaussian window, sigma 1.5; valid region only)."""
+    """Mean SSIM of images [N,C,H,W] in [0, 1] (kornia: Gaussian window, sigma 1.5; valid region only, as
+    the evaluation's SSIM in metrics.image)."""
+    import kornia
     window = min(window, a.shape[-1], a.shape[-2])
-    t = torch.arange(window, device=a.device, dtype=torch.float32) - (window - 1) / 2
-    g = torch.exp(-t.square() / (2 * 1.5 ** 2))
-    g = g / g.sum()
-    C = a.shape[1]
-    k = (g[:, None] * g[None, :]).expand(C, 1, window, window)
-
-    def blur(x):
-        return F.conv2d(x, k, groups=C)
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a.square()
-    var_b = blur(b * b) - mu_b.square()
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a.square() + mu_b.square() + c1) * (var_a + var_b + c2))
-    return s.mean()
+    window -= 1 - window % 2            # an odd window that fits the patch
+    return kornia.metrics.ssim(a.float(), b.float(), window, max_val=1.0, padding="valid").mean()
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

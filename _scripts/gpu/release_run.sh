@@ -20,6 +20,8 @@
 #   OUT           where exports, tables, figures and logs are written (default /tmp/out)
 #   PY            the Python with PyTorch (default python3); WORKERS data loader processes per run (default 4)
 #   DEVICE        where the evaluation runs (default cuda)
+# The GPU machine needs the wheels of _scripts/gpu/wheels.sh (trimesh, pygltflib, moderngl, kornia, ...) on its
+# PYTHONPATH and EGL (libEGL, libOpenGL) for the renderer.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PHASE=${PHASE:?PHASE=data_train|monitor|collect}
