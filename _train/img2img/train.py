@@ -197,12 +197,25 @@ def train(root: Path, renderset: str, out: Path, steps: int = 2000, crop: int = 
     save_checkpoint(out, {"line_removal": net}, step=steps, kimg=steps * batch / 1000,
                     training_config={"renderset": renderset, "resolution": res, "crop": crop, "batch": batch, "lr": lr,
                                      "channels": channels, "levels": levels, **stats})
+    line = (f"line removal: held-out L1 {stats['l1_lined']:.4f} with lines -> {stats['l1_output']:.4f} "
+            f"({stats['held_out_characters']} characters)")
+    if "l1_dark_output" in stats:
+        line += (f"; dark pixels that are not lines ({100 * stats['dark_fraction']:.1f}% of the image): "
+                 f"L1 {stats['l1_dark_output']:.4f}, {100 * stats['dark_removed']:.2f}% lightened")
+    log(line)
     log(json.dumps(stats))
     return stats
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """The docstring as written; every option's default after its help (none for required ones and flags)."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if action.default is not None and action.default is not False and action.default != argparse.SUPPRESS \
+                and "%(default)" not in h:
+            h += " (default: %(default)s)"
+        return h
 
 
 def parser() -> argparse.ArgumentParser:
