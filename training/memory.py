@@ -9,15 +9,15 @@ The estimate is a *probe step*: one training step (G main, G reg, D main, D reg,
 and the EMA update) of the real networks and losses at the real per-process batch, run on fake
 tensors (``torch._subclasses.FakeTensorMode``: shapes and dtypes only, no arithmetic, no memory), with
 every tensor storage that comes alive counted while it lives.  Its peak covers weights, gradients,
-Adam states and activations; the EMA copy is added from the parameter count, and on the CPU a fixed
-runtime overhead (kernel libraries, allocator slack, measured) and the data-loader workers.  The
-step is also probed at batch 1 to split the peak into a fixed part and a per-image part, which gives
-the largest batch that fits.
+Adam states and activations; the EMA copy is added from the parameter count, and on the CPU the
+process's memory so far, a fixed runtime overhead (kernel libraries, allocator slack, measured) and
+the data-loader workers.  When it does not fit, the step is also probed at batch 1 to split the peak
+into a fixed part and a per-image part, which gives the largest batch that fits.  Probe results are
+cached (~/.cache/anime3d/memory_probe.json): a resumed run does not probe again.
 
-Measured on the CPU (peak resident memory of a real step above the process's memory before the
-networks were built, against the probe): ``panic_head`` batch 1 6.67 GiB real vs 6.18 GiB probed,
-``tiny`` batch 2 2.67 GiB vs 1.61 GiB (docs/training.md, "Memory check").  A configuration whose
-rough upper bound (``rough_bound``) is far below the available memory is accepted without the probe.
+The estimate is ``PROBE_FACTOR`` x the probe + ``RUNTIME_OVERHEAD``, fitted to real steps on the CPU
+(docs/training.md, "Memory check").  A configuration whose rough bound (``rough_bound``) is far below
+the available memory is accepted without the probe.
 """
 from __future__ import annotations
 
@@ -32,7 +32,14 @@ import torch
 from .errors import UserError
 
 GiB = 2 ** 30
-CPU_RUNTIME_OVERHEAD = 1.0 * GiB    # kernel libraries paged in, allocator slack (tiny b2: +1.06 GiB measured)
+# the probe sees tensors only: kernels' scratch buffers, libraries paged in and allocator slack come on top.
+# Fitted to real steps on the CPU (peak resident memory above the process's before them; probe in brackets):
+# panic_head b1 6.67 GiB (6.18), tiny b2 2.67 (1.61), the tests' tiny b2 0.49 (0.24) and b8 0.70 (0.41)
+PROBE_FACTOR = {"cpu": 1.1, "cuda": 0.8}
+RUNTIME_OVERHEAD = {"cpu": 0.75 * GiB, "cuda": 0}
+# On a GPU the check only refuses what clearly cannot fit (a lower bound: 0.8 x the probe): the probe of the
+# four GPU runs of docs/results.md (bf16) read 0.53-1.11 x their measured peak (cuDNN's workspaces and the
+# caching allocator are not modelled), and a CUDA out-of-memory error stops a run with a message anyway.
 CPU_WORKER = 0.3 * GiB              # a forked data-loader worker: its own Python objects and prefetched batches
 FIT_FRACTION = 0.9                  # the estimate must stay below this share of the available memory
 ROUGH_SHARE = 0.25                  # below this share of the available memory the probe is skipped
@@ -202,7 +209,7 @@ def rough_bound(cfg, per_gpu: int) -> int:
     """A cheap estimate of a step's peak (bytes) from the sizes in the configuration, only used to skip
     the probe for runs far below the available memory.  Weights, gradients, Adam states, the EMA copy and
     the optimiser step's temporaries from the parameter counts (networks built on the meta device);
-    activations per image from the ray samples, pixels and discriminator widths.  Within 0.9-2.2x of the
+    activations per image from the ray samples, pixels and discriminator widths.  Within 1.1-3.9x of the
     probe on every preset (docs/training.md "Memory check"); the probe is skipped below a quarter of the
     available memory, so even a bound off by 2x leaves the run room."""
     from . import training_loop as tl
@@ -247,21 +254,58 @@ class Estimate:
         return self.avail is None or self.fixed + batch * self.per_image <= FIT_FRACTION * self.avail
 
 
+def _cache_file() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "anime3d" / "memory_probe.json"
+
+
+def _probe_key(cfg, sample: dict, batch: int, device: torch.device) -> str:
+    """What a probe's result depends on: the learning settings, the batch, the device, the data's shapes."""
+    import hashlib
+    import json
+    from .training_loop import learning_config
+    shapes = {k: list(v.shape[1:]) for k, v in sample.items() if torch.is_tensor(v)}
+    key = [learning_config(cfg.to_dict()), batch, device.type, shapes, torch.__version__,
+           torch.cuda.get_device_name(device) if device.type == "cuda" else None]
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_probe(cfg, sample: dict, batch: int, device: torch.device) -> int:
+    """``probe_step``'s peak, remembered in ~/.cache/anime3d/memory_probe.json (a resumed or repeated run
+    starts without probing again)."""
+    import json
+    from .errors import save_json_atomic
+    f, key = _cache_file(), _probe_key(cfg, sample, batch, device)
+    try:
+        cache = json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return int(cache[key])
+    peak = probe_step(cfg, sample, batch, device)["peak"]
+    cache[key] = peak
+    with contextlib.suppress(UserError, OSError):     # a read-only home only costs the next run a probe
+        save_json_atomic(f, dict(list(cache.items())[-200:]))
+    return peak
+
+
 def estimate(cfg, sample: dict, per_gpu: int, device: torch.device, procs_here: int = 1) -> Estimate:
     avail, what = available(device)
     if avail is not None and device.type == "cpu":
         avail = avail // max(procs_here, 1)      # CPU processes of one machine share its RAM
-    extra = 0
-    if device.type == "cpu":
-        extra = resident() + CPU_RUNTIME_OVERHEAD + cfg.workers * CPU_WORKER
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    extra = RUNTIME_OVERHEAD[kind]
+    if kind == "cpu":
+        extra += resident() + cfg.workers * CPU_WORKER
     rough = rough_bound(cfg, per_gpu) + extra
     if avail is not None and rough <= ROUGH_SHARE * avail:
         return Estimate(rough, rough, 0, avail, what, probed=False)
-    one = probe_step(cfg, sample, 1, device)["peak"]
-    full = probe_step(cfg, sample, per_gpu, device)["peak"] if per_gpu > 1 else one
-    per_image = max((full - one) // max(per_gpu - 1, 1), 0) if per_gpu > 1 else one // 2
-    fixed = extra + one - per_image
-    return Estimate(extra + full, fixed, per_image, avail, what, probed=True)
+    full = int(PROBE_FACTOR[kind] * cached_probe(cfg, sample, per_gpu, device))
+    est = Estimate(extra + full, extra + full, 0, avail, what, probed=True)
+    if per_gpu > 1 and not est.fits(per_gpu):      # the batch-1 probe splits it, for the batch that fits
+        one = int(PROBE_FACTOR[kind] * cached_probe(cfg, sample, 1, device))
+        est.per_image = max((full - one) // (per_gpu - 1), 0)
+        est.fixed = extra + full - per_gpu * est.per_image
+    return est
 
 
 def check(cfg, ds, per_gpu: int, device: torch.device, world: int = 1) -> Estimate | None:
@@ -285,6 +329,7 @@ def check(cfg, ds, per_gpu: int, device: torch.device, world: int = 1) -> Estima
     else:
         hint = ("even 1 image per process does not fit: lower --neural-rendering-resolution or the sample "
                 "counts, use a smaller --preset, or a machine with more memory")
-    raise UserError(f"--batch {cfg.batch}: this configuration needs about {need:.1f} GiB per process "
+    about = "at least" if device.type == "cuda" else "about"
+    raise UserError(f"--batch {cfg.batch}: this configuration needs {about} {need:.1f} GiB per process "
                     f"({est.fixed / GiB:.1f} GiB fixed + {est.per_image / GiB:.2f} GiB per image), "
                     f"{where}; {hint} (--no-memory-check skips this check)")

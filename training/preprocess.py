@@ -273,10 +273,10 @@ def _check_star(args):
 
 
 def clean(root, renderset: str, cfg: CleanConfig, workers: int = 1, progress: bool = True,
-          failures: list | None = None):
+          check_failures: list | None = None):
     """Check every candidate of a renderset -> (kept ids, drops [{id, key, reason, detail}], candidates).
     Characters that could not be checked (an unexpected error, not a verdict on the render) are neither
-    kept nor dropped: they go to ``failures`` as (id, reason)."""
+    kept nor dropped: they go to ``check_failures`` as (id, reason)."""
     cands = candidate_ids(root, renderset)
     failures = read_failures(root, renderset)
     rs_meta = load_renderset_meta(root, renderset)
@@ -293,8 +293,8 @@ def clean(root, renderset: str, cfg: CleanConfig, workers: int = 1, progress: bo
         if reason is None:
             kept.append(cid)
         elif reason == CHECK_FAILED:
-            if failures is not None:
-                failures.append((cid, detail))
+            if check_failures is not None:
+                check_failures.append((cid, detail))
         else:
             drops.append({"id": cid, "key": paths.key_of(cid), "reason": reason, "detail": detail})
     return kept, drops, cands
@@ -567,7 +567,7 @@ def run_clean(root, dataset: str, renderset: str | None = None, phase: str = "al
     out: dict[str, list[str]] = {}
     if phase in ("all", "filter"):
         failed: list[tuple[str, str]] = []
-        kept, drops, cands = clean(root, renderset, cfg, workers, progress, failures=failed)
+        kept, drops, cands = clean(root, renderset, cfg, workers, progress, check_failures=failed)
         if report is not None:
             report.done(len(kept) + len(drops))
             for cid, why in failed:

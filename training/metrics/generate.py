@@ -59,7 +59,7 @@ def resolve_inferquery(q: str, runs: Path | None = None) -> Path:
     have = sorted((p for p in folder.glob("network-snapshot-*") if snapshot_key(p.name)),
                   key=lambda p: snapshot_key(p.name)) if folder.is_dir() else []
     if not frac:
-        same = [p for p in have if p.suffix == ".pt" and snapshot_key(p.name)[0] == int(whole)]
+        same = [p for p in have if p.suffix == ".pt" and int(snapshot_key(p.name)) == int(whole)]
         if len(same) == 1:
             return same[0]
         if len(same) > 1:
