@@ -314,9 +314,9 @@ def check(cfg, ds, per_gpu: int, device: torch.device, world: int = 1) -> Estima
         return None
     from .dataset import collate
     procs_here = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if device.type == "cpu" else 1
-    with torch.random.fork_rng(devices=[]):       # the sample's random view must not move the run's RNG
+    with torch.random.fork_rng(devices=[]):       # the check must not move the run's random stream
         sample = collate([ds[0]])
-    est = estimate(cfg, sample, per_gpu, device, procs_here)
+        est = estimate(cfg, sample, per_gpu, device, procs_here)
     if est.fits(per_gpu):
         return est
     fit = next((b for b in range(per_gpu - 1, 0, -1) if est.fits(b)), 0)
