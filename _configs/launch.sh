@@ -4,8 +4,13 @@
 # Multi-node: set NNODES, NODE_RANK and RDZV_ENDPOINT=host:port on every node (same RDZV_ID).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source _env/load.sh
+source _env/load.sh                 # activates .venv when present
 PYTHON="${PYTHON:-python}"
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+    echo "error: $(command -v "$PYTHON" || echo "$PYTHON"): cannot import torch; run make/setup (creates .venv)" \
+         "or set PYTHON to an interpreter that has the requirements" >&2
+    exit 2
+fi
 NGPU="${NGPU:-1}"
 if [ "$NGPU" -le 1 ] && [ -z "${NNODES:-}" ]; then
     exec "$PYTHON" -m _train.eg3dc.train "$@"

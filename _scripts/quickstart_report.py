@@ -3,7 +3,7 @@
     python -m _scripts.quickstart_report --data-root _data/quickstart --renderset quickstart \\
         --trained qs_trained --untrained qs_untrained --infer DIR [--strip docs/images/quickstart_turntable.png]
 
-Reads temp/eval/<name>/<renderset>/measure.json of both evaluations and the
+Reads <data-root>/temp/eval/<name>/<renderset>/measure.json of both evaluations and the
 infer output folder; writes <data-root>/quickstart_summary.{json,md}.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "clip": True, "f1@5": True, "f1@
                     "lpips": False, "cd": False, "fid": False}
 
 
-def load_table(name: str, renderset: str) -> dict:
-    p = paths.eval_dir(name, renderset) / "measure.json"
+def load_table(name: str, renderset: str, root=None) -> dict:
+    p = paths.eval_dir(name, renderset, root) / "measure.json"
     if not p.is_file():
         raise fail(p, "not measured (run `python -m _scripts.eval.measure` first)")
     rows = json.loads(p.read_text())["table"]
@@ -89,15 +89,15 @@ def main(argv=None):
     ap.add_argument("--strip", type=Path, default=None, help="also write a turntable frame strip PNG here")
     a = ap.parse_args(argv)
     root = paths.data_root(a.data_root)
-    rows = compare(load_table(a.trained, a.renderset), load_table(a.untrained, a.renderset))
+    rows = compare(load_table(a.trained, a.renderset, root), load_table(a.untrained, a.renderset, root))
     infer_summary = a.infer / "summary.json"
     if not infer_summary.is_file():
         raise fail(infer_summary, "no reconstruction here (run `python -m _scripts.infer` first)")
     inf = json.loads(infer_summary.read_text())
     where = {
-        "metrics_table": str(paths.eval_dir(a.trained, a.renderset) / "measure.json"),
-        "metrics_table_untrained": str(paths.eval_dir(a.untrained, a.renderset) / "measure.json"),
-        "report": str(paths.eval_dir(a.trained, a.renderset) / "report.html"),
+        "metrics_table": str(paths.eval_dir(a.trained, a.renderset, root) / "measure.json"),
+        "metrics_table_untrained": str(paths.eval_dir(a.untrained, a.renderset, root) / "measure.json"),
+        "report": str(paths.eval_dir(a.trained, a.renderset, root) / "report.html"),
         "turntable": str(a.infer / "turntable.gif"),
         "mesh": str(a.infer / "mesh.glb"),
         "reconstruction": str(a.infer),

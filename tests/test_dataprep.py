@@ -216,13 +216,14 @@ def test_generate_feature_script_with_resnet(tmp_path, capsys):
         generate_feature.main(base + ["--weights", str(tmp_path / "nowhere" / "resnet18.pth")])
     assert "resnet18.pth: encoder weights not found" in capsys.readouterr().err
     generate_feature.main(base + ["--random-init"])
+    capsys.readouterr()
     f = torch.load(preprocess.feature_path(tmp_path, "toy", "r0001", "back"), weights_only=True)
     assert f.shape == (512, 2, 2) and f.dtype == torch.float16      # resnet18 layer4, stride 32
     info = preprocess.load_feature_info(tmp_path, "toy")
     assert info["random_init"] and info["layer"] == "trunk" and info["shape"] == [512, 2, 2]
     # a second run with the same seed finds everything done; another seed may not mix in
     generate_feature.main(base + ["--random-init"])
-    assert "0 written, 4 already there" in capsys.readouterr().out
+    assert "generate_feature: 0 features written, 4 skipped, 0 failed" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         generate_feature.main(base + ["--random-init", "--seed", "1"])
     assert "existing features were made with seed=0" in capsys.readouterr().err

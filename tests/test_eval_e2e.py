@@ -69,7 +69,7 @@ def test_generate_then_measure(toy, capsys):
             "--data-root", str(root), "--no-progress"]
     out = generate.run(args)
     assert out["done"] == 2 and out["failed"] == 0
-    ev = proj / "temp/eval/toyrun-00000-0/toy"
+    ev = root / "temp/eval/toyrun-00000-0/toy"
     assert out["out"] == ev
     for cid in IDS:
         d = cid[-1] + "/" + cid
@@ -84,7 +84,7 @@ def test_generate_then_measure(toy, capsys):
     with pytest.raises(UserError, match="other settings"):      # one tree never mixes two settings
         generate.run([x if x != "24" else "20" for x in args])   # another mesh resolution
     pasted = generate.run(args + ["--front-paste", "--no-mesh", "--limit", "1", "--name", "toyrun-paste"])
-    assert pasted["done"] == 1 and (proj / "temp/eval/toyrun-paste/toy/ortho/1/char01/front.png").exists()
+    assert pasted["done"] == 1 and (root / "temp/eval/toyrun-paste/toy/ortho/1/char01/front.png").exists()
 
     roi = proj / "roi.json"
     roi.write_text(json.dumps({"upper": [-1, 0, -1, 1, 1, 1]}))
@@ -153,7 +153,7 @@ def test_oracle_tree_scores_perfect(toy, capsys, monkeypatch):
     from training.metrics.generate import eval_views, meta_path
     from training.metrics.gt_mesh import ground_truth_mesh
     root, proj = toy["root"], toy["proj"]
-    ev = proj / "temp/eval/oracle/toy"
+    ev = root / "temp/eval/oracle/toy"
     for cid in IDS:
         for dtype, v in eval_views("body"):
             dst = ev / dtype / cid[-1] / cid / f"{v.name}.png"

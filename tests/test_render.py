@@ -213,7 +213,7 @@ def tree(tmp_path_factory):
     for framing in ("head", "body"):
         for cid, (src, extra) in MODELS.items():
             stats = _render(root, src, framing, *extra)
-            assert stats == {"found": 1, "skipped": 0, "rendered": 1, "failed": 0}
+            assert stats.result == {"found": 1, "skipped": 0, "rendered": 1, "failed": 0}
     return root
 
 
@@ -315,7 +315,7 @@ def test_resume_skips_complete_and_adds_new_dtypes(tree):
     meta_p = paths.char_meta_path(tree, "rs_head", "godette")
     front_p = paths.render_path(tree, "rs_head", "ortho", "godette", "front")
     t_meta, t_front = meta_p.stat().st_mtime_ns, front_p.stat().st_mtime_ns
-    assert _render(tree, GODETTE, "head") == {"found": 1, "skipped": 1, "rendered": 0, "failed": 0}
+    assert _render(tree, GODETTE, "head").result == {"found": 1, "skipped": 1, "rendered": 0, "failed": 0}
     assert meta_p.stat().st_mtime_ns == t_meta
     # asking for more dtypes renders only those
     assert _render(tree, GODETTE, "head", "--lines")["rendered"] == 1
@@ -341,7 +341,8 @@ def test_corrupt_file_is_recorded_and_the_run_goes_on(tmp_path):
     root = tmp_path / "root"
     stats = render_script.run(["--src", str(src), "--renderset", "rs", "--framing", "body", "--size", "32",
                                "--dtypes", "ortho", "--data-root", str(root), "--workers", "2"])
-    assert stats == {"found": 3, "skipped": 0, "rendered": 1, "failed": 2}
+    assert stats.result == {"found": 3, "skipped": 0, "rendered": 1, "failed": 2}
+    assert stats.exit_code == 1
     fails = [json.loads(line) for line in (paths.renders_dir(root, "rs") / "failures.jsonl").read_text().splitlines()]
     assert sorted(f["id"] for f in fails) == ["broken", "junk"]
     for f in fails:

@@ -3,7 +3,7 @@
     {"format": "anime3d-checkpoint", "version": 1, "step": int, "kimg": float,
      "precision": "float32" | "bfloat16",
      "modules": {name: {"class": "training.triplane.TriPlaneGenerator_v1",
-                        "config": {...} | None, "state_dict": {...}}},
+                        "config": {...} | None, "state_dict": {...}[, "untrained": True]}},
      "training_config": {...}, "extra": {...}}
 
 Only tensors and plain Python values are stored, so ``torch.load(weights_only=True)``
@@ -34,9 +34,15 @@ def _class_path(obj) -> str:
 
 
 def _cpu(x):
-    """Detached CPU copies of every tensor in a nested state (optimizer states nest dicts and lists)."""
+    """Detached CPU copies of every tensor in a nested state (optimizer states nest dicts and lists).
+    A CPU tensor that is its whole storage is saved as it is (no second copy of every weight and Adam
+    moment in memory while the snapshot is written); views are cloned so that only their data is saved."""
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().clone()
+        x = x.detach()
+        if x.device.type == "cpu" and x.is_contiguous() and x.storage_offset() == 0 and \
+                x.untyped_storage().nbytes() == x.numel() * x.element_size():
+            return x
+        return x.cpu().clone()
     if isinstance(x, dict):
         return {k: _cpu(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -44,7 +50,24 @@ def _cpu(x):
     return x
 
 
+class _Untrained:
+    """A network stored without weights: it never took an optimiser step (see ``untrained``)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+
+def untrained(module: nn.Module) -> _Untrained:
+    """Store ``module`` as a marker (class, config, ``"untrained": True``, empty state dict): a training run
+    rebuilds it from its seed on resume, which gives the same weights (training.snapshots)."""
+    return _Untrained(module)
+
+
 def _entry(name: str, obj) -> dict:
+    if isinstance(obj, _Untrained):
+        cfg = getattr(obj.module, "config", None)
+        return {"class": _class_path(obj.module), "config": json.loads(json.dumps(cfg)) if cfg is not None else None,
+                "state_dict": {}, "untrained": True}
     if isinstance(obj, nn.Module):
         cfg = getattr(obj, "config", None)
         if cfg is not None:
@@ -142,6 +165,8 @@ def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
 
 def build_module(entry: dict, where="checkpoint") -> nn.Module:
     """Rebuild an nn.Module from its checkpoint entry (class path + config + state dict)."""
+    if entry.get("untrained"):
+        raise fail(where, f"{entry.get('class')} is stored untrained (no weights): it never took a training step")
     if entry.get("config") is None:
         raise fail(where, f"{entry.get('class')} was saved without a constructor config; build it yourself "
                           "and load entry['state_dict']")

@@ -67,5 +67,10 @@ def read_subset(root: Path, dataset: str, split: str) -> list[str]:
     return [line.strip().split("/")[-1] for line in p.read_text().splitlines() if line.strip()]
 
 
-def eval_dir(inferquery: str, renderset: str) -> Path:
-    return project_dir() / "temp" / "eval" / inferquery / renderset
+def eval_root(root: Path | None = None) -> Path:
+    """``temp/eval`` under the data root (evaluation outputs live beside the data they measure)."""
+    return data_root(root) / "temp" / "eval"
+
+
+def eval_dir(inferquery: str, renderset: str, root: Path | None = None) -> Path:
+    return eval_root(root) / inferquery / renderset

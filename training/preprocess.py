@@ -262,12 +262,21 @@ def check_character(root, renderset: str, char_id: str, cfg: CleanConfig,
     return None, ""
 
 
+CHECK_FAILED = "check_failed"     # not a drop: the character could not be checked at all (a job failure)
+
+
 def _check_star(args):
-    return args[2], check_character(*args)
+    try:
+        return args[2], check_character(*args)
+    except Exception as e:  # noqa: BLE001 - one character must not stop the job (training.jobs rule)
+        return args[2], (CHECK_FAILED, f"{type(e).__name__}: {e}")
 
 
-def clean(root, renderset: str, cfg: CleanConfig, workers: int = 1, progress: bool = True):
-    """Check every candidate of a renderset -> (kept ids, drops [{id, key, reason, detail}], candidates)."""
+def clean(root, renderset: str, cfg: CleanConfig, workers: int = 1, progress: bool = True,
+          check_failures: list | None = None):
+    """Check every candidate of a renderset -> (kept ids, drops [{id, key, reason, detail}], candidates).
+    Characters that could not be checked (an unexpected error, not a verdict on the render) are neither
+    kept nor dropped: they go to ``check_failures`` as (id, reason)."""
     cands = candidate_ids(root, renderset)
     failures = read_failures(root, renderset)
     rs_meta = load_renderset_meta(root, renderset)
@@ -283,6 +292,9 @@ def clean(root, renderset: str, cfg: CleanConfig, workers: int = 1, progress: bo
         reason, detail = results[cid]
         if reason is None:
             kept.append(cid)
+        elif reason == CHECK_FAILED:
+            if check_failures is not None:
+                check_failures.append((cid, detail))
         else:
             drops.append({"id": cid, "key": paths.key_of(cid), "reason": reason, "detail": detail})
     return kept, drops, cands
@@ -367,26 +379,27 @@ def reason_counts(drops) -> dict[str, int]:
 MASK_SOURCES = {"ortho": ("ortho", "ortho_mask"), "rgb": ("xyza", "rgb_mask"), "rgb60": ("xyza60", "rgb60_mask")}
 
 
-def _mask_one(args) -> tuple[int, int, str | None]:
-    """Masks of one character -> (written, skipped, error)."""
+def _mask_one(args) -> tuple[int, int, list[str]]:
+    """Masks of one character -> (written, skipped, errors): every view is tried, each failure listed."""
     root, renderset, char_id, src, dst, threshold, overwrite = args
     folder = paths.render_path(root, renderset, src, char_id, "x").parent
     views = sorted(p.stem for p in folder.glob("*.png") if not p.name.startswith("."))
     if not views:
-        return 0, 0, f"{folder}: no {src} views"
+        return 0, 0, [f"{folder}: no {src} views"]
     written = skipped = 0
-    try:
-        for v in views:
-            out = paths.render_path(root, renderset, dst, char_id, v)
-            if out.exists() and not overwrite:
-                skipped += 1
-                continue
+    errors = []
+    for v in views:
+        out = paths.render_path(root, renderset, dst, char_id, v)
+        if out.exists() and not overwrite:
+            skipped += 1
+            continue
+        try:
             mask = mask_from_alpha(load_alpha(folder / f"{v}.png"), threshold)
             save_png_atomic(out, (mask * 255).astype(np.uint8))
             written += 1
-    except UserError as e:
-        return written, skipped, str(e)
-    return written, skipped, None
+        except UserError as e:
+            errors.append(str(e))
+    return written, skipped, errors
 
 
 def generate_masks(root, renderset: str, ids, kind: str = "ortho", threshold: int = MASK_THRESHOLD,
@@ -401,9 +414,10 @@ def generate_masks(root, renderset: str, ids, kind: str = "ortho", threshold: in
     src, dst = MASK_SOURCES[kind]
     jobs = [(root, renderset, cid, src, dst, int(threshold), overwrite) for cid in ids]
     results = _run_jobs(_mask_one, jobs, workers, 4, desc=f"{dst} {renderset}", disable=not progress)
-    errors = [e for _, _, e in results if e]
+    errors = [e for _, _, errs in results for e in errs]
     return {"characters": len(ids), "written": sum(r[0] for r in results),
-            "skipped": sum(r[1] for r in results), "errors": errors}
+            "skipped": sum(r[1] for r in results), "errors": errors,
+            "failed_characters": [cid for cid, (_, _, errs) in zip(ids, results) if errs]}
 
 
 # ------------------------------------------------------------------ features
@@ -533,9 +547,12 @@ def generate_features(root, renderset: str, ids, encode, info: dict, job: Featur
 
 def run_clean(root, dataset: str, renderset: str | None = None, phase: str = "all",
               cfg: CleanConfig | None = None, ratios=(0.8, 0.1, 0.1), workers: int = 1,
-              progress: bool = True, log=print) -> dict[str, list[str]]:
+              progress: bool = True, log=print, report=None) -> dict[str, list[str]]:
     """``filter``: check renders -> ``<dataset>_all.csv`` + ``<dataset>_drops.jsonl``;
     ``split``: ``_all.csv`` -> ``_{train,val,test}.csv``; ``all``: both.
+
+    A dropped character is a result of cleaning, not a failure of the job; a character that could not
+    be checked at all goes to ``report`` (a ``training.jobs.JobReport``) as a failure.
 
     Logs the before -> after count of every split (before = the split the
     unfiltered characters would get) and the drops per reason.  Returns the
@@ -549,7 +566,12 @@ def run_clean(root, dataset: str, renderset: str | None = None, phase: str = "al
     ratios = parse_ratios(ratios)
     out: dict[str, list[str]] = {}
     if phase in ("all", "filter"):
-        kept, drops, cands = clean(root, renderset, cfg, workers, progress)
+        failed: list[tuple[str, str]] = []
+        kept, drops, cands = clean(root, renderset, cfg, workers, progress, check_failures=failed)
+        if report is not None:
+            report.done(len(kept) + len(drops))
+            for cid, why in failed:
+                report.failed(cid, why)
         log(f"renderset {renderset}: {len(cands)} characters")
         counts = reason_counts(drops)
         log(f"dropped {len(drops)}" + (": " + ", ".join(f"{k} {v}" for k, v in counts.items()) if drops else ""))

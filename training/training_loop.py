@@ -31,17 +31,17 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from . import cameras, paths
+from . import cameras, config_check, memory, paths, snapshots
 from .errors import UserError, fail, save_json_atomic, save_png_atomic
 from .images import to_uint8
 from .loss import LossConfig, ReconGANLoss, resize
 
-SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+)\.pt$")
+SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+(?:\.\d+)?)\.pt$")   # kimg: 000920 (older runs), 000920.016
 RELEASED_MARKER = "RELEASED"     # in a run folder holding a released model (docs/model_card.md)
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
                 "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile",
-                "compile_mode", "val_count", "val_ticks", "val_resolution"}
+                "compile_mode", "snap_keep", "memory_check", "val_count", "val_ticks", "val_resolution"}
 RUNTIME_LOSS_KEYS = {"batch_views", "d_pair"}   # how, not what: the same numbers either way
 
 
@@ -100,6 +100,7 @@ class TrainConfig:
     kimg: float = 25000.0  # stop after this many thousand training images
     tick_kimg: float = 4.0  # a tick (log line, metrics.jsonl record) every this many kimg
     snap_ticks: int = 50  # snapshot every this many ticks (and at the end or on a stop signal)
+    snap_keep: int = 3                  # snapshots kept in the run folder, the newest (0: all)
     preview_ticks: int = 10  # preview image every this many ticks
     preview_count: int = 4  # characters in the preview image
     val_count: int = 0                  # held-out characters (the dataset's val split) rendered for the val/*
@@ -108,6 +109,7 @@ class TrainConfig:
     val_resolution: int = 128           # rendering size of the held-out views
     progress: bool = True  # progress bar (off: one JSON line per tick)
     tensorboard: bool = True  # TensorBoard event files in the run folder
+    memory_check: bool = True           # refuse a configuration whose estimated peak memory does not fit
     # losses
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)  # the objective's weights (training.loss.LossConfig)
 
@@ -261,7 +263,7 @@ def runs_root(cfg: TrainConfig) -> Path:
 
 def latest_snapshot(run_dir: Path) -> Path | None:
     snaps = [p for p in run_dir.glob("network-snapshot-*.pt") if SNAPSHOT_RE.search(p.name)]
-    return max(snaps, key=lambda p: (int(SNAPSHOT_RE.search(p.name).group(1)), p.stat().st_mtime)) if snaps else None
+    return max(snaps, key=lambda p: (float(SNAPSHOT_RE.search(p.name).group(1)), p.stat().st_mtime)) if snaps else None
 
 
 def numbered_dirs(name_dir: Path) -> list[Path]:
@@ -287,9 +289,7 @@ def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
         if not snap.is_file():
             raise fail(snap, "snapshot to resume from not found")
     nxt = int(existing[-1].name) + 1 if existing else 0
-    run_dir = name_dir / f"{nxt:05d}"
-    run_dir.mkdir(parents=True, exist_ok=False)
-    return run_dir, snap
+    return name_dir / f"{nxt:05d}", snap      # made by the first file written: a failed start leaves nothing
 
 
 # ---------------------------------------------------------------- networks
@@ -431,7 +431,7 @@ def save_snapshot(path: Path, nets: dict, opts: dict, step: int, cur_nimg: int, 
     """Atomic: a kill during the write leaves the previous snapshots untouched."""
     ckpt = importlib.import_module("training.checkpoint")
     state = {"step": step, "nimg": cur_nimg, "rng": rng_state(device), **extra}
-    ckpt.save_checkpoint(path, modules={**nets, **opts}, step=step, kimg=cur_nimg / 1000,
+    ckpt.save_checkpoint(path, modules=snapshots.resumable_modules(nets, opts), step=step, kimg=cur_nimg / 1000,
                          training_config=cfg.to_dict(), extra=state)
 
 
@@ -449,6 +449,8 @@ def load_snapshot(path: Path, nets: dict, opts: dict, device) -> dict:
                 print(f"{path}: no D in this export; D starts from its initialisation")
                 continue
             raise fail(path, f"snapshot has no {name}")
+        if mods[src].get("untrained"):      # never stepped: the network as built from the seed (training.snapshots)
+            continue
         try:
             m.load_state_dict(mods[src]["state_dict"])
         except RuntimeError as e:
@@ -650,6 +652,7 @@ def make_optimizer(params, lr, cfg: TrainConfig, reg_interval: int):
 
 
 def train(cfg: TrainConfig) -> Path:
+    config_check.validate(cfg)
     d = setup_distributed(cfg.device)
     if cfg.batch % d.world:
         raise UserError(f"--batch {cfg.batch}: not divisible by the {d.world} processes")
@@ -664,6 +667,7 @@ def train(cfg: TrainConfig) -> Path:
         torch.backends.cudnn.benchmark = True
 
     ds = build_dataset(cfg)  # first: a bad data path must not leave an empty run folder
+    memory.check(cfg, ds, per_gpu, d.device, d.world)      # refuse what would be killed for memory
 
     # run folder (rank 0 decides, others follow)
     run_dir, resume_from = broadcast_object(prepare_run_dir(cfg) if d.main else None, d)
@@ -671,6 +675,7 @@ def train(cfg: TrainConfig) -> Path:
 
     # networks: same seed everywhere, then rank 0's weights broadcast
     G, D = build_networks(cfg)
+    config_check.check_framing(G, ds)
     G, D = G.to(d.device), D.to(d.device)
     set_train_mode(G, cfg.freeze_bn)
     set_train_mode(D, cfg.freeze_bn)
@@ -702,6 +707,8 @@ def train(cfg: TrainConfig) -> Path:
         train_s = float(extra.get("train_s", 0.0))
         if "rng" in extra:
             set_rng_state(extra["rng"], d.device)
+        if d.main and resume_from.parent == run_dir:    # temporary files of a kill, ticks after the snapshot
+            snapshots.prepare_resume(run_dir, step)
     # multi-process: DDP wrappers (constructing them broadcasts rank 0's G and D); G finds unused parameters
     # because Greg uses only the density path (super-resolution idle); every D phase uses all of D
     G_call = D_call = None
@@ -749,7 +756,7 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                writer = SummaryWriter(str(run_dir))
+                writer = SummaryWriter(str(run_dir), purge_step=cur_nimg + 1 if cur_nimg else None)
             except ImportError:
                 writer = None
         if cfg.progress:
@@ -856,9 +863,9 @@ def train(cfg: TrainConfig) -> Path:
                     print(json.dumps(rec), flush=True)
             if done or stop or tick % max(cfg.snap_ticks, 1) == 0:
                 if d.main:
-                    kimg_i = int(cur_nimg // 1000)
-                    save_snapshot(run_dir / f"network-snapshot-{kimg_i:06d}.pt", nets, opts, step, cur_nimg, cfg,
+                    save_snapshot(run_dir / snapshots.snapshot_name(cur_nimg), nets, opts, step, cur_nimg, cfg,
                                   {"tick": tick + 1, "nan_skips": nan_skips, "train_s": train_s}, d.device)
+                    snapshots.prune(run_dir, cfg.snap_keep)
             if d.main and (done or stop or tick % max(cfg.preview_ticks, 1) == 0):
                 G_ema.eval()
                 grid = preview_grid(G_ema, preview_batch, preview_views, 128, nrr)

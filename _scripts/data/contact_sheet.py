@@ -5,6 +5,8 @@
 
 ``--src`` is a renderset name (under the data root) or a renders/<renderset>
 folder (one holding ``ortho/``).  Reads ``ortho/<shard>/<id>/{front,back}.png``.
+A character whose images cannot be read is listed and left out; the exit code
+is then 1 (docs/DESIGN.md, "Data jobs").
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from training import paths
-from training.errors import atomic_write, cli_main, fail, load_image
+from training.errors import UserError, atomic_write, fail, load_image
+from training.jobs import JobReport, data_job_main
 
 
 def parse_args(argv=None):
@@ -61,8 +64,24 @@ def common_crop(images) -> tuple[int, int, int, int]:
     return max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
 
 
-def make_sheet(folders: list[Path], views: list[str], cols: int, cell: int, labels: bool, crop: bool = True) -> Image.Image:
-    ims = [[load_image(d / f"{v}.png", "RGBA") for v in views] for d in folders]
+def load_views(folders: list[Path], views: list[str], report: JobReport | None = None):
+    """(folders, images) of the characters whose views all load; the others are failures of ``report``."""
+    kept, ims = [], []
+    for d in folders:
+        try:
+            ims.append([load_image(d / f"{v}.png", "RGBA") for v in views])
+            kept.append(d)
+        except UserError as e:
+            if report is None:
+                raise
+            report.failed(d.name, str(e))
+    return kept, ims
+
+
+def make_sheet(folders: list[Path], views: list[str], cols: int, cell: int, labels: bool, crop: bool = True,
+               ims=None) -> Image.Image:
+    if ims is None:
+        folders, ims = load_views(folders, views)
     box = common_crop([im for row in ims for im in row]) if crop else (0, 0) + ims[0][0].size
     cw = max(1, round(cell * (box[2] - box[0]) / (box[3] - box[1])))
     rows = (len(folders) + cols - 1) // cols
@@ -85,7 +104,7 @@ def make_sheet(folders: list[Path], views: list[str], cols: int, cell: int, labe
     return sheet
 
 
-@cli_main
+@data_job_main
 def main(argv=None):
     a = parse_args(argv)
     views = [v.strip() for v in a.views.split(",") if v.strip()]
@@ -93,14 +112,20 @@ def main(argv=None):
     folders = character_folders(rs, views)
     if not folders:
         raise fail(rs / "ortho", f"no character has all of {views}")
-    folders = folders[: a.count]
-    sheet = make_sheet(folders, views, a.cols, a.cell, a.labels, crop=not a.no_crop)
+    report = JobReport("contact_sheet", done_word="characters on the sheet")
+    folders, ims = load_views(folders[: a.count], views, report)
+    if not folders:
+        report.notes.append("no sheet written: no character could be read")
+        return report.finish()
+    report.done(len(folders))
+    sheet = make_sheet(folders, views, a.cols, a.cell, a.labels, crop=not a.no_crop, ims=ims)
     # a palette keeps the sheet small enough for the README (< 1 MB)
     q = sheet.quantize(colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     out = Path(a.out)
     with atomic_write(out) as f:
         q.save(f, format="PNG", optimize=True)
     print(f"contact sheet: {len(folders)} characters -> {out} ({out.stat().st_size // 1024} KB)")
+    return report.finish() if report.failures else report
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 Resumable (a character is complete when its meta json exists), shardable
 (--shard i/n over machines, --workers processes with their own GL context),
-failures go to renders/<renderset>/failures.jsonl and the run goes on.
+failures go to renders/<renderset>/failures.jsonl and the run goes on; the exit
+code is 1 when a character failed (docs/DESIGN.md, "Data jobs").
 Documentation: docs/data_render.md.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ import zlib
 from pathlib import Path
 
 from training import paths, raster
-from training.errors import UserError, cli_main, fail, save_json_atomic
+from training.errors import UserError, fail, save_json_atomic
+from training.jobs import JobReport, data_job_main
 
 
 def parse_args(argv=None):
@@ -110,30 +112,36 @@ def _init_worker(root, settings, source):
 
 
 def _render_task(item):
-    """Runs in a worker: (id, file) -> (id, file, error or None, seconds)."""
+    """Runs in a worker: (id, file) -> (id, file, error or None, loader warnings, seconds)."""
     char_id, path = item
     w = _WORKER
     t0 = time.time()
     try:
-        raster.render_character(w["root"], w["settings"], path, char_id, w["source"])
-        return char_id, str(path), None, time.time() - t0
+        meta = raster.render_character(w["root"], w["settings"], path, char_id, w["source"])
+        warnings = list(((meta or {}).get("loader") or {}).get("warnings") or [])
+        return char_id, str(path), None, warnings, time.time() - t0
     except UserError as e:
-        return char_id, str(path), str(e), time.time() - t0
+        return char_id, str(path), str(e), [], time.time() - t0
     except MemoryError:
-        return char_id, str(path), f"{path}: out of memory", time.time() - t0
+        return char_id, str(path), f"{path}: out of memory", [], time.time() - t0
     except Exception as e:  # noqa: BLE001 - a broken file must not stop the batch
-        return char_id, str(path), f"{path}: {type(e).__name__}: {e}", time.time() - t0
+        return char_id, str(path), f"{path}: {type(e).__name__}: {e}", [], time.time() - t0
+
+
+def failures_path(root: Path, renderset: str) -> Path:
+    return paths.renders_dir(root, renderset) / "failures.jsonl"
 
 
 def record_failure(root: Path, renderset: str, char_id: str, path: str, error: str) -> None:
-    p = paths.renders_dir(root, renderset) / "failures.jsonl"
+    p = failures_path(root, renderset)
     line = json.dumps({"id": char_id, "file": path, "error": error,
                        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     with open(p, "a") as f:   # one short line per write: appends from one process stay whole
         f.write(line + "\n")
 
 
-def run(argv=None) -> dict:
+def run(argv=None) -> JobReport:
+    """Render every character of the shard; returns the finished JobReport (training.jobs rule)."""
     from tqdm import tqdm
     a = parse_args(argv)
     root = paths.data_root(a.data_root)
@@ -144,14 +152,20 @@ def run(argv=None) -> dict:
     shard_i, shard_n = parse_shard(a.shard)
     if a.workers < 1:
         raise UserError(f"--workers: expected >= 1, got {a.workers}")
-    items = [(cid, f) for cid, f in raster.find_characters(src) if in_shard(cid, shard_i, shard_n)]
+    found = raster.find_characters(src)
+    if not found:
+        raise fail(src, f"no character files ({', '.join(raster.CHARACTER_SUFFIXES)}) here")
+    items = [(cid, f) for cid, f in found if in_shard(cid, shard_i, shard_n)]
     write_renderset_meta(root, settings)
     todo = [(cid, f) for cid, f in items
             if not set(settings.dtypes) <= raster.done_dtypes(root, settings.renderset, cid)]
     if a.limit is not None:
         todo = todo[:a.limit]
-    stats = {"found": len(items), "skipped": len(items) - len(todo), "rendered": 0, "failed": 0}
-    print(f"render: {len(items)} characters in shard {shard_i}/{shard_n}, {stats['skipped']} already complete, "
+    report = JobReport("render", done_word="rendered")
+    report.skipped(len(items) - len(todo))
+    if len(items) < len(found):
+        report.notes.append(f"{len(found) - len(items)} of the {len(found)} characters belong to other shards")
+    print(f"render: {len(items)} characters in shard {shard_i}/{shard_n}, {report.n_skipped} already complete, "
           f"{len(todo)} to render -> {paths.renders_dir(root, settings.renderset)}", file=sys.stderr)
     if todo:
         if a.workers == 1:
@@ -163,27 +177,29 @@ def run(argv=None) -> dict:
             results = pool.imap_unordered(_render_task, todo)
         try:
             bar = tqdm(results, total=len(todo), unit="char", desc=settings.renderset)
-            for char_id, path, err, _ in bar:
+            for char_id, path, err, warnings, _ in bar:
                 if err is None:
-                    stats["rendered"] += 1
+                    report.done()
+                    for w in warnings:      # rendered, but not as the file intends (docs/data_render.md)
+                        report.warn(char_id, w)
                 else:
-                    stats["failed"] += 1
                     record_failure(root, settings.renderset, char_id, path, err)
-                    tqdm.write(f"failed: {err}", file=sys.stderr)
-                bar.set_postfix(failed=stats["failed"])
+                    report.failed(char_id, err)
+                bar.set_postfix(failed=report.n_failed)
         finally:
             if pool is not None:
                 pool.close()
                 pool.join()
-    print(f"render: {stats['rendered']} rendered, {stats['skipped']} skipped, {stats['failed']} failed"
-          + (f" (see {paths.renders_dir(root, settings.renderset) / 'failures.jsonl'})" if stats["failed"] else ""),
-          file=sys.stderr)
-    return stats
+    if report.failures:
+        report.failures_file = failures_path(root, settings.renderset)
+    report.result = {"found": len(items), "skipped": report.n_skipped, "rendered": report.n_done,
+                     "failed": report.n_failed}
+    return report.finish()
 
 
-@cli_main
+@data_job_main
 def main(argv=None):
-    run(argv)
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
         --dataset human --inferquery <run>-<NNNNN>-<kimg>          # or --ckpt PATH
         [--renderset NAME] [--split test] [--batch 8] [--mesh-resolution 256] [--device auto]
 
-Writes temp/eval/<inferquery>/<renderset>/... (layout: training/metrics/generate.py);
-resumable: finished characters are skipped.
+Writes <data root>/temp/eval/<inferquery>/<renderset>/... (layout: training/metrics/generate.py);
+resumable: finished characters are skipped.  A character that cannot be generated is listed (and in
+failures.jsonl) and the exit code is then 1 (docs/DESIGN.md, "Data jobs").
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import json
 from pathlib import Path
 
 from training import paths
-from training.errors import UserError, cli_main, fail
+from training.errors import UserError, fail
+from training.jobs import JobReport, data_job_main
 from training.metrics import generate as gen
 from training.metrics.image import resolve_device
 
@@ -26,9 +28,11 @@ def parse_args(argv=None):
     p.add_argument("--dataset", required=True, help="subset name: subsets/<dataset>_<split>.csv")
     p.add_argument("--renderset", default=None, help="ground-truth renders (default: the dataset name)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--inferquery", help="<run>-<NNNNN>-<kimg>: _train/eg3dc/runs/<run>/<NNNNN>/network-snapshot-<kimg>.pt")
+    src.add_argument("--inferquery", help="<run>-<NNNNN>-<kimg>: <runs-dir>/<run>/<NNNNN>/network-snapshot-<kimg>.pt")
     src.add_argument("--ckpt", type=Path, help="checkpoint file (the output name is derived from it)")
-    p.add_argument("--name", default=None, help="output name under temp/eval/ (default: the inferquery)")
+    p.add_argument("--runs-dir", type=Path, default=None,
+                   help="where --inferquery looks for runs (default _train/eg3dc/runs; the trainer's --runs-dir)")
+    p.add_argument("--name", default=None, help="output name under <data root>/temp/eval/ (default: the inferquery)")
     p.add_argument("--split", default="test")
     p.add_argument("--batch", type=int, default=8, help="characters per batch")
     p.add_argument("--mesh-resolution", type=int, default=256, help="density grid side for marching cubes")
@@ -48,13 +52,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run(argv=None) -> dict:
+def run(argv=None) -> JobReport:
     a = parse_args(argv)
     if a.batch < 1:
         raise UserError(f"--batch: expected at least 1, got {a.batch}")
     if a.mesh_resolution < 8:
         raise UserError(f"--mesh-resolution: expected at least 8, got {a.mesh_resolution}")
-    ckpt = gen.resolve_inferquery(a.inferquery) if a.inferquery else a.ckpt
+    ckpt = gen.resolve_inferquery(a.inferquery, a.runs_dir) if a.inferquery else a.ckpt
     if not Path(ckpt).is_file():
         raise fail(ckpt, "checkpoint not found")
     name = a.name or a.inferquery or gen.inferquery_of(ckpt)
@@ -62,20 +66,27 @@ def run(argv=None) -> dict:
     root = paths.data_root(a.data_root)
     device = resolve_device(a.device)
     G = gen.load_eval_generator(Path(ckpt), a.generator_module, device)
-    out_dir = paths.eval_dir(name, renderset)
+    out_dir = paths.eval_dir(name, renderset, root)
     counts = gen.generate(root, renderset, a.dataset, a.split, G, Path(ckpt), out_dir, batch=a.batch,
                           mesh_resolution=a.mesh_resolution, mesh_level=a.mesh_level, mesh=not a.no_mesh,
                           render_kw={"depth_resolution": a.samples[0], "depth_resolution_importance": a.samples[1]},
                           neural_rendering_resolution=a.neural_rendering_resolution, device=device,
                           limit=a.limit, overwrite=a.overwrite, progress=not a.no_progress,
                           front_paste=a.front_paste)
+    failures = counts.pop("failures")
     print(json.dumps({"out": str(out_dir), **counts}))
-    return {"out": out_dir, **counts}
+    report = JobReport("generate", out_dir / "failures.jsonl", done_word="generated")
+    report.done(counts["done"])
+    report.skipped(counts["skipped"])
+    for cid, why in failures:
+        report.failed(cid, why, record=False)      # generate() appended them to failures.jsonl
+    report.result = {"out": out_dir, **counts}
+    return report.finish()
 
 
-@cli_main
+@data_job_main
 def main(argv=None):
-    run(argv)
+    return run(argv)
 
 
 if __name__ == "__main__":

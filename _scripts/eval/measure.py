@@ -4,21 +4,26 @@
         [--renderset NAME] [--weights DIR] [--roi BOXES.json] [--no-geometry] [--thumbs 96]
 
 Writes measure.json, measure.csv (per character) and report.html next to the
-generated images (temp/eval/<inferquery>/<renderset>/).
+generated images (<data root>/temp/eval/<inferquery>/<renderset>/).  A character whose
+images cannot be read is listed (measure.json "failures"), left out of the means, and the
+exit code is then 1 (docs/DESIGN.md, "Data jobs").
 """
 from __future__ import annotations
 
 import argparse
 
+from pathlib import Path
+
 from training import eval_report, paths, preprocess
-from training.errors import UserError, cli_main, fail
+from training.errors import UserError, fail
+from training.jobs import JobReport, data_job_main
 from training.metrics import measure as ms
 from training.metrics.generate import eval_views
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--inferquery", required=True, help="name of the generated tree under temp/eval/")
+    p.add_argument("--inferquery", required=True, help="name of the generated tree under <data root>/temp/eval/")
     p.add_argument("--dataset", required=True, help="subset name: subsets/<dataset>_<split>.csv")
     p.add_argument("--renderset", default=None, help="ground-truth renders (default: the dataset name)")
     p.add_argument("--split", default="test")
@@ -40,11 +45,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def run(argv=None) -> dict:
+def run(argv=None) -> JobReport:
     a = parse_args(argv)
     renderset = a.renderset or a.dataset
     root = paths.data_root(a.data_root)
-    out_dir = paths.eval_dir(a.inferquery, renderset)
+    if a.weights is not None and not Path(a.weights).is_dir():
+        # else every metric that needs weights would be "unavailable" and overwrite a complete earlier table
+        raise fail(a.weights, "--weights: no such folder")
+    out_dir = paths.eval_dir(a.inferquery, renderset, root)
     if not out_dir.is_dir():
         raise fail(out_dir, "no generated tree (run `python -m _scripts.eval.generate` first)")
     done = set(ms.generated_ids(out_dir))
@@ -59,11 +67,16 @@ def run(argv=None) -> dict:
         raise UserError(f"--samples: expected at least 100, got {a.samples}")
     m = ms.Measurer(root, renderset, out_dir, device=a.device, weights_dir=a.weights, random_init=a.random_init,
                     geometry=not a.no_geometry, rois=rois, fid_min_images=a.fid_min, n_samples=a.samples)
-    result = m.run(ids, progress=not a.no_progress)
+    report = JobReport("measure", done_word="measured")
+    result = m.run(ids, progress=not a.no_progress, report=report)
+    if not result["per_character"]:     # nothing to report: keep an earlier measure.json as it is
+        report.notes.append(f"nothing written to {out_dir}: no character could be measured")
+        return report.finish()
     result.update(inferquery=a.inferquery, dataset=a.dataset, split=a.split, random_init=a.random_init)
     print(ms.format_table(result["table"], result["unavailable"]))
     files = ms.write_outputs(out_dir, result)
-    framing = preprocess.framing_of(preprocess.load_char_meta(root, renderset, ids[0]),
+    first = next(iter(result["per_character"]))
+    framing = preprocess.framing_of(preprocess.load_char_meta(root, renderset, first),
                                     preprocess.load_renderset_meta(root, renderset)) or "body"
     views = [(d, v.name) for d, v in eval_views(framing)]
     files["html"] = eval_report.write_report(out_dir / "report.html", result, root=root, renderset=renderset,
@@ -71,12 +84,13 @@ def run(argv=None) -> dict:
                                              thumbs=a.thumbs, max_chars=a.report_max)
     for k, p in files.items():
         print(f"{k}: {p}")
-    return {"result": result, "files": files}
+    report.result = {"result": result, "files": files}
+    return report.finish()
 
 
-@cli_main
+@data_job_main
 def main(argv=None):
-    run(argv)
+    return run(argv)
 
 
 if __name__ == "__main__":

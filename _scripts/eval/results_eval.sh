@@ -66,7 +66,7 @@ for set in synth_head real_head synth_body real_body; do
     $PY -m _scripts.eval.blank_baseline --dataset "$set" --json "$RESULTS/blank_$set.json" "${DR[@]}"
 done
 
-# 3b. the ground-truth meshes (cached under temp/eval/_gt: every model's measure then reuses them)
+# 3b. the ground-truth meshes (cached under $ROOT/temp/eval/_gt: every model's measure then reuses them)
 for set in synth_head real_head synth_body real_body; do
     $PY - "$ROOT" "$set" <<'PY' &
 import sys
@@ -93,7 +93,7 @@ evaluate() {   # model, set
         > "$RESULTS/generate_${m}_$set.txt" 2>&1 || { echo "== $m on $set: generate failed"; tail -3 "$RESULTS/generate_${m}_$set.txt"; return; }
     $PY -m _scripts.eval.measure --inferquery "$name" --dataset "$set" --split test --samples 10000 \
         --fid-min 1000000 --device "$DEVICE" --no-progress "${DR[@]}" > "$RESULTS/measure_${m}_$set.txt" 2>&1
-    cp "temp/eval/$name/$set/measure.json" "$RESULTS/measure_${m}_$set.json"
+    cp "$ROOT/temp/eval/$name/$set/measure.json" "$RESULTS/measure_${m}_$set.json"
     echo "== $m on $set"; head -20 "$RESULTS/measure_${m}_$set.txt"
 }
 for m in $MODELS; do

@@ -11,10 +11,10 @@ random-init features and mixing encoders).
 from __future__ import annotations
 
 import argparse
-import sys
 
 from training import paths, preprocess
-from training.errors import UserError, cli_main
+from training.errors import UserError
+from training.jobs import JobReport, data_job_main
 
 
 def parser(default_dataset: str | None = None) -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def parser(default_dataset: str | None = None) -> argparse.ArgumentParser:
     return ap
 
 
-def run(argv=None, default_dataset: str | None = None) -> dict:
+def run(argv=None, default_dataset: str | None = None) -> JobReport:
     import torch
     a = parser(default_dataset).parse_args(argv)
     renderset = a.renderset or a.dataset
@@ -55,23 +55,27 @@ def run(argv=None, default_dataset: str | None = None) -> dict:
         raise UserError(f"--device {a.device}: CUDA is not available here")
     root = paths.data_root(a.data_root)
     ids = preprocess.select_ids(root, renderset, a.dataset, a.split)
+    if not ids:
+        raise UserError(f"{paths.renders_dir(root, renderset)}: no finished characters to encode")
     enc, info = preprocess.build_feature_encoder(a.weights, a.random_init, a.depth, a.layer, a.out_channels,
                                                  a.seed, a.device)
     job = preprocess.FeatureJob(views=tuple(v for v in a.views.split(",") if v), size=a.size, batch=a.batch,
                                 mirror=not a.no_mirror, overwrite=a.overwrite)
+    report = JobReport("generate_feature", preprocess.feature_dir(root, renderset) / "failures.jsonl",
+                       done_word="features written")
     r = preprocess.generate_features(root, renderset, ids, enc, info, job, a.device, progress=not a.quiet)
-    print(f"features: {len(ids)} characters, {r['written']} written, {r['skipped']} already there, "
-          f"shape {r['shape']}, weights {info['weights']} -> {preprocess.feature_dir(root, renderset)}")
-    for e in r["errors"][:10]:
-        print(f"  error: {e}")
-    if r["errors"]:
-        sys.exit(1)
-    return r
+    report.done(r["written"])
+    report.skipped(r["skipped"])
+    for e in r["errors"]:
+        report.failed(e.split(": ")[0], e)
+    report.notes.append(f"{len(ids)} characters, shape {r['shape']}, weights {info['weights']} "
+                        f"-> {preprocess.feature_dir(root, renderset)}")
+    return report.finish()
 
 
-@cli_main
+@data_job_main
 def main(argv=None):
-    run(argv)
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@
 from __future__ import annotations
 
 from _scripts.train.generate_feature import run
-from training.errors import cli_main
+from training.jobs import data_job_main
 
 DEFAULT_DATASET = "human_rutileEB"
 
 
-@cli_main
+@data_job_main
 def main(argv=None):
-    run(argv, default_dataset=DEFAULT_DATASET)
+    return run(argv, default_dataset=DEFAULT_DATASET)
 
 
 if __name__ == "__main__":

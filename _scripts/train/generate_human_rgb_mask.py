@@ -5,14 +5,14 @@
 from __future__ import annotations
 
 from _scripts.train.generate_ortho_mask import run
-from training.errors import cli_main
+from training.jobs import data_job_main
 
 DEFAULT_DATASET = "human_rutileEB"
 
 
-@cli_main
+@data_job_main
 def main(argv=None):
-    run("rgb", argv, default_dataset=DEFAULT_DATASET)
+    return run("rgb", argv, default_dataset=DEFAULT_DATASET)
 
 
 if __name__ == "__main__":

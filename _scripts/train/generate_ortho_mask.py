@@ -1,14 +1,17 @@
 """Foreground masks (alpha > 200) of the ortho renders -> renders/<rs>/ortho_mask/<shard>/<id>/<view>.png.
 
     python -m _scripts.train.generate_ortho_mask --renderset human
+
+Every view that can be read gets its mask; each unreadable one is listed (and recorded in
+renders/<rs>/ortho_mask/failures.jsonl) and the exit code is then 1 (docs/DESIGN.md, "Data jobs").
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
 from training import paths, preprocess
-from training.errors import UserError, cli_main
+from training.errors import UserError
+from training.jobs import JobReport, data_job_main
 
 KIND = "ortho"
 
@@ -35,19 +38,23 @@ def run(kind: str, argv=None, default_dataset: str | None = None):
         raise UserError("--renderset (or --dataset) is required")
     root = paths.data_root(a.data_root)
     ids = preprocess.select_ids(root, renderset, a.dataset if a.dataset else None, a.split)
+    dst = preprocess.MASK_SOURCES[kind][1]
+    if not ids:
+        raise UserError(f"{paths.renders_dir(root, renderset)}: no finished characters to make masks for")
+    report = JobReport(f"generate_{kind}_mask", paths.renders_dir(root, renderset) / dst / "failures.jsonl",
+                       done_word="masks written")
     r = preprocess.generate_masks(root, renderset, ids, kind, a.threshold, a.overwrite, a.workers, not a.quiet)
-    print(f"{preprocess.MASK_SOURCES[kind][1]}: {r['characters']} characters, {r['written']} masks written, "
-          f"{r['skipped']} already there, {len(r['errors'])} errors")
-    for e in r["errors"][:10]:
-        print(f"  error: {e}")
-    if r["errors"]:
-        sys.exit(1)     # the other characters are done; re-run after fixing to fill the gaps
-    return r
+    report.done(r["written"])
+    report.skipped(r["skipped"])
+    for e in r["errors"]:
+        report.failed(e.split(": ")[0], e)
+    report.notes.append(f"{r['characters']} characters, {len(r['failed_characters'])} with a failed view")
+    return report.finish()
 
 
-@cli_main
+@data_job_main
 def main(argv=None):
-    run(KIND, argv)
+    return run(KIND, argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ render of the same view (alpha > 200).
 from __future__ import annotations
 
 from _scripts.train.generate_ortho_mask import run
-from training.errors import cli_main
+from training.jobs import data_job_main
 
 
-@cli_main
+@data_job_main
 def main(argv=None):
-    run("rgb", argv)
+    return run("rgb", argv)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ class _Doc:
         self._images: dict[int, np.ndarray | None] = {}
         self._acc_cache: dict[tuple, np.ndarray] = {}
         self.notes: list[str] = []
+        self.warnings: list[str] = []   # notes that change how the character looks (also in notes)
 
     def view_bytes(self, index: int) -> tuple[bytes, int, int | None]:
         bv = self.j["bufferViews"][index]
@@ -159,6 +160,10 @@ class _Doc:
             arr = np.maximum(arr.astype(np.float32) / info.max, -1.0).astype(np.float32)
         return arr
 
+    def warn(self, msg: str) -> None:
+        self.notes.append(msg)
+        self.warnings.append(msg)
+
     def image(self, index: int) -> np.ndarray | None:
         """RGBA uint8 image, or None (noted) when it cannot be decoded."""
         if index in self._images:
@@ -177,13 +182,13 @@ class _Doc:
                     p = self.path.parent / urllib.parse.unquote(img["uri"])
                     data = p.read_bytes() if p.exists() else None
                     if data is None:
-                        self.notes.append(f"texture file {p.name} not found: base colour only")
+                        self.warn(f"texture file {p.name} not found: base colour only")
             out = None
             if data is not None:
                 im = Image.open(io.BytesIO(data))
                 out = np.asarray(im.convert("RGBA"), np.uint8).copy()
         except (OSError, ValueError, SyntaxError) as e:
-            self.notes.append(f"texture {name} not decodable ({e}): base colour only")
+            self.warn(f"texture {name} not decodable ({e}): base colour only")
             out = None
         self._images[index] = out
         return out
@@ -523,7 +528,7 @@ def _load(path: Path, j: dict, binary: bytes | None, facing: str) -> Character:
             p.joints = p.weights = None
 
     meta = {"format": fmt, "vrm_version": vrm_version, "facing_in_file": facing,
-            "notes": doc.notes, "num_humanoid_bones": len(humanoid)}
+            "notes": doc.notes, "warnings": doc.warnings, "num_humanoid_bones": len(humanoid)}
     if "head_position" in extras:
         meta["head_position"] = _apply(to_canon, np.array([extras["head_position"]], np.float64))[0].tolist()
     if morphs:

@@ -56,6 +56,8 @@ def _parse_obj(path: Path):
         k = t[0]
         try:
             if k == "v":
+                if len(t) < 4:      # e.g. a file cut off in the middle of a vertex line
+                    raise ValueError(f"expected 3 coordinates, got {len(t) - 1}")
                 verts.append([float(x) for x in t[1:4]])
                 if len(t) >= 7:
                     colors.append([float(x) for x in t[4:7]])
@@ -83,8 +85,11 @@ def _parse_obj(path: Path):
                 mat = " ".join(t[1:]) or None
             elif k == "mtllib":
                 mtllibs.append(line.strip()[len("mtllib"):].strip())
-        except (ValueError, IndexError):
-            raise fail(path, f"line {lineno}: malformed {k!r} statement") from None
+        except (ValueError, IndexError) as e:
+            why = f" ({e})" if str(e).startswith("expected") else ""
+            last = lineno == len(text.splitlines()) and not text.endswith("\n")
+            raise fail(path, f"line {lineno}: malformed {k!r} statement{why}"
+                             + (" (the file ends there: truncated?)" if last else "")) from None
     verts = np.array(verts, np.float64).reshape(-1, 3)
     uvs = np.array(uvs, np.float32).reshape(-1, 2)
     colors = np.array(colors, np.float32).reshape(-1, 3) if len(colors) == len(verts) and len(colors) else None
@@ -98,13 +103,15 @@ def _parse_obj(path: Path):
     return verts, uvs, colors, list(parts.values()), mtllibs
 
 
-def _parse_mtl(path: Path, notes: list[str]) -> dict[str, dict]:
+def _parse_mtl(path: Path, notes: list[str], warnings: list[str]) -> dict[str, dict]:
     mats: dict[str, dict] = {}
     cur = None
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        notes.append(f"material library {path.name} not found: grey base colour")
+        msg = f"material library {path.name} not found: grey base colour"
+        notes.append(msg)
+        warnings.append(msg)
         return mats
     for line in lines:
         t = line.split()
@@ -219,6 +226,7 @@ def load_obj(path, up_axis: str = "auto", forward_axis: str = "auto", include=No
     if forward_axis not in ("auto", *[a for a in _AXES if a[1] != "x"]):
         raise fail(path, f"forward_axis must be one of +z -z +y -y auto, got {forward_axis!r}")
     notes: list[str] = []
+    warnings: list[str] = []        # notes that change how the character looks (also in notes)
     verts, uvs, vcolors, parts, mtllibs = _parse_obj(path)
     parts = [p for p in parts if p.v]
     if not parts:
@@ -250,7 +258,7 @@ def load_obj(path, up_axis: str = "auto", forward_axis: str = "auto", include=No
     # materials
     mtl: dict[str, dict] = {}
     for lib in mtllibs:
-        mtl.update(_parse_mtl(path.parent / lib, notes))
+        mtl.update(_parse_mtl(path.parent / lib, notes, warnings))
     override = None
     if texture is not None:
         override = np.asarray(load_image(texture, "RGBA"), np.uint8)
@@ -263,6 +271,8 @@ def load_obj(path, up_axis: str = "auto", forward_axis: str = "auto", include=No
         props = mtl.get(p.material, {}) if p.material else {}
         if p.material and p.material not in mtl:
             notes.append(f"material {p.material} not in the MTL: grey base colour")
+            if mtl:
+                warnings.append(notes[-1])
         tex = None
         if "map_Kd" in props:
             tp = (path.parent / props["map_Kd"].replace("\\", "/"))
@@ -270,7 +280,10 @@ def load_obj(path, up_axis: str = "auto", forward_axis: str = "auto", include=No
                 try:
                     tex_cache[str(tp)] = np.asarray(load_image(tp, "RGBA"), np.uint8)
                 except UserError as e:
-                    notes.append(f"{e}: base colour only")
+                    notes.append(f"texture named in the MTL: {e}: "
+                                 + ("--texture used instead" if override is not None else "base colour only"))
+                    if override is None:
+                        warnings.append(notes[-1])
                     tex_cache[str(tp)] = None
             tex = tex_cache[str(tp)]
         if tex is None and override is not None:
@@ -312,7 +325,7 @@ def load_obj(path, up_axis: str = "auto", forward_axis: str = "auto", include=No
     if toe < -0.01 * (all_pts[:, 1].max() - all_pts[:, 1].min()):
         notes.append("feet seem to point -Z: the forward axis may be wrong (set forward_axis)")
     meta = {"format": "obj", "up_axis": up, "forward_axis": forward, "scale": float(scale),
-            "dropped": dropped, "parts": [p.name for p in parts], "notes": notes,
+            "dropped": dropped, "parts": [p.name for p in parts], "notes": notes, "warnings": warnings,
             "toe_direction_z": toe}
     if texture is not None:
         meta["texture"] = str(texture)

@@ -30,7 +30,7 @@ from ..images import to_uint8
 
 ORTHO_NAMES = ("front", "left", "right", "back")
 SNAPSHOT_EXTS = (".pt", ".pkl")
-INFERQUERY_RE = re.compile(r"^(?P<run>.+)-(?P<num>\d{5})-(?P<kimg>\d+)$")
+INFERQUERY_RE = re.compile(r"^(?P<run>.+)-(?P<num>\d{5})-(?P<kimg>\d+(?:\.\d+)?)$")
 
 
 def runs_root() -> Path:
@@ -38,26 +38,42 @@ def runs_root() -> Path:
 
 
 def resolve_inferquery(q: str, runs: Path | None = None) -> Path:
-    """``<run>-<NNNNN>-<kimg>`` -> ``runs/<run>/<NNNNN>/network-snapshot-<kimg>.pt`` (or .pkl)."""
+    """``<run>-<NNNNN>-<kimg>`` -> ``runs/<run>/<NNNNN>/network-snapshot-<kimg>.pt`` (or .pkl).
+
+    KIMG as written (``000920``, ``000000.004``) or zero-padded to 6 digits; a whole kimg also finds the
+    run's snapshots named with a fraction of that kimg (``training.snapshots``) when there is exactly
+    one, and lists them when there are several."""
+    from ..snapshots import snapshot_key
     m = INFERQUERY_RE.match(q)
     if not m:
         raise UserError(f"--inferquery: expected <run>-<NNNNN>-<kimg> (e.g. nova_body-00003-000920), got {q!r}")
-    folder = (runs or runs_root()) / m["run"] / m["num"]
-    kimgs = dict.fromkeys([m["kimg"], f"{int(m['kimg']):06d}"])
+    runs = Path(runs) if runs else runs_root()
+    folder = runs / m["run"] / m["num"]
+    whole, _, frac = m["kimg"].partition(".")
+    kimgs = dict.fromkeys([m["kimg"], f"{int(whole):06d}" + (f".{frac}" if frac else "")])
     for k in kimgs:
         for ext in SNAPSHOT_EXTS:
             p = folder / f"network-snapshot-{k}{ext}"
             if p.is_file():
                 return p
-    have = sorted(p.name for p in folder.glob("network-snapshot-*")) if folder.is_dir() else []
-    hint = f" (this run has: {', '.join(have[-5:])})" if have else ""
+    have = sorted((p for p in folder.glob("network-snapshot-*") if snapshot_key(p.name)),
+                  key=lambda p: snapshot_key(p.name)) if folder.is_dir() else []
+    if not frac:
+        same = [p for p in have if p.suffix == ".pt" and int(snapshot_key(p.name)) == int(whole)]
+        if len(same) == 1:
+            return same[0]
+        if len(same) > 1:
+            raise fail(folder, f"several snapshots in kimg {int(whole)} ({', '.join(p.name for p in same)}): "
+                               f"name one, e.g. {m['run']}-{m['num']}-{same[-1].name[17:-3]}")
+    hint = f" (this run has: {', '.join(p.name for p in have[-5:])})" if have else \
+        ("" if folder.is_dir() else f" (no run folder {folder}: --runs-dir is {runs})")
     raise fail(folder / f"network-snapshot-{m['kimg']}.pt", f"snapshot not found{hint}")
 
 
 def inferquery_of(ckpt: Path) -> str:
     """A name for a checkpoint given by path: <run>-<NNNNN>-<kimg> when it sits in a run folder."""
     ckpt = Path(ckpt)
-    m = re.match(r"network-snapshot-(\d+)$", ckpt.stem)
+    m = re.match(r"network-snapshot-(\d+(?:\.\d+)?)$", ckpt.stem)
     if m and re.fullmatch(r"\d{5}", ckpt.parent.name):
         return f"{ckpt.parent.parent.name}-{ckpt.parent.name}-{m[1]}"
     return ckpt.stem
@@ -95,11 +111,13 @@ def _slice(planes, i: int):
     return planes
 
 
-def _record_failure(out_dir: Path, char_id: str, error: str) -> None:
+def _record_failure(out_dir: Path, char_id: str, error: str, failures: list | None = None) -> None:
     p = Path(out_dir) / "failures.jsonl"
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "a") as f:        # append-only log: a torn last line is skipped by readers
         f.write(json.dumps({"id": char_id, "error": error}) + "\n")
+    if failures is not None:
+        failures.append((char_id, error))
 
 
 def _check_run_info(out_dir: Path, info: dict, overwrite: bool) -> None:
@@ -120,7 +138,8 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
              neural_rendering_resolution: int | None = None, device=None, limit: int | None = None,
              overwrite: bool = False, progress: bool = True, mesh: bool = True,
              front_paste: bool = False) -> dict:
-    """Generate every missing character; returns counts {done, skipped, failed}."""
+    """Generate every missing character; returns counts {total, done, skipped, failed} and ``failures``
+    [(id, reason)] (also appended to ``failures.jsonl``)."""
     from tqdm import tqdm
     from ..dataset import CharacterDataset, collate
     from ..preprocess import file_digest
@@ -145,7 +164,8 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
     _check_run_info(out_dir, info, overwrite)
 
     todo = [c for c in ids if overwrite or not meta_path(out_dir, c).exists()]
-    counts = {"total": len(ids), "skipped": len(ids) - len(todo), "done": 0, "failed": 0}
+    failures: list[tuple[str, str]] = []
+    counts = {"total": len(ids), "skipped": len(ids) - len(todo), "done": 0, "failed": 0, "failures": failures}
     if not todo:
         return counts
     ds = CharacterDataset(root, renderset, ids=todo, split=split, random_views=False,
@@ -160,7 +180,7 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
             b = collate([ds[i] for i in chunk])
         except UserError as e:      # one bad character: do the batch one by one to isolate it
             if len(chunk) == 1:
-                _record_failure(out_dir, todo[chunk[0]], str(e))
+                _record_failure(out_dir, todo[chunk[0]], str(e), failures)
                 counts["failed"] += 1
                 bar.update(1)
                 continue
@@ -169,7 +189,7 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
                 try:
                     items.append((i, ds[i]))
                 except UserError as e1:
-                    _record_failure(out_dir, todo[i], str(e1))
+                    _record_failure(out_dir, todo[i], str(e1), failures)
                     counts["failed"] += 1
                     bar.update(1)
             if not items:

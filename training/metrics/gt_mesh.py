@@ -10,7 +10,7 @@ be made, the documented fallback keeps the faces that carry a surface point of
 the ground-truth xyza renders (within one 8-bit xyza quantum), which also
 drops inner surfaces but is coarser.
 
-Results are cached (PLY) under ``temp/eval/_gt/<renderset>/`` keyed by the
+Results are cached (PLY) under ``<data root>/temp/eval/_gt/<renderset>/`` keyed by the
 meta json's content, so measuring several checkpoints pays once.
 """
 from __future__ import annotations
@@ -29,9 +29,9 @@ from . import geometry as geo
 XYZA_DTYPES = ("ortho_xyza", "xyza60", "xyza")
 
 
-def cache_path(renderset: str, char_id: str, meta: dict) -> Path:
+def cache_path(renderset: str, char_id: str, meta: dict, root=None) -> Path:
     key = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
-    return paths.project_dir() / "temp" / "eval" / "_gt" / renderset / paths.shard_of(char_id) / f"{char_id}-{key}.ply"
+    return paths.eval_root(root) / "_gt" / renderset / paths.shard_of(char_id) / f"{char_id}-{key}.ply"
 
 
 def source_file(root, meta: dict) -> Path:
@@ -86,7 +86,7 @@ def character_mesh(character) -> trimesh.Trimesh:
 def ground_truth_mesh(root, renderset: str, char_id: str, meta: dict, rs_meta: dict | None = None,
                       use_cache: bool = True) -> trimesh.Trimesh:
     """Visible surface of the rendered character in framed space (metres)."""
-    cp = cache_path(renderset, char_id, meta)
+    cp = cache_path(renderset, char_id, meta, root)
     if use_cache and cp.exists():
         return trimesh.load(cp, process=False, force="mesh")
     framing = preprocess.framing_of(meta, rs_meta) or "body"

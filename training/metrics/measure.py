@@ -206,25 +206,37 @@ class Measurer:
 
     # ---------------------------------------------------------- all
 
-    def run(self, ids: list[str], progress: bool = True) -> dict:
+    def run(self, ids: list[str], progress: bool = True, report=None) -> dict:
+        """Measure every character; one whose files cannot be read is a failure (``report``, a
+        ``training.jobs.JobReport``, when given; else the error is raised) and left out of the means."""
         from tqdm import tqdm
         per_char: dict[str, dict] = {}
+        failures: dict[str, str] = {}
         t0 = time.time()
         most = len(ids) * (len(ORTHO_EVAL_VIEWS) + len(cameras.SPIN12))
         if self.fid is not None and most < self.fid.min_images:    # known now: skip the Inception passes
             self.unavailable["fid"] = f"FID needs at least {self.fid.min_images} images per side (have at most {most})"
             self.fid = None
         for cid in tqdm(ids, desc="measure", disable=not progress, unit="char"):
-            rec = self.images(cid)
-            if self.geometry:
-                try:
-                    rec["geom"] = self.geometry_of(cid)
-                except ValueError as e:         # e.g. ground truth empty inside the region
-                    rec["geom"] = {"error": f"{cid}: {e}"}
+            try:
+                rec = self.images(cid)
+                if self.geometry:
+                    try:
+                        rec["geom"] = self.geometry_of(cid)
+                    except ValueError as e:         # e.g. ground truth empty inside the region
+                        rec["geom"] = {"error": f"{cid}: {e}"}
+            except UserError as e:
+                if report is None:
+                    raise
+                failures[cid] = str(e)
+                report.failed(cid, str(e))
+                continue
             per_char[cid] = rec
+        if report is not None:
+            report.done(len(per_char))
         table = self.summarise(per_char)
-        return {"renderset": self.renderset, "n_characters": len(ids), "table": table,
-                "unavailable": self.unavailable, "per_character": per_char,
+        return {"renderset": self.renderset, "n_characters": len(per_char), "table": table,
+                "unavailable": self.unavailable, "per_character": per_char, "failures": failures,
                 "seconds": round(time.time() - t0, 2)}
 
     def summarise(self, per_char: dict) -> list[dict]:

@@ -124,3 +124,36 @@ def sample_params(rng: np.random.Generator) -> dict:
         acc["cat_ears"] = False
         hair["ahoge"] = False
     return {"body": body, "hair": hair, "face": face, "outfit": outfit, "accessories": acc}
+
+
+# near-black, like the contour lines of the line renders (training.raster.LINE_COLOR is (20, 15, 18)): the
+# hard case of a line remover, which must keep dark regions that are not lines
+def _dark(rng) -> list:
+    return list(_hsv(rng.random(), float(rng.uniform(0.0, 0.4)), float(rng.uniform(0.07, 0.16))))
+
+
+def apply_dark_parts(params: dict, rng: np.random.Generator) -> dict:
+    """Give a character dark parts: always a black hair bow and (with a shirt, sailor top or blazer) a black
+    neck ribbon; often a black top or dress, black hair, black legwear and shoes.  ``rng`` is a stream of
+    its own, so the rest of the character is the one without dark parts.  Records ``dark_parts``."""
+    o, a, h = params["outfit"], params["accessories"], params["hair"]
+    parts = ["hair_bow"]
+    a["hair_bow"], a["bow_colour"] = True, _dark(rng)
+    if o["top"] in ("sailor", "shirt", "blazer"):
+        o["neck_ribbon"], o["accent"] = True, _dark(rng)
+        parts.append("neck_ribbon")
+    if rng.random() < 0.6:
+        o["top_colour"] = _dark(rng)
+        if o["top"] == "dress":
+            o["bottom_colour"] = list(o["top_colour"])
+        parts.append("top")
+    if rng.random() < 0.4:
+        h["colour_name"], h["colour"], h["tips"] = "black", _dark(rng), None
+        params["face"]["brow_colour"] = [int(c * 0.6) for c in h["colour"]]
+        parts.append("hair")
+    if rng.random() < 0.5:
+        o["legwear"] = o["legwear"] if o["legwear"] != "none" else "tights"
+        o["legwear_colour"], o["shoe_colour"] = _dark(rng), _dark(rng)
+        parts.append("legwear")
+    params["dark_parts"] = parts
+    return params
