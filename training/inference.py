@@ -146,10 +146,12 @@ def nearest_axis_view_dirs(normals: torch.Tensor) -> torch.Tensor:
     return -axes[best]
 
 
-# views whose rendered alpha carves the mesh: ortho, one per direction (an ortho view and its opposite see
-# the same rays): front, left, top and the two front diagonals
-CARVE_VIEWS = {"front": (0.0, 0.0), "left": (0.0, 90.0), "top": (90.0, 0.0),
-               "front_left": (0.0, 45.0), "front_right": (0.0, -45.0)}
+# ortho views the mesh is carved and coloured by; an ortho view and its opposite see the same rays, so
+# the carve takes one per direction: front, left, top and the two front diagonals
+MESH_VIEWS = {"front": (0.0, 0.0), "back": (0.0, 180.0), "left": (0.0, 90.0), "right": (0.0, -90.0),
+              "top": (90.0, 0.0), "front_left": (0.0, 45.0), "front_right": (0.0, -45.0)}
+CARVE_VIEWS = ("front", "left", "top", "front_left", "front_right")
+COLOR_VIEWS = tuple(AXIS_CAMERAS)        # front, back, left, right, top
 
 
 @dataclasses.dataclass
@@ -166,6 +168,7 @@ class MeshReport:
     components_dropped: int = 0        # floating fragments removed
     silhouette_iou: dict = dataclasses.field(default_factory=dict)   # solid's projection vs rendered alpha
     fills_box: bool = False
+    colors_from_renders: float = 0.0   # share of the vertex colours taken from the renders (rest: the field)
     warnings: list = dataclasses.field(default_factory=list)
     seconds: dict = dataclasses.field(default_factory=dict)
 
@@ -173,19 +176,20 @@ class MeshReport:
         d = dataclasses.asdict(self)
         d["silhouette_iou"] = {k: round(v, 4) for k, v in self.silhouette_iou.items()}
         d["seconds"] = {k: round(v, 3) for k, v in self.seconds.items()}
-        for k in ("hull_fraction", "evaluated_fraction"):
+        for k in ("hull_fraction", "evaluated_fraction", "colors_from_renders"):
             d[k] = round(d[k], 5)
         return d
 
 
-def carve_views(framing: str) -> dict:
+def mesh_views(framing: str) -> dict:
     fr = cameras.get_framing(framing)
-    return {n: cameras.make_view(n, e, a, fr, ortho=True) for n, (e, a) in CARVE_VIEWS.items()}
+    return {n: cameras.make_view(n, e, a, fr, ortho=True) for n, (e, a) in MESH_VIEWS.items()}
 
 
 @torch.no_grad()
-def render_alpha(G, planes, views: dict, resolution: int = 64, batch: int = 8) -> dict:
-    """Rendered alpha [n, n] (CPU, float32) of each named view, without super-resolution."""
+def render_raw(G, planes, views: dict, resolution: int = 64, batch: int = 8) -> dict:
+    """Per named view, the raw render without super-resolution (CPU, float32): {"alpha": [n,n],
+    "rgb": [3,n,n] in [0,1] on white, "depth": [n,n] ray distance}."""
     planes = _single(planes)
     p = planes["planes"] if isinstance(planes, dict) else planes
     names = list(views)
@@ -193,10 +197,27 @@ def render_alpha(G, planes, views: dict, resolution: int = 64, batch: int = 8) -
     for i in range(0, len(names), batch):
         chunk = names[i:i + batch]
         cam = cameras.as_tensor([views[n] for n in chunk], p.device)
-        pl = _expand(planes, len(chunk))
-        a = G.render(pl, cam, resolution, superresolve=False)["image_alpha"][:, 0].float().cpu()
-        out.update(zip(chunk, a))
+        r = G.render(_expand(planes, len(chunk)), cam, resolution, superresolve=False)
+        for j, n in enumerate(chunk):
+            out[n] = {"alpha": r["image_alpha"][j, 0].float().cpu(),
+                      "rgb": ((r["image_raw"][j].float().cpu() + 1) / 2).clamp(0, 1),
+                      "depth": r["image_depth"][j, 0].float().cpu()}
     return out
+
+
+def complete_renders(G, planes, renders: dict | None, names, resolution: int) -> dict:
+    """``renders`` (name -> {"alpha", "rgb", "depth"}, any resolution; "rgb" may be sharper than the rest)
+    completed in place with raw renders of the named MESH_VIEWS it lacks (a new dict when None)."""
+    views = mesh_views(G.framing)
+    have = renders if renders is not None else {}
+    for k in list(have):
+        if k in views and all(x in have[k] for x in ("alpha", "rgb", "depth")):
+            have[k] = {kk: vv.detach().float().cpu() for kk, vv in have[k].items()}
+        else:
+            del have[k]
+    missing = {k: views[k] for k in names if k not in have}
+    have.update(render_raw(G, planes, missing, resolution))
+    return have
 
 
 def _expand(planes, n):
@@ -210,16 +231,21 @@ def _expand(planes, n):
     return planes
 
 
+def sample_image(img: torch.Tensor, view, xyz: torch.Tensor, padding: str = "zeros"):
+    """Bilinear samples [C,N] of an image [C,H,W] or [H,W] (-> [N]) at the projections of points [N,3] in
+    a view, and their depth along its axis [N].  Normalised pixel coordinates: any resolution works."""
+    uv, z = cameras.project(xyz[None].float(), cameras.as_tensor([view]))
+    im = img[None, None] if img.dim() == 2 else img[None]
+    s = F.grid_sample(im.float(), (uv * 2 - 1)[:, :, None], mode="bilinear", align_corners=False,
+                      padding_mode=padding)[0, :, :, 0]
+    return (s[0] if img.dim() == 2 else s), z[0]
+
+
 def hull_alpha(alphas: dict, views: dict, xyz: torch.Tensor) -> torch.Tensor:
-    """min over the views of the rendered alpha at each point's projection [N,3] -> [N] (0 outside an image).
-    Alpha maps are sampled bilinearly at normalised pixel coordinates, so any resolution works."""
+    """min over the views of the rendered alpha at each point's projection [N,3] -> [N] (0 outside an image)."""
     h = torch.ones(xyz.shape[0])
     for name, a in alphas.items():
-        uv, _ = cameras.project(xyz[None].float(), cameras.as_tensor([views[name]]))
-        grid = (uv * 2 - 1)[:, :, None]                                          # [1,N,1,2]
-        s = F.grid_sample(a[None, None].float(), grid, mode="bilinear", align_corners=False,
-                          padding_mode="zeros")[0, 0, :, 0]
-        h = torch.minimum(h, s)
+        h = torch.minimum(h, sample_image(a, views[name], xyz)[0])
     return h
 
 
@@ -230,15 +256,15 @@ def _node_xyz(idx: torch.Tensor, axis: torch.Tensor, R: int) -> torch.Tensor:
 @torch.no_grad()
 def mesh_grid(G, planes, resolution: int = 256, level: float = 0.5, step: float = 1.0, chunk: int = 2 ** 18,
               roi=None, box: float | None = None, carve: bool = True, opacity_threshold: float = 0.5,
-              alphas: dict | None = None, carve_resolution: int = 64, min_component: float = 0.02,
+              renders: dict | None = None, carve_resolution: int = 64, min_component: float = 0.02,
               report: MeshReport | None = None) -> np.ndarray:
     """The scalar grid [R,R,R] (indexed [x,y,z], nodes -box/2..box/2) that marching cubes runs on at ``level``.
 
     Uncarved: occupancy 1 - exp(-density * step) everywhere.  Carved: min(occupancy, hull) where the hull is
     the rendered alpha of the CARVE_VIEWS at each node's projection (a node counts as solid only where every
     view renders it opaque), density is queried only inside the hull (a fraction of the box for a character),
-    and connected solid parts smaller than ``min_component`` of the largest are dropped.  ``alphas``: rendered
-    alpha maps already at hand, by carve-view name (the rest are rendered at ``carve_resolution``).
+    and connected solid parts smaller than ``min_component`` of the largest are dropped.  ``renders``: renders
+    already at hand by MESH_VIEWS name (complete_renders; the rest are rendered at ``carve_resolution``).
     """
     t0 = time.perf_counter()
     planes = _single(planes)
@@ -250,15 +276,13 @@ def mesh_grid(G, planes, resolution: int = 256, level: float = 0.5, step: float 
         occ = occupancy(density_grid(G, planes, R, chunk, box=box, roi=roi), step)
         rep.seconds["grid"] = time.perf_counter() - t0
         return occ
-    views = carve_views(G.framing)
-    have = {k: v.detach().float().cpu().reshape(v.shape[-2:]) for k, v in (alphas or {}).items() if k in views}
-    missing = {k: v for k, v in views.items() if k not in have}
-    have.update(render_alpha(G, planes, missing, carve_resolution))
+    views = mesh_views(G.framing)
+    renders = complete_renders(G, planes, renders, CARVE_VIEWS, carve_resolution)
+    have = {k: renders[k]["alpha"] for k in CARVE_VIEWS}
     # half a pixel of slack around each silhouette (where a pixel-centre sampling puts the true edge at
     # worst): the hull removes what the renders leave empty, the surface itself comes from the density
     slack = {k: F.max_pool2d(F.interpolate(a[None, None], scale_factor=2, mode="nearest"), 3, 1, 1)[0, 0]
              for k, a in have.items()}
-    rep.seconds["carve_renders"] = time.perf_counter() - t0
     axis = grid_axis(R, box)
     # coarse pass: which blocks of B^3 nodes can hold opaque nodes (hull at block corners, dilated by a block)
     B = 4 if R >= 32 else 1
@@ -292,7 +316,7 @@ def mesh_grid(G, planes, resolution: int = 256, level: float = 0.5, step: float 
         values[idx.numpy()] = v.numpy()
     values = values.reshape(R, R, R)
     rep.evaluated_fraction = float(idx_all.numel()) / R ** 3
-    rep.seconds["grid"] = time.perf_counter() - t0 - rep.seconds["carve_renders"]
+    rep.seconds["grid"] = time.perf_counter() - t0
     solid = values > level
     rep.hull_fraction = n_hull / R ** 3
     # floating fragments: connected solid parts much smaller than the largest
@@ -319,28 +343,34 @@ def mesh_grid(G, planes, resolution: int = 256, level: float = 0.5, step: float 
     if solid.any():
         ext = [np.flatnonzero(solid.any(tuple(j for j in range(3) if j != i))) for i in range(3)]
         rep.fills_box = all((e.max() - e.min() + 1) >= 0.9 * R for e in ext)
-    rep.seconds["components"] = time.perf_counter() - t0 - rep.seconds["carve_renders"] - rep.seconds["grid"]
+    rep.seconds["components"] = time.perf_counter() - t0 - rep.seconds["grid"]
     return values
 
 
 @torch.no_grad()
 def extract_mesh(G, planes, resolution: int = 256, level: float = 0.5, step: float = 1.0,
-                 chunk: int = 2 ** 18, roi=None, colors: str | None = "axis", box: float | None = None,
-                 carve: bool = True, opacity_threshold: float = 0.5, alphas: dict | None = None,
+                 chunk: int = 2 ** 18, roi=None, colors: str | None = "render", box: float | None = None,
+                 carve: bool = True, opacity_threshold: float = 0.5, renders: dict | None = None,
                  carve_resolution: int = 64, min_component: float = 0.02, report: MeshReport | None = None):
     """Marching cubes on mesh_grid -> trimesh.Trimesh in framed coordinates (carved by the renders unless
     ``carve=False``; see mesh_grid).
 
-    colors: 'axis' (vertex colour seen from the axis camera facing the normal), 'front' (seen from the
-    front), or None.  An empty Trimesh is returned when the level is never crossed.  ``report``: a
-    MeshReport filled with what was found, including warnings (also logged).
+    colors: 'render' (vertex colour as the axis ortho render facing the normal shows it where the vertex is
+    visible there, else as 'axis'), 'axis' (the field's colour at the vertex, seen from the axis camera
+    facing the normal), 'front' (the field's, seen from the front), or None.  ``renders``: renders already
+    at hand (complete_renders).  An empty Trimesh is returned when the level is never crossed.  ``report``:
+    a MeshReport filled with what was found, including warnings (also logged).
     """
     import trimesh
     from skimage import measure
     box = float(box if box is not None else G.field.box_warp)
     rep = report if report is not None else MeshReport(resolution, level, carve, opacity_threshold)
     rep.resolution, rep.level, rep.carved, rep.opacity_threshold = resolution, level, carve, opacity_threshold
-    grid = mesh_grid(G, planes, resolution, level, step, chunk, roi, box, carve, opacity_threshold, alphas,
+    t0 = time.perf_counter()
+    need = (CARVE_VIEWS if carve else ()) + (COLOR_VIEWS if colors == "render" else ())
+    renders = complete_renders(G, planes, renders, dict.fromkeys(need), carve_resolution)
+    rep.seconds["renders"] = time.perf_counter() - t0
+    grid = mesh_grid(G, planes, resolution, level, step, chunk, roi, box, carve, opacity_threshold, renders,
                      carve_resolution, min_component, rep)
     t0 = time.perf_counter()
     solid = grid > level
@@ -366,7 +396,11 @@ def extract_mesh(G, planes, resolution: int = 256, level: float = 0.5, step: flo
     mesh = trimesh.Trimesh(vertices=verts, faces=np.ascontiguousarray(faces), vertex_normals=normals, process=False)
     if colors:
         t1 = time.perf_counter()
-        mesh.visual.vertex_colors = field_colors(G, planes, verts, normals, colors, chunk)
+        if colors == "render":
+            rgba, rep.colors_from_renders = render_colors(G, planes, renders, verts, normals, box, chunk)
+        else:
+            rgba = field_colors(G, planes, verts, normals, colors, chunk)
+        mesh.visual.vertex_colors = rgba
         rep.seconds["colors"] = time.perf_counter() - t1
     rep.vertices, rep.faces = int(len(mesh.vertices)), int(len(mesh.faces))
     if rep.fills_box:
@@ -409,6 +443,48 @@ def field_colors(G, planes, verts: np.ndarray, normals: np.ndarray, colors: str 
                            np.full((v.shape[0], 1), 255, np.uint8)], 1)
 
 
+@torch.no_grad()
+def render_colors(G, planes, renders: dict, points: np.ndarray, normals: np.ndarray, box: float,
+                  chunk: int = 2 ** 18, tol: float = 0.04) -> tuple[np.ndarray, float]:
+    """RGBA uint8 [N,4] at surface points: the colour the axis ortho render facing each normal shows at
+    the point's pixel, where the point is what that pixel sees (opaque, rendered depth not more than ``tol``
+    x box in front of the point's); elsewhere the field's colour at the point (field_colors 'axis').  A soft field's
+    surface lies in front of the depth where its colour accumulates, so the field's own colour there is
+    paler than what the renders show.  Returns (colours, share of points coloured from the renders)."""
+    n = len(points)
+    out = np.zeros((n, 4), np.uint8)
+    out[:, 3] = 255
+    if n == 0:
+        return out, 0.0
+    pts = torch.from_numpy(np.ascontiguousarray(points)).float()
+    nor = torch.from_numpy(np.ascontiguousarray(normals)).float()
+    axes = torch.tensor([AXIS_CAMERAS[k] for k in COLOR_VIEWS])
+    best = (nor @ axes.T).argmax(-1)
+    views = mesh_views(G.framing)
+    done = torch.zeros(n, dtype=torch.bool)
+    rgb_all = torch.zeros(n, 3)
+    for i, name in enumerate(COLOR_VIEWS):
+        sel = torch.nonzero(best == i)[:, 0]
+        if sel.numel() == 0 or name not in renders:
+            continue
+        r = renders[name]
+        a, z = sample_image(r["alpha"], views[name], pts[sel])
+        d, _ = sample_image(r["depth"], views[name], pts[sel], "border")
+        c, _ = sample_image(r["rgb"], views[name], pts[sel], "border")
+        # hidden when the pixel's rendered depth is well in front of the point (something else covers it); a
+        # depth behind the point is the point's own soft surface, whose colour accumulates deeper in
+        ok = (a > 0.5) & (d > z - tol * box)
+        # the renders are composited on white: take the white back out
+        col = ((c - (1 - a)[None]) / a.clamp_min(0.5)[None]).clamp(0, 1).T
+        rgb_all[sel[ok]] = col[ok]
+        done[sel[ok]] = True
+    out[:, :3] = (rgb_all.numpy() * 255).round().astype(np.uint8)
+    rest = torch.nonzero(~done)[:, 0].numpy()
+    if len(rest):
+        out[rest] = field_colors(G, planes, points[rest], normals[rest], "axis", chunk)
+    return out, float(done.float().mean())
+
+
 __all__ = ["crop_density", "roi_bounds", "paste_front", "render_with_front_paste", "density_grid",
-           "occupancy", "extract_mesh", "mesh_grid", "MeshReport", "CARVE_VIEWS", "carve_views", "render_alpha",
-           "hull_alpha", "field_colors", "nearest_axis_view_dirs", "front_camera", "grid_axis"]
+           "occupancy", "extract_mesh", "mesh_grid", "MeshReport", "MESH_VIEWS", "CARVE_VIEWS", "COLOR_VIEWS",
+           "mesh_views", "render_raw", "complete_renders", "render_colors", "sample_image", "hull_alpha", "field_colors", "nearest_axis_view_dirs", "front_camera", "grid_axis"]
