@@ -117,10 +117,11 @@ def _browser_missing() -> str | None:
     for exe in (CHROMIUM, CHROMEDRIVER):
         if not os.access(exe, os.X_OK):
             return f"{exe} not installed (make/setup_browser installs Debian's chromium and chromium-driver)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium not installed (make/setup installs requirements.txt)"
+    for mod in ("selenium", "gradio"):
+        try:
+            __import__(mod)
+        except ImportError:
+            return f"{mod} not installed (make/setup installs requirements.txt)"
     return None
 
 
