@@ -14,6 +14,7 @@ import argparse
 import csv
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -76,13 +77,43 @@ class Models:
             return self._loaded[name]
 
 
-def find_examples(limit: int = 3) -> list[list]:
-    """[front, back, keep_framing] rows: the real character's author renders, then held-out synthetic
-    characters' ortho renders (test splits of the data roots that have them, in the training framing)."""
+def render_real_character(path: Path, out: Path) -> tuple[Path, Path] | None:
+    """Front and back ortho renders (body framing, arms lowered) of a real character file, by the
+    project's rasteriser, cached in ``out``; None when it cannot be rendered here (no OpenGL, ...)."""
+    f, b = out / f"{path.stem}_front.png", out / f"{path.stem}_back.png"
+    if f.is_file() and b.is_file():
+        return f, b
+    try:
+        import numpy as np
+        from training import cameras, raster
+        from training.errors import save_png_atomic
+        ch = raster.prepare_character(path, "body", 60.0).character
+        views = {v.name: v for v in cameras.view_set("ortho", "body")}
+        for p, name in ((f, "front"), (b, "back")):
+            rgba = raster.render_views(ch, [views[name]], size=512)[0]["rgba"]
+            save_png_atomic(p, (np.clip(rgba, 0, 1) * 255 + 0.5).astype(np.uint8))
+        return f, b
+    except Exception as e:  # noqa: BLE001 - an example less, not a broken demo
+        log.warning("no example renders of %s (%s)", path, e)
+        return None
+
+
+def find_examples(limit: int = 3, cache: Path | None = None) -> list[list]:
+    """[front, back, keep_framing] rows: the real characters (the author's renders of rai_girl; Godette
+    rendered here by the project's rasteriser into ``cache``), then held-out synthetic characters' ortho
+    renders (test splits of the data roots that have them, in the training framing)."""
     rows = []
     f, b = REAL / "rai_girl" / "author_render_front.png", REAL / "rai_girl" / "author_render_back.png"
     if f.is_file() and b.is_file():
+        if cache is not None:       # served from the demo's own folder (the app serves no other paths)
+            cache.mkdir(parents=True, exist_ok=True)
+            f, b = [Path(shutil.copy(p, cache / f"rai_girl_{p.name}")) for p in (f, b)]
         rows.append([str(f), str(b), False])
+    vrm = REAL / "godette" / "godette.vrm"
+    if cache is not None and vrm.is_file():
+        got = render_real_character(vrm, cache)
+        if got:
+            rows.append([str(got[0]), str(got[1]), True])
     roots = dict.fromkeys([paths.data_root(), paths.project_dir() / "_data" / "quickstart"])
     for root in roots:
         for split in sorted((root / "subsets").glob("*_test.csv")) if (root / "subsets").is_dir() else []:
@@ -127,7 +158,8 @@ def run_job(models: Models, work: Path, lines, front, back, model_name, remove_l
         s = R.reconstruct(Path(front), out, Path(back) if back else None, model=model,
                           remove_lines=lines if remove_lines else None, turntable=int(turntable),
                           mesh_resolution=int(mesh_res), texture=bool(texture), keep_framing=bool(keep_framing),
-                          save_triplane=False, progress=progress)
+                          texture_size=512 if model.device.type == "cpu" else 1024, save_triplane=False,
+                          progress=progress)
         res.update(out=out, summary=s, warnings=list(s.get("warnings", [])))
     except UserError as e:
         res["error"] = str(e)
@@ -162,7 +194,7 @@ def build(models: Models, lines_path=None, work: Path | None = None, examples=No
     work.mkdir(parents=True, exist_ok=True)
     lines = R.load_line_remover(lines_path, models.device) if lines_path else None
     cpu = models.device.type == "cpu"
-    examples = find_examples() if examples is None else examples
+    examples = find_examples(cache=work / "examples") if examples is None else examples
 
     def on_model(name):
         try:
@@ -206,7 +238,7 @@ def build(models: Models, lines_path=None, work: Path | None = None, examples=No
                                                interactive=lines is not None)
                     keep_framing = gr.Checkbox(label="Already framed like the training renders", value=False)
                 mesh_res = gr.Dropdown(choices=list(MESH_RESOLUTIONS), value=256, label="Mesh resolution")
-                turntable = gr.Slider(0, 48, value=12 if cpu else 36, step=1, label="Turntable frames")
+                turntable = gr.Slider(0, 48, value=8 if cpu else 36, step=1, label="Turntable frames")
                 texture = gr.Checkbox(label="UV texture in the GLB (else vertex colours)", value=True)
                 run = gr.Button("Reconstruct", variant="primary", elem_id="run")
                 status = gr.Markdown("", elem_id="status")
@@ -231,6 +263,8 @@ def build(models: Models, lines_path=None, work: Path | None = None, examples=No
                   [status, inputs, ortho, video, gif, viewer, files], concurrency_limit=1)
     demo.queue(default_concurrency_limit=1)
     demo.work_dir = work
+    # the folders the page may serve files from: its work folder and the examples'
+    demo.allowed = list(dict.fromkeys([str(work)] + [str(Path(x).parent) for row in examples for x in row[:2]]))
     return demo
 
 
@@ -253,7 +287,7 @@ def main(argv=None):
     demo = build(models, a.remove_lines, a.work_dir)
     print(f"anime3d demo: models {', '.join(models.paths)} on {models.device}; open http://{a.host}:{a.port}",
           flush=True)
-    demo.launch(server_name=a.host, server_port=a.port, allowed_paths=[str(demo.work_dir)], show_error=False,
+    demo.launch(server_name=a.host, server_port=a.port, allowed_paths=demo.allowed, show_error=False,
                 quiet=True)
 
 
