@@ -228,3 +228,25 @@ def test_textured_glb_has_uvs_and_a_texture_and_renders_like_the_model(coloured,
             psnr(render_glb(tmp_path / "vc.glb", views[name]), ref)
         assert p_tex >= p_vc - 1.0, (name, p_tex, p_vc)
         assert p_tex > psnr(white, ref) + 6, (name, p_tex, psnr(white, ref))     # it shows the character
+
+
+def test_texture_bakes_on_a_worker_thread_after_gl_use_on_the_main_one():
+    """An EGL context is current in its own thread only: a server's worker thread gets its own."""
+    import threading
+    from training import raster, texture
+    G = FieldG(ball((0.0, 0.0, 0.0), 0.2))
+    mesh = inference.extract_mesh(G, PLANES, resolution=32)
+    raster.gl_context()                                      # the main thread's context exists first
+    got = {}
+
+    def work():
+        try:
+            got["mesh"] = texture.bake_textured_mesh(G, PLANES, mesh, size=64, max_faces=500)
+        except Exception as e:  # noqa: BLE001
+            got["error"] = e
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert "error" not in got, got.get("error")
+    img = np.asarray(got["mesh"].visual.material.baseColorTexture)
+    assert np.abs(img.reshape(-1, 3).mean(0) - [230, 102, 51]).max() < 8     # the ball's colour (0.9, 0.4, 0.2)
