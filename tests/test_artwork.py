@@ -64,6 +64,39 @@ def test_bad_inputs(tmp_path):
         artwork.prepare(noise, "body")
 
 
+def test_16_bit_greyscale_is_read_at_its_real_brightness(tmp_path):
+    """A 16-bit greyscale PNG: dark figure (0.2) on a mid-grey background (0.6).  Clipping the 16-bit values
+    at 255 would make both white (and the matte would find no character)."""
+    img = np.full((96, 96), int(0.6 * 65535), np.uint16)
+    inside = _disk_image(tmp_path / "ref.png")
+    img[inside] = int(0.2 * 65535)
+    p = tmp_path / "grey16.png"
+    Image.fromarray(img).save(p)
+    assert Image.open(p).mode.startswith("I")                 # Pillow reads it as 16-bit
+    rgba = artwork.load_artwork(p)
+    assert abs(int(rgba[50, 40, 0]) - 51) <= 1 and abs(int(rgba[2, 2, 0]) - 153) <= 1
+    v = artwork.prepare(p, "body", 128, fill=0.5)
+    a = v.rgba[..., 3] > 127
+    assert v.matte_source == "background" and abs(a.sum() - np.pi * 32 ** 2) < 0.1 * np.pi * 32 ** 2
+    assert abs(int(v.rgba[64, 64, 0]) - 51) <= 2
+
+
+@pytest.mark.parametrize("size", [(1, 1), (8, 40)])
+def test_tiny_image_says_it_is_too_small(tmp_path, size):
+    p = tmp_path / "tiny.png"
+    Image.fromarray(np.full(size + (4,), 200, np.uint8)).save(p)        # opaque
+    with pytest.raises(UserError, match=rf"tiny.png: the image is {size[1]}x{size[0]} pixels: too small") as e:
+        artwork.prepare(p, "body")
+    assert "alpha" not in str(e.value)
+
+
+def test_plain_opaque_image_says_there_is_no_character(tmp_path):
+    p = tmp_path / "plain.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(p)
+    with pytest.raises(UserError, match="no character found: the image is one plain colour"):
+        artwork.prepare(p, "body")
+
+
 def test_line_removal_net_starts_as_identity():
     net = LineRemovalUNet(channels=8, levels=2)
     x = torch.rand(2, 3, 32, 32) * 2 - 1

@@ -46,9 +46,14 @@ def setup(tmp_path_factory):
         img, mask = artwork.to_tensor(artwork.prepare(p, "body", 512).rgba, G.cond_resolution)
         cond[k], cond[f"{k}_mask"] = img[None], mask[None]
     with torch.no_grad():
-        occ = inference.occupancy(inference.density_grid(G, G.synthesize(cond), MESH_RES))
+        planes = G.synthesize(cond)
+        occ = inference.occupancy(inference.density_grid(G, planes, MESH_RES))
+        alphas = inference.render_raw(G, planes, inference.mesh_views("body"), 32)
     level = float(np.median(occ))
-    return d, G, front, back, level
+    # ... and count pixels as opaque well below the random field's typical rendered alpha, so that it is carved
+    # to a part of the box, not to nothing
+    opacity = 0.7 * min(float(a["alpha"].median()) for a in alphas.values())
+    return d, G, front, back, (level, opacity)
 
 
 def _run(argv):
@@ -62,7 +67,7 @@ def test_infer_writes_every_output(setup, capsys):
     out = d / "out"
     infer.main(["--front", str(front), "--back", str(back), "--ckpt", str(d / "G.pt"), "--out", str(out),
                 "--turntable", str(TURNTABLE), "--views", "20,45;-10,200", "--mesh-resolution", str(MESH_RES),
-                "--density-threshold", repr(level), "--device", "cpu"])
+                "--density-threshold", repr(level[0]), "--opacity-threshold", repr(level[1]), "--device", "cpu"])
     s = json.loads((out / "summary.json").read_text())
     assert s["framing"] == "body" and s["generator"] == "TriPlaneGenerator_v1"
     assert s["matte"] == {"front": "alpha", "back": "background"}
@@ -132,8 +137,11 @@ def test_bad_inputs(setup, tmp_path, capsys, case):
     if case != "no_back":
         argv += ["--back", b]
     assert _run(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    full = capsys.readouterr().err.strip()
+    # progress lines ("[  0.1 s] stage") may come first; the error is one line, the last, no traceback
+    assert "Traceback" not in full and all(x.startswith("[") for x in full.splitlines()[:-1]), full
+    err = full.splitlines()[-1]
+    assert err.startswith("error: ")
     expect = {"not_image": "not a readable image", "empty_alpha": "no foreground", "lines_ckpt": "line-removal",
               "corrupt_ckpt": "checkpoint", "no_back": "--back"}[case]
     assert expect in err, err
@@ -155,3 +163,112 @@ def test_single_view_head_checkpoint(setup, tmp_path, caplog):
     assert "input_back.png" not in s["outputs"] and "silhouette_mismatch" not in s
     planes = torch.load(out / "triplane.pt", weights_only=True)
     assert planes["planes"].shape[:2] == (1, 3)
+
+
+# ---------------------------------------------------------------- model choice, device, help, progress
+
+def write_registry(path, entries):
+    """A release registry (the format of _configs/release.toml) with the given models."""
+    lines = ["[models]"]
+    for name, e in entries.items():
+        lines.append(f"[models.{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in e.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def registered(tmp_path, monkeypatch, G_path, default=True):
+    """G_path installed as the released model 'toy_body' (a run folder under a temporary project)."""
+    from training.release import file_sha256
+    proj = tmp_path / "proj"
+    snap = proj / "_train/eg3dc/runs/toyrel/00000/network-snapshot-000000.pt"
+    snap.parent.mkdir(parents=True)
+    snap.write_bytes(G_path.read_bytes())
+    monkeypatch.setenv("PROJECT_DN", str(proj))
+    entry = {"description": "toy", "generator": "TriPlaneGenerator_v1", "framing": "body", "two_view": True,
+             "inferquery": "toyrel-00000-000000", "sha256": file_sha256(snap), "default": default}
+    return write_registry(tmp_path / "release.toml", {"toy_body": entry})
+
+
+def test_default_and_named_released_model(setup, tmp_path, monkeypatch, capsys):
+    d, G, front, back, level = setup
+    reg = registered(tmp_path, monkeypatch, d / "G.pt")
+    base = ["--front", front, "--back", back, "--registry", reg, "--turntable", "0", "--mesh-resolution", "8",
+            "--device", "cpu"]
+    infer.main([str(a) for a in base + ["--out", tmp_path / "o1"]])            # no --ckpt: the default model
+    s = json.loads((tmp_path / "o1" / "summary.json").read_text())
+    assert s["model"] == "toy_body" and s["checkpoint"].endswith("network-snapshot-000000.pt")
+    infer.main([str(a) for a in base + ["--out", tmp_path / "o2", "--model", "toy_body"]])
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["model"] == "toy_body"
+    assert _run(base + ["--out", tmp_path / "o3", "--model", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is not a released model (choose from toy_body)" in err
+    assert _run(base + ["--out", tmp_path / "o3", "--model", "toy_body", "--ckpt", d / "G.pt"]) == 2
+    assert "not both" in capsys.readouterr().err
+    # a changed file is refused (sha256)
+    snap = tmp_path / "proj/_train/eg3dc/runs/toyrel/00000/network-snapshot-000000.pt"
+    snap.write_bytes(snap.read_bytes()[:-10] + b"0123456789")
+    assert _run(base + ["--out", tmp_path / "o4"]) == 2
+    assert "sha256 differs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["empty", "missing"])
+def test_without_ckpt_and_without_released_models_says_so(setup, tmp_path, capsys, case):
+    d, G, front, back, level = setup
+    reg = tmp_path / "release.toml"
+    if case == "empty":
+        write_registry(reg, {})
+    argv = ["--front", front, "--back", back, "--registry", reg, "--out", tmp_path / "out"]
+    assert _run(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and "--ckpt PATH" in err, err
+    assert ("no released models are listed" if case == "empty" else "release registry not found") in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_a_gpu_is_one_line(setup, tmp_path, capsys):
+    d, G, front, back, level = setup
+    assert _run(["--front", front, "--back", back, "--ckpt", d / "G.pt", "--out", tmp_path / "o",
+                 "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --device cuda: no CUDA GPU") and "\n" not in err
+
+
+def test_help_shows_defaults_and_the_module_usage(capsys):
+    with pytest.raises(SystemExit):
+        infer.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m _scripts.infer")
+    assert "(default: 256)" in out and "(default: auto)" in out and "(default: 24)" in out
+
+
+def test_progress_lines_and_no_random_init_line(setup, tmp_path, capsys, caplog):
+    d, G, front, back, level = setup
+    with caplog.at_level("INFO"):
+        infer.main([str(a) for a in ["--front", front, "--back", back, "--ckpt", d / "G.pt", "--out",
+                                     tmp_path / "o", "--turntable", "3", "--mesh-resolution", "8", "--device", "cpu"]])
+    err = capsys.readouterr().err
+    for stage in ("loading the model", "encoding the artwork", "turntable: 3/3 frames", "extracting the mesh",
+                  "writing the mesh files"):
+        assert stage in err, err
+    assert "random init" not in err and "random init" not in caplog.text
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert {"load", "encode", "ortho", "turntable", "mesh", "write", "total"} <= set(s["seconds"])
+
+
+def test_texture_flag_writes_a_textured_glb(setup, tmp_path):
+    import trimesh
+    d, G, front, back, level = setup
+    out = tmp_path / "o"
+    infer.main([str(a) for a in ["--front", front, "--back", back, "--ckpt", d / "G.pt", "--out", out,
+                                 "--turntable", "0", "--mesh-resolution", str(MESH_RES), "--density-threshold",
+                                 repr(level[0]), "--opacity-threshold", repr(level[1]), "--texture",
+                                 "--texture-size", "128", "--texture-faces", "500", "--device", "cpu", "--quiet"]])
+    s = json.loads((out / "summary.json").read_text())
+    m = trimesh.load(out / "mesh.glb", force="mesh")
+    assert isinstance(m.visual, trimesh.visual.TextureVisuals) and m.visual.uv.shape == (len(m.vertices), 2)
+    assert m.visual.material.baseColorTexture.size == (128, 128)
+    assert len(m.faces) == s["texture"]["faces"] <= 500
+    ply = trimesh.load(out / "mesh.ply", process=False)     # the vertex-coloured mesh, full resolution
+    assert len(ply.vertices) == s["mesh"]["vertices"] and np.asarray(ply.visual.vertex_colors).shape[1] == 4

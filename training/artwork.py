@@ -23,6 +23,27 @@ class PreparedView:
     bbox: tuple             # (top, left, bottom, right) of the silhouette in the output image
 
 
+MIN_SIDE = 16     # pixels: anything smaller cannot hold a recognisable character
+
+
+def load_artwork(path) -> np.ndarray:
+    """The image as RGBA uint8, with high-bit-depth greyscale scaled down (not clipped) and a clear error
+    for images too small to hold a character."""
+    im = load_image(path)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # 16-bit / 32-bit greyscale: Pillow's convert() clips at 255, turning the picture white
+        a = np.asarray(im).astype(np.float64)
+        top = 1.0 if im.mode == "F" and a.max() <= 1.0 else (255.0 if a.max() <= 255 else 65535.0)
+        if im.mode in ("I", "F") and a.max() > 65535:
+            raise fail(path, f"{im.mode} image with values up to {a.max():g}: not a 8- or 16-bit picture")
+        im = Image.fromarray((np.clip(a / top, 0, 1) * 255 + 0.5).astype(np.uint8), "L")
+    w, h = im.size
+    if min(w, h) < MIN_SIDE:
+        raise fail(path, f"the image is {w}x{h} pixels: too small to hold a character "
+                         f"(at least {MIN_SIDE}x{MIN_SIDE}; artwork of 256 px or more works best)")
+    return np.asarray(im.convert("RGBA"))
+
+
 def matte(path, rgba: np.ndarray, tolerance: float = 0.12) -> tuple[np.ndarray, str]:
     """Foreground alpha: the image's own alpha when it has one, else a flood fill of the plain background.
 
@@ -52,6 +73,9 @@ def matte(path, rgba: np.ndarray, tolerance: float = 0.12) -> tuple[np.ndarray, 
             fg = np.isin(labels, 1 + np.nonzero(sizes >= 0.02 * sizes.max())[0])
         alpha = ndimage.gaussian_filter(fg.astype(np.float32), 0.7)   # soften the stair-step edge
         source = "background"
+        if (alpha > 0.5).sum() < 16:
+            raise fail(path, "no character found: the image is one plain colour (no alpha channel, and "
+                             "nothing differs from the background colour)")
     if (alpha > 0.5).sum() < 16:
         raise fail(path, "the image has no foreground (alpha is empty)")
     return np.clip(alpha, 0, 1), source
@@ -103,7 +127,7 @@ def place_in_framing(path, rgba: np.ndarray, alpha: np.ndarray, framing: str, si
 
 
 def prepare(path, framing: str, size: int = 512, **kw) -> PreparedView:
-    rgba = np.asarray(load_image(path, "RGBA"))
+    rgba = load_artwork(path)
     alpha, source = matte(path, rgba)
     out, bbox = place_in_framing(path, rgba, alpha, framing, size, **kw)
     return PreparedView(out, source, bbox)
@@ -132,7 +156,7 @@ def to_tensor(rgba: np.ndarray, size: int | None = None):
 def prepare_as_is(path, size: int = 512) -> PreparedView:
     """Artwork already in the training framing (e.g. an ortho render): matte it, pad to a square
     (centred) and resize, without cropping to the silhouette."""
-    rgba = np.asarray(load_image(path, "RGBA")).copy()
+    rgba = load_artwork(path).copy()
     alpha, source = matte(path, rgba)
     rgba[..., 3] = (alpha * 255 + 0.5).astype(np.uint8)
     h, w = alpha.shape

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 
 import numpy as np
 
@@ -27,20 +28,23 @@ from .images import on_white
 
 # ---------------------------------------------------------------- GL context
 
-_CTX = None
+# one context per thread: an EGL context is current in the thread that created it only, and a server
+# (the web demo) runs its jobs on worker threads
+_LOCAL = threading.local()
 
 
 def gl_context():
-    """The process-wide headless context (EGL: Mesa llvmpipe on CPU, the NVIDIA driver on GPUs)."""
-    global _CTX
-    if _CTX is None:
+    """This thread's headless context (EGL: Mesa llvmpipe on CPU, the NVIDIA driver on GPUs)."""
+    ctx = getattr(_LOCAL, "ctx", None)
+    if ctx is None:
         import moderngl
         try:
-            _CTX = moderngl.create_standalone_context(backend="egl", require=330)
+            ctx = moderngl.create_standalone_context(backend="egl", require=330)
         except Exception as e:  # noqa: BLE001 - any driver failure is an environment problem
             raise UserError(f"OpenGL (EGL): cannot create a headless context ({e}); "
                             "install libegl1 + libgl1-mesa-dri (make/setup does) or an NVIDIA driver") from None
-    return _CTX
+        _LOCAL.ctx = ctx
+    return ctx
 
 
 def gl_renderer_name() -> str:
@@ -535,15 +539,13 @@ class Rasteriser:
         return np.frombuffer(atts[0].read(), np.uint32).reshape(res, res)
 
 
-_RASTERS: dict = {}
-
-
 def rasteriser(size: int = 512, supersample: int = 2) -> Rasteriser:
-    """A cached Rasteriser per (size, supersample) sharing the process's GL context."""
+    """A cached Rasteriser per (size, supersample) sharing this thread's GL context."""
+    cache = _LOCAL.__dict__.setdefault("rasters", {})
     key = (size, supersample)
-    if key not in _RASTERS:
-        _RASTERS[key] = Rasteriser(size, supersample)
-    return _RASTERS[key]
+    if key not in cache:
+        cache[key] = Rasteriser(size, supersample)
+    return cache[key]
 
 
 def render_views(character: Character, views, *, size: int = 512, supersample: int = 2,
