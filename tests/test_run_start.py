@@ -141,7 +141,9 @@ def test_estimate_agrees_with_a_measured_step(toy_data, tmp_path):  # noqa: F811
     probe = memory.probe_step(cfg, collate([build_dataset(cfg)[0]]), 2, torch.device("cpu"))["peak"]
     assert 0.25 * measured < probe < measured                  # the probe sees tensors only: below, not far
     est = memory.PROBE_FACTOR["cpu"] * probe + memory.RUNTIME_OVERHEAD["cpu"]
-    assert 1.0 < est / measured < 2.5, (measured, probe)      # above (a refusal errs on the safe side)
+    # above (a refusal errs on the safe side), by at most 2x plus the constant runtime overhead: at this tiny
+    # size the constant dominates, and the allocator's high-water mark varies from machine to machine
+    assert measured < est < 2 * measured + memory.RUNTIME_OVERHEAD["cpu"], (measured, probe, est)
 
 
 def test_rough_bound_skips_the_probe_only_far_below_the_memory(toy_data, tmp_path, monkeypatch):  # noqa: F811
