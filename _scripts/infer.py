@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--remove-lines", type=Path, metavar="LINES_CKPT",
                     help="line-removal checkpoint (python -m _train.img2img.train) applied to the artwork first")
     ap.add_argument("--turntable", type=int, default=24, help="number of turntable frames (0: none)")
+    ap.add_argument("--render-resolution", type=int, default=None,
+                    help="neural rendering size of the views (default: the model's own on a GPU, at most "
+                         f"{R.CPU_RENDER_RESOLUTION} on a CPU; images are written at the model's output size)")
     ap.add_argument("--views", help="extra perspective views 'elev,azim;elev,azim' in degrees")
     ap.add_argument("--mesh-resolution", type=int, default=256, help="marching-cubes grid (nodes per side)")
     ap.add_argument("--density-threshold", type=float, default=0.5, help="marching-cubes level on 1-exp(-density)")
@@ -82,7 +85,8 @@ def main(argv=None):
                       density_threshold=a.density_threshold, opacity_threshold=a.opacity_threshold,
                       carve=a.carve, texture=a.texture, texture_size=a.texture_size,
                       texture_faces=a.texture_faces, fill=a.fill, keep_framing=a.keep_framing,
-                      save_triplane=a.save_triplane, progress=None if a.quiet else R.StageLog())
+                      save_triplane=a.save_triplane, render_res=a.render_resolution,
+                      progress=None if a.quiet else R.StageLog())
     print(json.dumps(s, indent=1))
     print(f"outputs in {a.out}")
 

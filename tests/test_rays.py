@@ -180,3 +180,36 @@ def test_flags_are_documented_and_list_their_choices(capsys):
         build_parser().parse_args(["--help"])
     text = capsys.readouterr().out
     assert "views per character and step" in text and "{auto,cpu,cuda}" in text and "nova_body_small" in text
+
+
+def test_chunked_march_equals_one_march_and_inference_is_chunked(monkeypatch):
+    """Without gradients G.render marches its rays in chunks (bounded memory at any size): the same image
+    as one march."""
+    from training import triplane
+    from training import volumetric_rendering as vr
+    torch.manual_seed(0)
+    G = build_preset("tiny", "TriPlaneGenerator_v1", superresolution="none").eval()
+    cond = {"front": torch.rand(2, 3, 64, 64) * 2 - 1, "back": torch.rand(2, 3, 64, 64) * 2 - 1}
+    cam = cameras.as_tensor([cameras.make_view("v", 10, 30, cameras.get_framing("head"), False)] * 2)
+    calls = []
+    real = vr.render_rays
+    monkeypatch.setattr(vr, "render_rays", lambda *a, **k: calls.append(a[1].shape[1]) or real(*a, **k))
+    with torch.no_grad():
+        syn = G.synthesize(cond)
+        monkeypatch.setattr(triplane, "INFERENCE_RAY_CHUNK", 1 << 20)
+        whole = G.render(syn, cam, 20, perturb=False)
+        n_whole = len(calls)
+        monkeypatch.setattr(triplane, "INFERENCE_RAY_CHUNK", 2 * 64)       # 64 rays of each image at a time
+        parts = G.render(syn, cam, 20, perturb=False)
+    assert n_whole == 1 and calls[1:] == [64] * 6 + [400 - 6 * 64]
+    for k in ("image_raw", "image_alpha", "image_depth"):
+        assert torch.allclose(whole[k], parts[k], atol=1e-6), k
+
+
+def test_render_resolution_is_smaller_on_a_cpu():
+    from training import reconstruct as R
+    G = build_preset("tiny", "TriPlaneGenerator_v1", neural_rendering_resolution=256, img_resolution=256)
+    assert R.render_resolution(G, "cpu") == R.CPU_RENDER_RESOLUTION < 256
+    assert R.render_resolution(G, "cuda") == 256 and R.render_resolution(G, "cpu", 48) == 48
+    with pytest.raises(UserError, match="too small"):
+        R.render_resolution(G, "cpu", 4)

@@ -166,16 +166,31 @@ def parse_views(text: str | None) -> list[tuple[float, float]]:
     return views
 
 
+CPU_RENDER_RESOLUTION = 96    # the default neural rendering size on a CPU (a 256-px view of nova_v1: 34 s on 2 cores)
+
+
+def render_resolution(G, device, requested: int | None = None) -> int:
+    """The neural rendering size of the renders: ``requested``, else the model's own on a GPU and at most
+    CPU_RENDER_RESOLUTION on a CPU (the cost grows with its square; images are still written at the
+    model's output size)."""
+    if requested:
+        if requested < 8:
+            raise UserError(f"--render-resolution: {requested} is too small (at least 8)")
+        return int(requested)
+    own = int(G.neural_rendering_resolution)
+    return own if torch.device(device).type == "cuda" else min(own, CPU_RENDER_RESOLUTION)
+
+
 @torch.no_grad()
 def render_views(G, planes, views: list, device, batch: int = 8, keep: dict | None = None,
-                 on_batch=None) -> list[np.ndarray]:
+                 on_batch=None, resolution: int | None = None) -> list[np.ndarray]:
     """Super-resolved renders (uint8 HWC) of views; ``keep``: filled with {view name: {"alpha", "rgb",
     "depth"}} for the mesh's colours; ``on_batch(done, total)`` after each batch."""
     out = []
     for i in range(0, len(views), batch):
         vs = views[i:i + batch]
         cam = cameras.as_tensor(vs, device)
-        r = G.render(inference._expand(planes, len(vs)), cam)
+        r = G.render(inference._expand(planes, len(vs)), cam, resolution)
         out += [to_uint8(x) for x in r["image"]]
         if keep is not None:
             for j, v in enumerate(vs):
@@ -251,10 +266,11 @@ def reconstruct(front, out, back=None, *, model: Model | None = None, ckpt=None,
                 density_threshold: float = 0.5, opacity_threshold: float = 0.5, carve: bool = True,
                 texture: bool = False, texture_size: int = 1024, texture_faces: int = 20000,
                 device="auto", fill: float = 0.75, keep_framing: bool = False, save_triplane: bool = True,
-                progress=None, registry=None) -> dict:
+                progress=None, registry=None, render_res: int | None = None) -> dict:
     """Everything ``python -m _scripts.infer`` writes into ``out``; returns the summary (also summary.json,
     written last).  ``model``: a loaded Model (else loaded from ``ckpt`` / the released ``model_name``).
-    ``remove_lines``: a line-removal checkpoint path or a loaded (net, resolution) pair.  ``progress``:
+    ``remove_lines``: a line-removal checkpoint path or a loaded (net, resolution) pair.  ``render_res``:
+    the neural rendering size (render_resolution: the model's own on a GPU, at most 128 on a CPU).  ``progress``:
     ``callable(fraction, message)``; warnings are logged and listed in ``summary["warnings"]``."""
     t_all = time.perf_counter()
     seconds, warnings = {}, []
@@ -285,8 +301,10 @@ def reconstruct(front, out, back=None, *, model: Model | None = None, ckpt=None,
         line_net = remove_lines if isinstance(remove_lines, tuple) else load_line_remover(remove_lines, dev)
     seconds["load"] = time.perf_counter() - t
     framing, res = G.framing, int(G.cond_resolution)
+    nr = render_resolution(G, dev, render_res)
     summary = {"checkpoint": str(model.path), "model": model.name, "generator": type(G).__name__,
-               "framing": framing, "kimg": G.checkpoint_info["kimg"], "device": str(dev), "outputs": []}
+               "framing": framing, "kimg": G.checkpoint_info["kimg"], "device": str(dev),
+               "render_resolution": nr, "outputs": []}
 
     t = time.perf_counter()
     prog("prepare", "preparing the artwork")
@@ -330,7 +348,7 @@ def reconstruct(front, out, back=None, *, model: Model | None = None, ckpt=None,
     prog("ortho", "rendering the ortho views")
     ortho = [v for v in cameras.view_set("ortho", fr) if v.name != "top"]
     renders = {}          # the ortho renders also colour the mesh
-    for v, img in zip(ortho, render_views(G, planes, ortho, dev, keep=renders)):
+    for v, img in zip(ortho, render_views(G, planes, ortho, dev, keep=renders, resolution=nr)):
         save_png_atomic(out / f"ortho_{v.name}.png", img)
         summary["outputs"].append(f"ortho_{v.name}.png")
     seconds["ortho"] = time.perf_counter() - t
@@ -338,14 +356,14 @@ def reconstruct(front, out, back=None, *, model: Model | None = None, ckpt=None,
         t = time.perf_counter()
         prog("views", f"rendering {len(views)} extra view(s)")
         extra = [cameras.make_view(f"view_e{e:g}_a{a:g}", e, a, fr, ortho=False) for e, a in views]
-        for v, img in zip(extra, render_views(G, planes, extra, dev)):
+        for v, img in zip(extra, render_views(G, planes, extra, dev, resolution=nr)):
             save_png_atomic(out / f"{v.name}.png", img)
             summary["outputs"].append(f"{v.name}.png")
         seconds["views"] = time.perf_counter() - t
     if turntable > 0:
         t = time.perf_counter()
         prog("turntable", f"turntable: 0/{turntable} frames")
-        frames = render_views(G, planes, cameras.orbit_views(turntable, fr, elev=10.0), dev,
+        frames = render_views(G, planes, cameras.orbit_views(turntable, fr, elev=10.0), dev, resolution=nr,
                               on_batch=lambda d, n: prog("turntable", f"turntable: {d}/{n} frames", d / n))
         written, w = write_turntable(frames, out)
         for x in w:

@@ -320,10 +320,22 @@ def resolve_ray_range(rendering_kwargs: dict, framing: str) -> tuple[float, floa
     return (fr.near if start == "auto" else float(start)), (fr.far if end == "auto" else float(end))
 
 
-def render_image(field, cam: torch.Tensor, resolution: int, **kw) -> dict:
-    """Render a [B,25] camera at resolution x resolution: images [B,F,n,n], alpha/depth [B,1,n,n], xyz [B,3,n,n]."""
+def render_rays_chunked(field, origins: torch.Tensor, dirs: torch.Tensor, chunk: int | None = None, **kw) -> dict:
+    """render_rays over at most ``chunk`` rays at a time (all B images together), outputs joined: the same
+    numbers as one call (rays are independent), with the memory of a chunk.  None: one call."""
+    B, R, _ = origins.shape
+    step = max(int(chunk) // B, 1) if chunk else R
+    if step >= R:
+        return render_rays(field, origins, dirs, **kw)
+    parts = [render_rays(field, origins[:, i:i + step], dirs[:, i:i + step], **kw) for i in range(0, R, step)]
+    return {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
+
+
+def render_image(field, cam: torch.Tensor, resolution: int, chunk: int | None = None, **kw) -> dict:
+    """Render a [B,25] camera at resolution x resolution: images [B,F,n,n], alpha/depth [B,1,n,n], xyz [B,3,n,n].
+    ``chunk``: march at most this many rays at a time (render_rays_chunked)."""
     origins, dirs = cameras.rays(cam, resolution)
-    out = render_rays(field, origins, dirs, **kw)
+    out = render_rays_chunked(field, origins, dirs, chunk, **kw)
     B, n = cam.shape[0], resolution
 
     def img(x):
@@ -334,5 +346,6 @@ def render_image(field, cam: torch.Tensor, resolution: int, **kw) -> dict:
 
 
 __all__ = ["PLANE_AXES", "plane_coords", "sample_planes", "triplane_features", "OSGDecoder", "ray_box",
-           "search_right", "sample_pdf", "compositing_weights", "composite", "render_rays", "render_image",
+           "search_right", "sample_pdf", "compositing_weights", "composite", "render_rays", "render_rays_chunked",
+           "render_image",
            "resolve_ray_range"]
