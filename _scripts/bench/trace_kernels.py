@@ -7,7 +7,7 @@ range holds the launch (a CUDA-graph replay included), or to "eager" with its la
 listed in launch order, so G main's forward graphs come first, then D's, then the backward graphs in
 reverse; a graph called twice (the field: coarse and fine samples) is listed twice.
 
-    python -m _scripts.bench.trace_kernels docs/bench/h100_2026-11-24_s6/final_nr64_trace.json.gz --top 5
+    python -m _scripts.bench.trace_kernels trace.json.gz --top 5
 """
 from __future__ import annotations
 
