@@ -509,7 +509,7 @@ def test_compile_with_cuda_graphs_trains_like_eager_on_gpu(toy_data, tmp_path):
     the eager run's."""
     det = {"device": "cuda", "bf16": "off", "batch": 4, "no-ray-perturb": True, "no-random-views": True,
            "kimg": 0.032, "no-progress": True, "r1-interval": 2, "tv-interval": 2, "tv-points": 64}
-    eager_dir = train(tiny_config(toy_data, tmp_path, "eager_gpu", **det))
+    eager_dir = train(tiny_config(toy_data, tmp_path, "eager_gpu", compile=False, **det))   # compiled by default
     graphs_dir = train(tiny_config(toy_data, tmp_path, "graphs_gpu", compile=True,
                                    **{"compile-mode": "reduce-overhead"}, **det))
     m_eager, m_graphs = metrics(eager_dir), metrics(graphs_dir)
