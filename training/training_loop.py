@@ -663,9 +663,12 @@ INDUCTOR_CACHE = "inductor_cache"   # in <runs-dir>/<run-name>/: every run of th
 
 def inductor_cache_dir(cfg: TrainConfig) -> Path:
     """Where compiled kernels are cached: $TORCHINDUCTOR_CACHE_DIR when set, else <runs-dir>/<run-name>/
-    inductor_cache, so a resumed or repeated run loads the kernels instead of generating them again."""
+    inductor_cache, so a resumed or repeated run loads the kernels instead of generating them again (the
+    default, a folder of /tmp, is lost with the machine)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
     env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    return Path(env) if env else runs_root(cfg) / cfg.run_name / INDUCTOR_CACHE
+    # importing torch._dynamo writes the default into the environment: that one is not the user's choice
+    return Path(env) if env and env != default_cache_dir() else runs_root(cfg) / cfg.run_name / INDUCTOR_CACHE
 
 
 def use_inductor_cache(path: Path):
