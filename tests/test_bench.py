@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from _scripts.bench import models as bench
-from tests.test_training import TINY_G, toy_data, tiny_args   # noqa: F401 (toy_data: a fixture)
+from tests.test_training import toy_data, tiny_args   # noqa: F401 (toy_data: a fixture)
 from training import loss as L
 from training import training_loop as tl
 from training.dataset import collate

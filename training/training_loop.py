@@ -796,8 +796,12 @@ class TrainStep:
         """One line: each phase with its interval and precision, and how it runs."""
         prec = self.precision()
         parts = [f"{n}{'' if k == 1 else f' every {k}'} ({prec[n]})" for n, _, _, k in self.phases]
-        extra = [f"D main on {'fresh fakes (a second G forward)' if self.cfg.loss.d_fresh_fakes else 'Gmain fakes'}"]\
-            if self.cfg.loss.gan_weight > 0 else []
+        lc = self.cfg.loss
+        extra = []
+        if lc.gan_weight > 0:
+            extra.append(f"D main on {'fresh fakes (a second G forward)' if lc.d_fresh_fakes else 'Gmain fakes'}")
+            if lc.blur_init_sigma > 0 and lc.blur_fade_kimg > 0:
+                extra.append(f"D input blur sigma {lc.blur_init_sigma:g} fading over {lc.blur_fade_kimg:g} kimg")
         mode = f"compiled ({self.cfg.compile_mode})" if self.compiled else "eager"
         return f"step: {', '.join(parts + extra)}, EMA; {mode}"
 

@@ -501,7 +501,8 @@ def bench_config(a, cfg: tl.TrainConfig, d: tl.Dist, clock: Clock, res: dict, pe
     nets, opts = tl.build_models(cfg, device)
     G, D = nets["G"], nets["D"]
     res.update({"generator": type(G).__name__, "discriminator": type(D).__name__,
-                "img_resolution": G.img_resolution, "nr": cfg.neural_rendering_resolution or G.neural_rendering_resolution,
+                "img_resolution": G.img_resolution,
+                "nr": cfg.neural_rendering_resolution or G.neural_rendering_resolution,
                 "samples": [G.rendering_kwargs["depth_resolution"], G.rendering_kwargs["depth_resolution_importance"]],
                 "params_G": sum(p.numel() for p in G.parameters()),
                 "params_D": sum(p.numel() for p in D.parameters())})
@@ -939,9 +940,9 @@ def report(r):
     t = r.get("train_step")
     if t:
         if "first_step_s" in t:
-            print(f"  first step {t['first_step_s']:.1f} s" + (f" ({t['compile_s']:.1f} s compiling)" if "compile_s" in t
-                                                               else "") + f"; {t['warmup_steps']} warm-up steps "
-                  f"{t['warmup_s']:.1f} s")
+            comp = f" ({t['compile_s']:.1f} s compiling)" if "compile_s" in t else ""
+            print(f"  first step {t['first_step_s']:.1f} s{comp}; {t.get('warmup_steps', 0)} warm-up steps "
+                  f"{t.get('warmup_s', 0.0):.1f} s")
         if "error" in t:
             print(f"  train step           error: {t['error']}")
         elif "images_per_s" in t:
