@@ -509,7 +509,7 @@ class ReconGANLoss:
         return tv * self.cfg.tv_weight, {"G/tv": tv.detach()}
 
     def _dmain(self, D, batch, fake, sigma):
-        """Non-saturating D loss on the fakes of the last Gmain and the real perspective view."""
+        """Non-saturating D loss on the fakes (the last Gmain's, or fresh ones) and the real perspective view."""
         c = batch["rgb_cam"]
         with self._autocast(c.device):
             real = self.real_for_D(batch, fake)
