@@ -85,6 +85,46 @@ def test_render_rays_equals_render_on_the_pixel_grid():
                                                           mode="bilinear", align_corners=False), img["image"])
 
 
+@pytest.mark.parametrize("variant", ["TriPlaneGenerator", "TriPlaneGenerator_v1"])
+@pytest.mark.parametrize("perturb", [False, True])
+def test_compiled_ray_march_is_one_graph_like_eager(variant, perturb):
+    """G.render_rays through compile_renderer (render_field_rays, the ray loss's march) traces without a graph
+    break (fullgraph) and gives the eager rays and gradients, planes and field parameters alike (deterministic
+    samples; with perturbed samples, finite values in range and gradients everywhere).  aot_eager: dynamo +
+    autograd tracing, no code generation (inductor on a CPU takes minutes)."""
+    import copy
+    torch.manual_seed(0)
+    G = build_preset("tiny", variant, superresolution="none").train()
+    cond = {"front": torch.rand(2, 3, 64, 64) * 2 - 1, "back": torch.rand(2, 3, 64, 64) * 2 - 1}
+    cam = cameras.as_tensor([cameras.make_view("v", 10, 30, cameras.get_framing("head"), False),
+                             cameras.make_view("front", 0, 0, cameras.get_framing("head"), True)])
+    o, d = cameras.rays(cam, 0, uv=torch.rand(2, 40, 2, generator=torch.Generator().manual_seed(1)))
+    planes = G.synthesize(cond)["planes"].detach()
+    runs = {}
+    for name in ("eager", "compiled"):
+        H = copy.deepcopy(G)
+        if name == "compiled":
+            H.compile_renderer(backend="aot_eager", fullgraph=True)
+            assert H._render_rays_fn is not G._render_rays_fn
+        p = planes.clone().requires_grad_(True)
+        torch.manual_seed(2)            # the same stratified jitter and importance samples
+        out = H.render_rays(p, o, d, perturb=perturb)
+        (out["rgb"].square().sum() + out["depth"].mean() + out["alpha"].sum() + out["xyz"].abs().mean()).backward()
+        runs[name] = (out, p.grad, [q.grad for q in H.field.parameters()])
+    (a, ga, pa), (b, gb, pb) = runs["eager"], runs["compiled"]
+    assert b["rgb"].shape == (2, 40, 3) and b["alpha"].shape == (2, 40)
+    if perturb:
+        assert all(torch.isfinite(b[k]).all() for k in ("rgb", "alpha", "depth", "xyz"))
+        assert b["alpha"].min() >= 0 and b["alpha"].max() <= 1 + 1e-5
+        assert gb.abs().sum() > 0 and all(g is not None for g in pb)
+        return
+    for k in ("rgb", "alpha", "depth", "xyz"):
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-6)
+    for x, y in zip(pb, pa):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+
+
 def test_ssim_is_one_for_equal_images_and_falls_with_noise():
     torch.manual_seed(0)
     a = torch.rand(2, 3, 16, 16)

@@ -429,8 +429,11 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
         def __call__(self, *args, **kwargs):
             return self.fn(*args, **kwargs)
 
+    caches = set()
+
     def fake_compile(fn=None, **kw):
         wrapped.append(getattr(fn, "__self__", fn))
+        caches.add(os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
         return Compiled(fn)
 
     real_run_D = L.run_D
@@ -445,8 +448,16 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "compile", fake_compile)
     monkeypatch.setattr(L, "run_D", recording_run_D)
     before = (dict(nets.FOLD), vr.LOOKUP, inductor_config.force_layout_optimization)
-    compiled_dir = train(tiny_config(toy_data, tmp_path, "compiled", compile=True, **det))
+    env = os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)     # as in a fresh process: the run folder's cache
+    try:
+        compiled_dir = train(tiny_config(toy_data, tmp_path, "compiled", compile=True, **det))
+        assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ          # restored when train() returns
+    finally:
+        if env is not None:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = env
     assert (dict(nets.FOLD), vr.LOOKUP, inductor_config.force_layout_optimization) == before
+    # compiled kernels go beside the run folders, where every later run of the name finds them
+    assert caches == {str(tmp_path / "compiled" / "inductor_cache")} and (tmp_path / "compiled" / "inductor_cache").is_dir()
     assert all(forced for _, forced, _ in layouts)
     assert any(r1 for r1, _, _ in layouts) and all(cl for r1, _, cl in layouts if r1)
 
@@ -465,6 +476,10 @@ def test_compile_flag_trains_like_eager(toy_data, tmp_path, monkeypatch):
     m_eager, m_comp = metrics(eager_dir)[0], metrics(compiled_dir)[0]
     for k in ("G/loss", "G/gan", "recon/total", "D/loss", "D/r1", "G/tv"):
         assert abs(m_eager[k] - m_comp[k]) <= 1e-4 * max(1.0, abs(m_eager[k])), k
+    # the first tick states the first step's time (and, compiled, the seconds spent compiling); later ones not
+    assert m_comp["compiled"] and not m_eager["compiled"] and "compile_s" in m_comp and "compile_s" not in m_eager
+    assert 0 < m_comp["first_step_s"] <= m_comp["sec_per_tick"] and m_eager["first_step_s"] > 0
+    assert not any("first_step_s" in m for m in metrics(compiled_dir)[1:])
     # later Adam steps amplify rounding in near-zero gradients (updates of about +-lr), so the weights agree
     # within 2 lr per optimizer step (6 each: G 4 Gmain + 2 Greg, D 4 Dmain + 2 R1); the same keys
     eager, compiled = snapshot(eager_dir), snapshot(compiled_dir)
@@ -510,7 +525,7 @@ def test_compile_with_cuda_graphs_trains_like_eager_on_gpu(toy_data, tmp_path):
     the eager run's."""
     det = {"device": "cuda", "bf16": "off", "batch": 4, "no-ray-perturb": True, "no-random-views": True,
            "kimg": 0.032, "no-progress": True, "r1-interval": 2, "tv-interval": 2, "tv-points": 64}
-    eager_dir = train(tiny_config(toy_data, tmp_path, "eager_gpu", **det))
+    eager_dir = train(tiny_config(toy_data, tmp_path, "eager_gpu", compile=False, **det))   # compiled by default
     graphs_dir = train(tiny_config(toy_data, tmp_path, "graphs_gpu", compile=True,
                                    **{"compile-mode": "reduce-overhead"}, **det))
     m_eager, m_graphs = metrics(eager_dir), metrics(graphs_dir)
@@ -529,6 +544,24 @@ def test_bad_compile_mode_fails_before_work(toy_data, tmp_path, capsys):
     with pytest.raises(SystemExit):             # the command line lists the choices
         tiny_config(toy_data, tmp_path, "badmode", **{"compile-mode": "fast"})
     assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_compile_is_the_default_on_cuda_only(toy_data, tmp_path, monkeypatch):
+    """--compile unset: compiled when training on CUDA, eager on a CPU (a CPU run never calls torch.compile);
+    --compile / --no-compile win on either."""
+    from training.training_loop import resolve_compile
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    unset = tiny_config(toy_data, tmp_path, "c")
+    assert unset.compile is None and resolve_compile(unset, cuda) and not resolve_compile(unset, cpu)
+    off, on = tiny_config(toy_data, tmp_path, "c", compile=False), tiny_config(toy_data, tmp_path, "c", compile=True)
+    assert not resolve_compile(off, cuda) and resolve_compile(on, cpu)
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("torch.compile called in a CPU run without --compile")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    (rec,) = metrics(train(unset))
+    assert rec["compiled"] is False and "compile_s" not in rec
 
 
 def test_snapshot_of_other_settings_names_them(tmp_path):

@@ -50,6 +50,8 @@ class LossConfig:
     r1_interval: int = 16              # lazy R1: every N steps, scaled by N
     r1_bf16: bool = False              # R1 under bf16 autocast when --bf16 is on (faster; default fp32)
     d_pair: bool = True                # D main runs fakes and reals as one batch (same groups, same logits)
+    d_fresh_fakes: bool = False        # D main renders its own fakes (a second G forward without gradients,
+                                       # a fresh z), as EG3D does; off: Gmain's fakes, detached (one render less)
     blur_init_sigma: float = 10.0      # discriminator input blur at kimg 0 (pixels)
     blur_fade_kimg: float = 200.0      # blur fades linearly to 0 over this many kimg
     lpips_weight: float = 20.0         # NOVA-3D 20, PAniC-3D 10
@@ -446,9 +448,10 @@ class ReconGANLoss:
                 return None
             loss, stats = self.G_call(self._greg, batch, step)
         elif phase == "Dmain":
-            if not gan or self._fake is None:
+            if not gan or (self._fake is None and not cfg.d_fresh_fakes):
                 return None
-            loss, stats = self.Dmain_call(self._dmain, batch, self._fake, sigma)
+            fake = self.fresh_fakes(batch, step) if cfg.d_fresh_fakes else self._fake
+            loss, stats = self.Dmain_call(self._dmain, batch, fake, sigma)
         elif phase == "Dreg":
             if not gan or (cfg.r1_gamma <= 0 and cfg.r1_gamma_mask <= 0):
                 return None
@@ -487,6 +490,17 @@ class ReconGANLoss:
         stats["G/loss"] = loss.detach()
         return loss, stats, fake
 
+    @torch.no_grad()
+    def fresh_fakes(self, batch, step) -> dict:
+        """D main's own fakes (--d-fresh-fakes): G run again without gradients, with a z of its own, from the
+        batch's perspective cameras.  The plain G, not its DDP wrapper: no gradient to synchronise."""
+        z_dim = int(getattr(self.G, "z_dim", 0) or 0)
+        z = (per_sample_randn(batch["id"], (z_dim,), self.seed, step, "z_d", batch["rgb_cam"].device)
+             if z_dim > 0 and self.cfg.random_z else None)
+        with self._autocast(batch["rgb_cam"].device):
+            out = self._render(self.G, self.G.synthesize(self.cond_of(batch), z=z), batch["rgb_cam"])
+        return {k: v.float() for k, v in self._fake_for_D(out).items()}
+
     def _greg(self, G, batch, step):
         """Density total variation (uses only the density path of G: no super-resolution)."""
         planes = G.synthesize(self.cond_of(batch), z=self._z(batch, step))
@@ -495,7 +509,7 @@ class ReconGANLoss:
         return tv * self.cfg.tv_weight, {"G/tv": tv.detach()}
 
     def _dmain(self, D, batch, fake, sigma):
-        """Non-saturating D loss on the fakes of the last Gmain and the real perspective view."""
+        """Non-saturating D loss on the fakes (the last Gmain's, or fresh ones) and the real perspective view."""
         c = batch["rgb_cam"]
         with self._autocast(c.device):
             real = self.real_for_D(batch, fake)

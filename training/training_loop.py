@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -93,7 +95,8 @@ class TrainConfig:
     ema_kimg: float = -1.0              # EMA half-life; < 0: batch * 10 / 32
     ema_rampup: float = 0.0             # 0: off; else half-life <= cur_nimg * rampup
     bf16: str = "auto"                  # auto (on for CUDA) | on | off; R1 only with --r1-bf16
-    compile: bool = False               # torch.compile G's parts and D for Gmain/Dmain (R1 stays eager)
+    compile: bool | None = None         # torch.compile G's parts and D for Gmain/Dmain (R1 stays eager); unset:
+                                        # on when training on CUDA, off on a CPU (--no-compile: eager everywhere)
     compile_mode: str = "default"       # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune
                                         # | max-autotune-no-cudagraphs
     # schedule
@@ -651,6 +654,207 @@ def make_optimizer(params, lr, cfg: TrainConfig, reg_interval: int):
     return adam(params, lr * ratio, (cfg.beta1 ** ratio, cfg.beta2 ** ratio), cfg.eps)
 
 
+def resolve_compile(cfg: TrainConfig, device) -> bool:
+    """--compile / --no-compile as given; unset: compiled on CUDA, eager on a CPU (where compiling costs
+    minutes and gains little)."""
+    return device.type == "cuda" if cfg.compile is None else bool(cfg.compile)
+
+
+INDUCTOR_CACHE = "inductor_cache"   # in <runs-dir>/<run-name>/: every run of the name reuses its kernels
+
+
+def inductor_cache_dir(cfg: TrainConfig) -> Path:
+    """Where compiled kernels are cached: $TORCHINDUCTOR_CACHE_DIR when set, else <runs-dir>/<run-name>/
+    inductor_cache, so a resumed or repeated run loads the kernels instead of generating them again (the
+    default, a folder of /tmp, is lost with the machine)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    # importing torch._dynamo writes the default into the environment: that one is not the user's choice
+    return Path(env) if env and env != default_cache_dir() else runs_root(cfg) / cfg.run_name / INDUCTOR_CACHE
+
+
+def use_inductor_cache(path: Path):
+    """Point inductor (and Triton, whose cache follows it) at ``path``; returns a function that restores the
+    environment."""
+    old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+
+    def restore():
+        if old is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
+    return restore
+
+
+def compile_seconds() -> float | None:
+    """Seconds this process has spent compiling so far (dynamo's frame and backward compiles, code generation
+    and autotuning included), None where this torch does not count them."""
+    try:
+        from torch._dynamo.utils import calculate_time_spent
+        return float(calculate_time_spent().get("total_wall_time", 0.0))
+    except (ImportError, AttributeError):
+        return None
+
+
+def build_models(cfg: TrainConfig, device) -> tuple[dict, dict]:
+    """({'G', 'G_ema', 'D'}, {'opt_G', 'opt_D'}) on ``device``: the networks in train mode (BatchNorm frozen
+    with --freeze-bn), G_ema a frozen copy of G, none requiring grad (each phase turns on its own), and
+    Adam with the lazy-regularisation scaling of the phases that run."""
+    lc = cfg.loss
+    G, D = build_networks(cfg)
+    G, D = G.to(device), D.to(device)
+    set_train_mode(G, cfg.freeze_bn)
+    set_train_mode(D, cfg.freeze_bn)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    G.requires_grad_(False)
+    D.requires_grad_(False)
+    opt_G = make_optimizer(G.parameters(), cfg.glr, cfg, lc.tv_interval if uses_tv(lc) else 0)
+    opt_D = make_optimizer(D.parameters(), cfg.dlr, cfg, lc.r1_interval if uses_r1(lc) else 0)
+    return {"G": G, "G_ema": G_ema, "D": D}, {"opt_G": opt_G, "opt_D": opt_D}
+
+
+def uses_tv(lc: LossConfig) -> bool:
+    return lc.tv_weight > 0 and lc.tv_interval > 0
+
+
+def uses_r1(lc: LossConfig) -> bool:
+    return lc.gan_weight > 0 and lc.r1_interval > 0 and (lc.r1_gamma > 0 or lc.r1_gamma_mask > 0)
+
+
+class TrainStep:
+    """One training step, the one definition of it: ``train()`` runs it, and so does the model benchmark
+    (_scripts.bench.models), so a change of speed shows in both or neither.
+
+    Built after the networks (build_models) and any resume: the DDP wrappers (several processes),
+    torch.compile (G's parts in place and a compiled D for the first-order phases; R1 differentiates the
+    eager D twice), the objective (ReconGANLoss) and the phases.  A call runs the phases due at ``step``
+    (Gmain every step, Greg every tv_interval, Dmain every step, Dreg every r1_interval), each: its network
+    requires grad, zero_grad, the phase's forward + backward (DDP averages the gradients during backward),
+    the NaN/Inf-guarded Adam step; then the EMA update of G_ema.  Nothing waits for the device: the loss
+    terms and skip flags are summed there until ``tick_stats()`` reads them.  ``close()`` restores the
+    global compile settings."""
+
+    def __init__(self, cfg: TrainConfig, d: Dist, nets: dict, opts: dict, ortho_views):
+        lc = cfg.loss
+        self.cfg, self.d = cfg, d
+        G, D, self.G_ema = nets["G"], nets["D"], nets["G_ema"]
+        self.G, self.D = G, D
+        # multi-process: DDP wrappers (constructing them broadcasts rank 0's G and D); G finds unused
+        # parameters because Greg uses only the density path (super-resolution idle); every D phase uses all of D
+        self.G_call = self.D_call = None
+        if d.world > 1:
+            sync_params(self.G_ema, d)
+            self.G_call, self.D_call = wrap_ddp(G, d, find_unused=True), wrap_ddp(D, d, find_unused=False)
+        # torch.compile (after G_ema's copy and the DDP wrappers): G's parts in place; D for its first-order
+        # phases as a separate handle, so R1 differentiates the eager D twice
+        # (reduce-overhead: CUDA graphs, each step marked as a new iteration; fakes are used within their step)
+        self.compiled = resolve_compile(cfg, d.device)
+        self.cudagraphs = self.compiled and uses_cudagraphs(cfg.compile_mode) and d.device.type == "cuda"
+        self._restores = []      # the global compile settings, undone by close()
+        D_compiled = None
+        if self.compiled:
+            from training.triplane import set_compiled_arithmetic
+            kw = compile_kwargs(cfg.compile_mode)
+            self._restores += [set_compiled_arithmetic(True), force_layout_optimization(True),
+                               guard_requires_grad(True)]    # D is frozen in Gmain, trained in Dmain: a graph each
+            G.compile_parts(**kw)
+            D_compiled = torch.compile(D, dynamic=False, **kw)   # static graphs: batch n (Gmain), 2n (Dmain joined)
+        self.autocast = torch.bfloat16 if resolve_bf16(cfg, d.device) else None
+        box = float(G.config.get("box_warp") or cameras.get_framing(G.config.get("framing", "head")).box)
+        self.nrr = cfg.neural_rendering_resolution or None
+        self.loss = ReconGANLoss(G, D, lc, box=box, seed=cfg.seed, neural_rendering_resolution=self.nrr,
+                                 render_kwargs={"perturb": cfg.ray_perturb},
+                                 use_mask_d=use_mask_discriminator(D), autocast_dtype=self.autocast,
+                                 ortho_views=ortho_views, G_call=self.G_call, D_call=self.D_call,
+                                 D_compiled=D_compiled)
+        self.phases = [("Gmain", G, opts["opt_G"], 1)]
+        if uses_tv(lc):
+            self.phases.append(("Greg", G, opts["opt_G"], lc.tv_interval))
+        if lc.gan_weight > 0:
+            self.phases.append(("Dmain", D, opts["opt_D"], 1))
+        if uses_r1(lc):
+            self.phases.append(("Dreg", D, opts["opt_D"], lc.r1_interval))
+        self.sums: dict[str, torch.Tensor] = {}     # stats summed on the device over the tick
+        self.counts: dict[str, int] = {}
+        self.skipped = torch.zeros((), device=d.device)  # steps skipped for NaN/Inf gradients this tick
+
+    @property
+    def cycle(self) -> int:
+        """Steps after which the phases repeat (the least common multiple of their intervals)."""
+        return math.lcm(*(interval for *_, interval in self.phases))
+
+    def precision(self) -> dict[str, str]:
+        """How each phase computes: bf16 autocast or fp32 (TF32 matrix products on CUDA)."""
+        fp32 = "fp32/TF32" if self.d.device.type == "cuda" else "fp32"
+        bf16 = "bf16 autocast" if self.autocast is not None else fp32
+        lc = self.cfg.loss
+        table = {"Gmain": bf16, "Greg": fp32, "Dmain": bf16,
+                 "Dreg": bf16 if lc.r1_bf16 and self.autocast is not None else fp32}
+        return {name: table[name] for name, *_ in self.phases}
+
+    def describe(self) -> str:
+        """One line: each phase with its interval and precision, and how it runs."""
+        prec = self.precision()
+        parts = [f"{n}{'' if k == 1 else f' every {k}'} ({prec[n]})" for n, _, _, k in self.phases]
+        lc = self.cfg.loss
+        extra = []
+        if lc.gan_weight > 0:
+            extra.append(f"D main on {'fresh fakes (a second G forward)' if lc.d_fresh_fakes else 'Gmain fakes'}")
+            if lc.blur_init_sigma > 0 and lc.blur_fade_kimg > 0:
+                extra.append(f"D input blur sigma {lc.blur_init_sigma:g} fading over {lc.blur_fade_kimg:g} kimg")
+        mode = f"compiled ({self.cfg.compile_mode})" if self.compiled else "eager"
+        return f"step: {', '.join(parts + extra)}, EMA; {mode}"
+
+    def __call__(self, batch: dict, step: int, cur_nimg: int, phase_clock=None) -> None:
+        """The phases due at ``step`` and the EMA update.  ``phase_clock(name, fn)`` (default: ``fn()``) runs
+        each phase and the EMA ('ema'), e.g. to time them or count their FLOPs."""
+        run = phase_clock or _call
+        if self.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        for name, module, opt, interval in self.phases:
+            if step % interval == 0:
+                run(name, functools.partial(self._phase, name, module, opt, interval, batch, step, cur_nimg))
+        run("ema", functools.partial(update_ema, self.G_ema, self.G, ema_beta(self.cfg, cur_nimg)))
+
+    def _phase(self, name, module, opt, interval, batch, step, cur_nimg) -> None:
+        module.requires_grad_(True)
+        opt.zero_grad(set_to_none=True)
+        stats = self.loss.accumulate_gradients(name, batch, gain=interval, step=step, cur_nimg=cur_nimg)
+        module.requires_grad_(False)
+        if stats is None:       # phase off now (the GAN's warm-up): no optimizer step
+            return
+        # no host sync within a step: the skip flag and the stats stay on the device until the tick ends
+        self.skipped = self.skipped + guarded_step(opt, list(module.parameters()), self.d)
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def tick_stats(self) -> tuple[dict[str, float], int]:
+        """(mean of each loss term since the last call, steps skipped for NaN/Inf gradients): reads the
+        device once, then starts the next tick's sums."""
+        means = {k: float(self.sums[k]) / self.counts[k] for k in self.sums}
+        skipped = int(self.skipped)
+        self.sums, self.counts = {}, {}
+        self.skipped = torch.zeros((), device=self.d.device)
+        return means, skipped
+
+    def close(self) -> None:
+        for restore in reversed(self._restores):
+            restore()
+        self._restores = []
+
+
+def _call(name, fn):
+    return fn()
+
+
+def synchronize(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def train(cfg: TrainConfig) -> Path:
     config_check.validate(cfg)
     d = setup_distributed(cfg.device)
@@ -658,7 +862,6 @@ def train(cfg: TrainConfig) -> Path:
         raise UserError(f"--batch {cfg.batch}: not divisible by the {d.world} processes")
     per_gpu = cfg.batch // d.world
     compile_kwargs(cfg.compile_mode)            # a bad --compile-mode fails before any work
-    lc = cfg.loss
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if d.device.type == "cuda":
@@ -674,20 +877,9 @@ def train(cfg: TrainConfig) -> Path:
     run_dir = Path(run_dir)
 
     # networks: same seed everywhere, then rank 0's weights broadcast
-    G, D = build_networks(cfg)
+    nets, opts = build_models(cfg, d.device)
+    G, G_ema = nets["G"], nets["G_ema"]
     config_check.check_framing(G, ds)
-    G, D = G.to(d.device), D.to(d.device)
-    set_train_mode(G, cfg.freeze_bn)
-    set_train_mode(D, cfg.freeze_bn)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    G.requires_grad_(False)
-    D.requires_grad_(False)
-    use_tv = lc.tv_weight > 0 and lc.tv_interval > 0
-    use_r1 = lc.gan_weight > 0 and lc.r1_interval > 0 and (lc.r1_gamma > 0 or lc.r1_gamma_mask > 0)
-    opt_G = make_optimizer(G.parameters(), cfg.glr, cfg, lc.tv_interval if use_tv else 0)
-    opt_D = make_optimizer(D.parameters(), cfg.dlr, cfg, lc.r1_interval if use_r1 else 0)
-    nets = {"G": G, "G_ema": G_ema, "D": D}
-    opts = {"opt_G": opt_G, "opt_D": opt_D}
 
     # resume: identical counters, config checked
     step, cur_nimg, tick, nan_skips, train_s = 0, 0, 0, 0, 0.0     # train_s: seconds of training, resumes included
@@ -709,44 +901,18 @@ def train(cfg: TrainConfig) -> Path:
             set_rng_state(extra["rng"], d.device)
         if d.main and resume_from.parent == run_dir:    # temporary files of a kill, ticks after the snapshot
             snapshots.prepare_resume(run_dir, step)
-    # multi-process: DDP wrappers (constructing them broadcasts rank 0's G and D); G finds unused parameters
-    # because Greg uses only the density path (super-resolution idle); every D phase uses all of D
-    G_call = D_call = None
-    if d.world > 1:
-        sync_params(G_ema, d)
-        G_call, D_call = wrap_ddp(G, d, find_unused=True), wrap_ddp(D, d, find_unused=False)
 
-    # torch.compile (after G_ema's copy and the DDP wrappers): G's parts in place; D for its first-order
-    # phases as a separate handle, so R1 differentiates the eager D twice
-    # (reduce-overhead: CUDA graphs, each step marked as a new iteration; fakes are used within their step)
-    D_compiled = None
-    restores = []       # the global compile settings, undone when train() returns
-    cudagraphs = cfg.compile and uses_cudagraphs(cfg.compile_mode) and d.device.type == "cuda"
-    if cfg.compile:
-        from training.triplane import set_compiled_arithmetic
-        kw = compile_kwargs(cfg.compile_mode)
-        restores += [set_compiled_arithmetic(True), force_layout_optimization(True),
-                     guard_requires_grad(True)]    # D is frozen in Gmain, trained in Dmain: a graph for each
-        G.compile_parts(**kw)
-        D_compiled = torch.compile(D, dynamic=False, **kw)   # static graphs: batch n (Gmain), 2n (Dmain joined)
+    # compiled kernels cached beside the run folders: a later run of the name loads instead of compiling
+    restore_cache = None
+    if resolve_compile(cfg, d.device):
+        cache_dir = inductor_cache_dir(cfg)
+        restore_cache = use_inductor_cache(cache_dir)
+    # the step: DDP wrappers, torch.compile, the objective and its phases
+    trainer = TrainStep(cfg, d, nets, opts, ds.ortho_views)
 
     # data: a resumed run skips what it has seen
     batches = rank_batches(ds, cfg, d, per_gpu, step)
-
-    autocast = torch.bfloat16 if resolve_bf16(cfg, d.device) else None
-    box = float(G.config.get("box_warp") or cameras.get_framing(G.config.get("framing", "head")).box)
-    nrr = cfg.neural_rendering_resolution or None
-    loss = ReconGANLoss(G, D, lc, box=box, seed=cfg.seed, neural_rendering_resolution=nrr,
-                        render_kwargs={"perturb": cfg.ray_perturb},
-                        use_mask_d=use_mask_discriminator(D), autocast_dtype=autocast, ortho_views=ds.ortho_views,
-                        G_call=G_call, D_call=D_call, D_compiled=D_compiled)
-    phases = [("Gmain", G, opt_G, 1)]
-    if use_tv:
-        phases.append(("Greg", G, opt_G, lc.tv_interval))
-    if lc.gan_weight > 0:
-        phases.append(("Dmain", D, opt_D, 1))
-    if use_r1:
-        phases.append(("Dreg", D, opt_D, lc.r1_interval))
+    nrr = trainer.nrr
 
     # logging (rank 0)
     writer = pbar = None
@@ -781,43 +947,36 @@ def train(cfg: TrainConfig) -> Path:
         print(f"run folder: {run_dir}" + (f" (resuming {resume_from.name}, step {step})" if resume_from else ""))
         print(f"{d.world} process(es) on {d.device.type}, batch {cfg.batch} ({per_gpu} per process), "
               f"G {sum(p.numel() for p in G.parameters()) / 1e6:.2f}M params, "
-              f"D {sum(p.numel() for p in D.parameters()) / 1e6:.2f}M, bf16 {autocast is not None}")
+              f"D {sum(p.numel() for p in nets['D'].parameters()) / 1e6:.2f}M, bf16 {trainer.autocast is not None}")
+        print(trainer.describe() + (f"; inductor cache {cache_dir}" if trainer.compiled else ""))
         if d.world > 1:
-            print(f"{type(G_call).__name__}: G find_unused_parameters={G_call.find_unused_parameters}, "
-                  f"D find_unused_parameters={D_call.find_unused_parameters}")
+            print(f"{type(trainer.G_call).__name__}: G find_unused_parameters={trainer.G_call.find_unused_parameters}, "
+                  f"D find_unused_parameters={trainer.D_call.find_unused_parameters}")
 
     stopper = StopFlag()
     tick_start_nimg, tick_start_time = cur_nimg, time.time()
     start_nimg = cur_nimg
-    sums: dict[str, torch.Tensor] = {}          # stats summed on the device over the tick
-    counts: dict[str, int] = {}
-    skipped = torch.zeros((), device=d.device)  # steps skipped for NaN/Inf gradients this tick
+    first_step = {}             # this process's first step: its time (compiling when compiled)
     done = cur_nimg >= cfg.kimg * 1000
     if d.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(d.device)
     try:
         while not done:
             batch = to_device(next(batches), d.device)
-            if cudagraphs:
-                torch.compiler.cudagraph_mark_step_begin()
-
-            # one step: each phase on its own interval, gradients averaged over ranks by DDP during backward
-            for name, module, opt, interval in phases:
-                if step % interval:
-                    continue
-                module.requires_grad_(True)
-                opt.zero_grad(set_to_none=True)
-                stats = loss.accumulate_gradients(name, batch, gain=interval, step=step, cur_nimg=cur_nimg)
-                module.requires_grad_(False)
-                if stats is None:       # phase off now (the GAN's warm-up): no optimizer step
-                    continue
-                # no host sync within a step: the skip flag and the stats stay on the device until the tick ends
-                skipped = skipped + guarded_step(opt, list(module.parameters()), d)
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                    counts[k] = counts.get(k, 0) + 1
-
-            update_ema(G_ema, G, ema_beta(cfg, cur_nimg))
+            if cur_nimg == start_nimg:      # the one host sync outside tick ends: the compile cost, stated
+                t0, c0 = time.time(), compile_seconds()
+                trainer(batch, step, cur_nimg)
+                synchronize(d.device)
+                first_step["first_step_s"] = time.time() - t0
+                c1 = compile_seconds()
+                if trainer.compiled and c0 is not None and c1 is not None:
+                    first_step["compile_s"] = c1 - c0
+                if d.main:
+                    print(f"first step: {first_step['first_step_s']:.1f} s"
+                          + (f", {first_step['compile_s']:.1f} s of it compiling" if "compile_s" in first_step
+                             else ""), flush=True)
+            else:
+                trainer(batch, step, cur_nimg)
             step += 1
             cur_nimg += cfg.batch
             done = cur_nimg >= cfg.kimg * 1000
@@ -830,18 +989,20 @@ def train(cfg: TrainConfig) -> Path:
                 continue
 
             # ---- end of tick: log, snapshot, preview
-            nan_skips += int(skipped)
-            skipped = torch.zeros((), device=d.device)
+            means, skipped = trainer.tick_stats()
+            nan_skips += skipped
             now = time.time()
             tick_kimg = (cur_nimg - tick_start_nimg) / 1000
             rec = {"tick": tick, "step": step, "kimg": cur_nimg / 1000,
                    "sec_per_tick": now - tick_start_time,
                    "sec_per_kimg": (now - tick_start_time) / max(tick_kimg, 1e-9),
                    "nan_skips": nan_skips, "ema_beta": ema_beta(cfg, cur_nimg)}
+            if first_step:          # the first tick of this process
+                rec.update(first_step, compiled=trainer.compiled)
+                first_step = {}
             if d.device.type == "cuda":
                 rec["gpu_mem_gb"] = torch.cuda.max_memory_allocated(d.device) / 2 ** 30
-            rec.update({k: float(sums[k]) / counts[k] for k in sums})
-            sums, counts = {}, {}
+            rec.update(means)
             train_s += now - tick_start_time
             rec["train_s"] = train_s
             if val_batch is not None and (done or stop or tick % max(cfg.val_ticks, 1) == 0):
@@ -851,7 +1012,7 @@ def train(cfg: TrainConfig) -> Path:
                     f.write(json.dumps(rec) + "\n")
                 if writer is not None:
                     for k, v in rec.items():
-                        if isinstance(v, (int, float)) and k not in ("tick", "step"):
+                        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("tick", "step"):
                             writer.add_scalar(k, v, global_step=int(cur_nimg))
                     writer.flush()
                 if pbar is not None:
@@ -878,8 +1039,9 @@ def train(cfg: TrainConfig) -> Path:
                 break
     finally:
         stopper.restore()
-        for restore in reversed(restores):
-            restore()
+        trainer.close()
+        if restore_cache is not None:
+            restore_cache()
         if pbar is not None:
             pbar.close()
         if writer is not None:

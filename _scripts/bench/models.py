@@ -1,34 +1,31 @@
-"""Model benchmark: parameters, FLOPs, forward / forward+backward time, images/s, MFU, peak memory, batch-1
-inference (eager and compiled) and mesh extraction time.
+"""Model benchmark: the trainer's own training step at a training recipe, timed back to back (images/s, peak
+memory, compile time, FLOPs, MFU), and the networks alone (forward, forward+backward, batch-1 inference,
+mesh extraction).
 
-    python -m _scripts.bench.models --preset nova_body --batch 4 --bf16 both --device cuda
-    python -m _scripts.bench.models --preset eg3d_ffhq512 --batch 16 --train-step --compile --nr 64 128
-    python -m _scripts.bench.models --preset eg3d_ffhq512 --batch 16 --nr 64 --bf16 on --compile-infer --mesh-res 256
-    python -m _scripts.bench.models                       # CPU: the tiny preset, batch 2
+    python -m _scripts.bench.models                                   # CPU: recipe 'tiny', eager
+    python -m _scripts.bench.models --config eg3d_ffhq512 --train-only --compile both --r1-bf16 both --json a.json
+    python -m _scripts.bench.models --config release/nova_v1 --train-only --compile both --json b.json
+    python -m _scripts.bench.models --config nova_body --train-only --compile both --r1-bf16 both --json c.json
+    python -m _scripts.bench.models --config eg3d_ffhq512 --batch 1 --networks-only --compile-infer --mesh-res 256
 
-Presets come from training.triplane.PRESETS.  --train-step times full GAN
-steps the way training/training_loop.py runs them (phases G main, D main on
-fake + real, lazy R1 on real every 16th step in fp32; only the phase's network
-requires grad; Adam updates): 16 steps, one of them with R1, images/s = batch /
-mean step time.  FLOPs are counted once per configuration with
-torch.utils.flop_counter.FlopCounterMode on the eager networks: matmul/conv
-FLOPs only (grid_sample, elementwise ops, normalisations, sorting are not
-counted), so MFU (flops_per_train_image x images/s / peak dense bf16 of the
-GPU) is a lower bound.  --compile compiles the generator's encoders, backbone,
-super-resolution and ray march (rays, samples, field, compositing: one graph)
-with --compile-mode (G.compile_parts; not D, see --compile-d: R1
-differentiates D twice) and picks the compiled
-arithmetic (triplane.set_compiled_arithmetic: unfolded FIR, gather lookup);
---compile-infer compiles the whole eval forward (conditioning images -> final
-image) for the batch-1 inference timing (default mode reduce-overhead: CUDA
-graphs).  fp32 runs on CUDA allow TF32 matmuls.
-Each configuration catches CUDA out-of-memory ({"error": "OOM"}) and goes on;
---json is rewritten after every configuration.
+The step is training_loop.TrainStep, the object training_loop.train() runs: the recipe's phases on their
+intervals (Gmain with its reconstruction renders and ray patches, Greg, Dmain, Dreg), requires_grad
+toggling, the NaN/Inf guard, fused Adam and the EMA update, compiled as the trainer compiles it.  Every
+trainer flag is accepted (--config RECIPE, --batch, --preset, --g-kwargs, --ray-views, ...) and builds the
+TrainConfig the trainer would build; the benchmark's own flags sweep --compile, --bf16, --r1-bf16 and
+--nr, one configuration per combination.  Batches are synthetic by default (the dataset's keys and shapes,
+ray patches included, copied to the device inside the step loop as the trainer copies them) or, with
+--data real, come from the trainer's data loader (then also timed alone).  Weights are random unless
+--pretrained: the speed does not depend on them.  FLOPs are counted on one eager step with the
+configuration's arithmetic (torch.utils.flop_counter: matmul/conv only, so MFU is a lower bound).
+Each configuration catches CUDA out-of-memory ({"error": "OOM"}) and goes on; --json is rewritten after
+every configuration.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import math
 import os
@@ -39,18 +36,12 @@ import traceback
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from training import cameras
+from _train.eg3dc import train as train_cli
+from training import cameras, configs
+from training import training_loop as tl
 from training.errors import UserError, cli_main, save_json_atomic
-from training import networks_stylegan2 as nets
-from training import volumetric_rendering as vr
-from training.dual_discriminator import join_pair, pair_group, split_pair
-from training.loss import LossConfig, r1_inputs, r1_terms
-from training.triplane import PRESETS, SR_NOISE_MODES, build_preset, set_compiled_arithmetic
-from training.training_loop import COMPILE_MODES, adam, compile_kwargs, force_layout_optimization, guard_requires_grad
 
-D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}
 FLOPS_NOTE = ("matmul/conv FLOPs only (torch.utils.flop_counter.FlopCounterMode): grid_sample, elementwise "
               "ops, normalisations and sorting are not counted, so MFU is a lower bound")
 # dense (no sparsity) bf16 tensor-core peaks, matched in order against torch.cuda.get_device_name()
@@ -59,100 +50,238 @@ PEAK_BF16 = [("H200", 989.4e12, "H200 dense bf16"),
              ("H100 NVL", 835e12, "H100 NVL dense bf16"),
              ("H100", 989.4e12, "H100 SXM/HBM3 dense bf16"),
              ("A100", 312e12, "A100 dense bf16")]
-R1_INTERVAL = LossConfig.r1_interval     # lazy R1 as the trainer's defaults
-R1_GAMMA = LossConfig.r1_gamma
+D_SIZES = {"tiny": dict(channel_base=256, channel_max=32)}      # build_D (the part benchmarks of variants.py)
+# trainer fields the benchmark sweeps with flags of its own
+SWEPT = ("compile", "bf16", "r1_bf16", "neural_rendering_resolution")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m _scripts.bench.models", description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="default: tiny on CPU, nova_body on CUDA")
-    p.add_argument("--variant", default=None, help="generator class instead of the preset's (e.g. TriPlaneGenerator_v0)")
-    p.add_argument("--batch", type=int, default=None, help="default: 2 on CPU, 4 on CUDA")
-    p.add_argument("--nr", type=int, nargs="*", default=None, help="neural rendering resolution(s) (default: preset)")
-    p.add_argument("--bf16", default="off", choices=["on", "off", "both"])
-    p.add_argument("--compile", action="store_true", help="compile G's field, backbone and super-resolution")
-    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES, help="torch.compile mode for --compile")
-    p.add_argument("--compile-d", action="store_true",
-                   help="also compile D for its first-order uses (G main, D main); R1 keeps the eager D")
-    p.add_argument("--guard-requires-grad", default="on", choices=["on", "off"],
-                   help="compiled graphs guard on their parameters' requires_grad (training_loop.guard_requires_grad; "
-                   "on, as the trainer) or dynamo's default (off)")
-    p.add_argument("--r1-bf16", action="store_true", help="run the R1 phase under bf16 autocast (default fp32)")
-    p.add_argument("--d-pair", default="on", choices=["on", "off"],
-                   help="D main on fakes and reals as one joined batch (on, the trainer's default) or two calls")
-    p.add_argument("--fold", default="auto", choices=["auto", "on", "off", "skip-off"],
-                   help="FIR filters folded into resampling convs (networks_stylegan2.set_fold): on = the eager "
-                   "default; off = filter passes + cheaper convs (half the FLOPs; fastest compiled); skip-off = "
-                   "only D's 1x1 skip convs unfolded; auto (default) = off with --compile, else on")
-    p.add_argument("--channels-last", nargs="?", const="G,D", default="auto", metavar="PARTS",
-                   help="NHWC activations (networks_stylegan2.set_channels_last) in PARTS, comma-separated of "
-                   f"{', '.join(CHANNELS_LAST_PARTS)} (no value: G,D); none; auto (default) = as the trainer: "
-                   "backbone and super-resolution with --compile (G.compile_parts), none without")
-    p.add_argument("--sr-noise", default=None, choices=SR_NOISE_MODES,
-                   help="the generator's superresolution_noise_mode (default: the preset's, EG3D's none)")
-    p.add_argument("--lookup", default="auto", choices=["auto", *vr.LOOKUPS],
-                   help="triplane lookup (volumetric_rendering.LOOKUP); auto (default) = gather with --compile "
-                   "(fastest compiled), else grid_sample (fastest eager)")
-    p.add_argument("--train-only", action="store_true",
-                   help="with --train-step: time only the train step (no separate G/D forward timings, no batch-1 "
-                   "inference): compiles only the training graphs")
-    p.add_argument("--parts", action="store_true",
+    p = argparse.ArgumentParser(prog="python -m _scripts.bench.models", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="recipes (--config NAME): " + ", ".join(configs.recipes()))
+    b = p.add_argument_group("benchmark")
+    b.add_argument("--compile", dest="sweep_compile", nargs="?", const="on", default="auto",
+                   choices=["auto", "on", "off", "both"],
+                   help="the trainer's compiled path (G.compile_parts + compiled D for Gmain/Dmain): on (no value), "
+                   "off, both (eager first), auto (default: as the trainer, on for CUDA, off on a CPU)")
+    b.add_argument("--bf16", dest="sweep_bf16", default=None, choices=["auto", "on", "off", "both"],
+                   help="bf16 autocast of Gmain/Dmain (default: the recipe's; auto = on for CUDA)")
+    b.add_argument("--r1-bf16", dest="sweep_r1_bf16", nargs="?", const="on", default=None,
+                   choices=["on", "off", "both"],
+                   help="R1 (Dreg) under bf16 autocast when bf16 is on: on (no value), off, both (default: the "
+                   "recipe's; the trainer's default is fp32)")
+    b.add_argument("--nr", type=int, nargs="*", default=None,
+                   help="neural rendering resolution(s) (default: the generator's own)")
+    b.add_argument("--samples", type=int, nargs=2, default=None, metavar=("COARSE", "FINE"),
+                   help="depth_resolution and depth_resolution_importance (merged into --g-kwargs' "
+                   "rendering_kwargs; default: the preset's)")
+    b.add_argument("--data", default="synthetic", choices=["synthetic", "real"],
+                   help="synthetic batches with the dataset's keys and shapes (default), or the trainer's data "
+                   "loader over --data-root/--renderset/--dataset (then also timed alone)")
+    b.add_argument("--pretrained", action="store_true",
+                   help="load the recipe's pretrained weights (ImageNet encoder, LPIPS backbone) from the torch hub "
+                   "cache; default: random weights of the same shapes")
+    b.add_argument("--steps", type=int, default=None,
+                   help="timed steps, rounded up to whole cycles of the phases' intervals (default: one cycle)")
+    b.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps after the first one (default 1 on a CPU, 3 on CUDA: CUDA graphs record)")
+    b.add_argument("--train-only", action="store_true",
+                   help="only the training step (not the networks alone: compiles only the training graphs)")
+    b.add_argument("--networks-only", action="store_true",
+                   help="only the networks alone: G/D forward (+backward), batch-1 inference, mesh")
+    b.add_argument("--phase-times", action="store_true",
+                   help="also time each phase of one more cycle on its own (synchronising between phases)")
+    b.add_argument("--parts", action="store_true",
                    help="also time forward+backward of G's parts: encoder, synthesize (encoder + backbone), "
                    "render (planes -> raw image, no super-resolution), super-resolution")
-    p.add_argument("--compile-infer", nargs="?", const="reduce-overhead", default=None, choices=COMPILE_MODES,
+    b.add_argument("--compile-infer", nargs="?", const="reduce-overhead", default=None, choices=tl.COMPILE_MODES,
                    metavar="MODE", help="also time batch-1 inference with the whole eval forward compiled "
                    "(MODE default reduce-overhead = CUDA graphs)")
-    p.add_argument("--device", default=None, choices=["cuda", "cpu"])
-    p.add_argument("--steps", type=int, default=None, help="timed iterations (default 3 CPU / 10 CUDA)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 1 CPU / 3 CUDA)")
-    p.add_argument("--train-step", action="store_true",
-                   help=f"also time full GAN steps with R1 every {R1_INTERVAL} (steps rounded up to {R1_INTERVAL}s)")
-    p.add_argument("--samples", type=int, nargs=2, default=None, metavar=("COARSE", "FINE"),
-                   help="depth_resolution and depth_resolution_importance (default: preset)")
-    p.add_argument("--mesh-res", type=int, default=None,
+    b.add_argument("--mesh-res", type=int, default=None,
                    help="time density grid + marching cubes at this resolution, once per run (first configuration); "
                    "0 = off (default: 256 on CUDA, off on CPU)")
-    p.add_argument("--mesh-level", default="0.5",
+    b.add_argument("--mesh-level", default="0.5",
                    help="occupancy level for marching cubes: a number (infer.py's default 0.5) or 'median' "
                    "(the grid's median occupancy: gives a surface even for untrained networks)")
-    p.add_argument("--peak-tflops", type=float, default=None,
+    b.add_argument("--peak-tflops", type=float, default=None,
                    help="peak dense bf16 TFLOP/s for MFU (default: from the GPU name; CPU: none, MFU n/a)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--profile", action="store_true",
-                   help="print the top kernels of G forward+backward (not with --train-only) and of one train "
-                   "step and the R1 phase (with --train-step)")
-    p.add_argument("--layout-opt", default="force", choices=["auto", "force"],
-                   help="inductor's layout for compiled graphs with convolutions (training_loop."
-                   "force_layout_optimization): force (default, as the trainer) = channels-last in every such "
-                   "graph; auto = its heuristics (which keep the super-resolution NCHW)")
-    p.add_argument("--phase-times", action="store_true",
-                   help="with --train-step: also time each phase of the step (synchronising between phases)")
-    p.add_argument("--gpu-lock", default=None, metavar="FILE",
-                   help="hold an exclusive lock on FILE while timing/profiling the train step (after its first, "
-                   "compiling, step): benchmarks run side by side compile together and time one at a time")
-    p.add_argument("--gpu-lock-peers", type=int, default=1, metavar="N",
+    b.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    b.add_argument("--profile", action="store_true",
+                   help="print the top kernels of one training step and of the R1 phase (and of G forward+backward "
+                   "unless --train-only)")
+    b.add_argument("--profile-trace", default=None, metavar="FILE.json.gz",
+                   help="with --profile: write the training step's chrome trace there (gzipped)")
+    b.add_argument("--gpu-lock", default=None, metavar="FILE",
+                   help="hold an exclusive lock on FILE while timing the step (after its first, compiling, step): "
+                   "benchmarks run side by side compile together and time one at a time")
+    b.add_argument("--gpu-lock-peers", type=int, default=1, metavar="N",
                    help="with --gpu-lock: N benchmarks side by side; each waits (up to 10 min) until all N have "
                    "compiled before timing, so that no first step (compiling, autotuning) runs beside a timing")
-    p.add_argument("--profile-trace", default=None, metavar="FILE.json.gz",
-                   help="with --profile: write the train step's chrome trace there (gzipped)")
-    p.add_argument("--r1-layout", default="nhwc", choices=["nhwc", "nchw"],
-                   help="memory layout of R1's real images: nhwc (default, as the trainer: the eager D's cuDNN "
-                   "convs need no NCHW<->NHWC transposes) or nchw")
-    p.add_argument("--json", default=None, help="write the results here (a list, one entry per configuration)")
+    b.add_argument("--json", default=None, help="write the results here (a list, one entry per configuration)")
+    train_cli.build_parser(p, skip=SWEPT)       # the trainer's flags: --config, --batch, --preset, ...
     a = p.parse_args(argv)
-    bad = set(filter(None, a.channels_last.split(","))) - set(CHANNELS_LAST_PARTS) - {"auto", "none"}
-    if bad:
-        p.error(f"--channels-last: unknown part(s) {', '.join(sorted(bad))}; parts: {', '.join(CHANNELS_LAST_PARTS)}")
     if a.mesh_level != "median":
         try:
             float(a.mesh_level)
         except ValueError:
             p.error(f"--mesh-level: {a.mesh_level!r} is neither a number nor 'median'")
+    if a.train_only and a.networks_only:
+        p.error("--train-only and --networks-only exclude each other")
     return a
 
 
-CHANNELS_LAST_PARTS = ("G", "D", "backbone", "superresolution")
+# ---------------------------------------------------------------- configurations
 
+def base_config(a, device) -> tl.TrainConfig:
+    """The TrainConfig the trainer builds from the same flags; the CPU default recipe is 'tiny', else
+    'eg3d_ffhq512'.  Random weights unless --pretrained; --samples into the generator's rendering_kwargs."""
+    if a.config is None:
+        a.config = "tiny" if device.type == "cpu" else "eg3d_ffhq512"
+    cfg = train_cli.config_from_namespace(a)
+    g_kwargs = dict(cfg.g_kwargs)
+    if a.samples:
+        rk = dict(g_kwargs.get("rendering_kwargs") or {})
+        rk.update(depth_resolution=a.samples[0], depth_resolution_importance=a.samples[1])
+        g_kwargs["rendering_kwargs"] = rk
+    loss = cfg.loss
+    if not a.pretrained:
+        if "encoder_weights" in g_kwargs:
+            g_kwargs["encoder_weights"] = None
+        loss = dataclasses.replace(loss, lpips_random_init=True)
+    return dataclasses.replace(cfg, g_kwargs=g_kwargs, loss=loss, device=device.type)
+
+
+def _modes(flag: str | None, recipe_value):
+    return {"on": [True], "off": [False], "both": [False, True]}.get(flag, [recipe_value])
+
+
+def configurations(a, cfg: tl.TrainConfig, device) -> list[tl.TrainConfig]:
+    """One TrainConfig per (nr, bf16, R1 precision, compile): eager before compiled, so that a run cut short
+    keeps the quicker results; R1's precision only where a GAN with R1 runs and bf16 is on."""
+    bf16s = ({"on": ["on"], "off": ["off"], "both": ["off", "on"], "auto": ["auto"]}[a.sweep_bf16]
+             if a.sweep_bf16 else [cfg.bf16])
+    compiles = {"auto": [None], "on": [True], "off": [False], "both": [False, True]}[a.sweep_compile]
+    out = []
+    for nr in a.nr or [cfg.neural_rendering_resolution]:
+        for bf16 in bf16s:
+            on = tl.resolve_bf16(dataclasses.replace(cfg, bf16=bf16), device)
+            r1s = _modes(a.sweep_r1_bf16, cfg.loss.r1_bf16) if on and tl.uses_r1(cfg.loss) else [False]
+            for r1 in r1s:
+                for comp in compiles:
+                    out.append(dataclasses.replace(cfg, neural_rendering_resolution=nr or 0, bf16=bf16,
+                                                   compile=comp, loss=dataclasses.replace(cfg.loss, r1_bf16=r1)))
+    return out
+
+
+# ---------------------------------------------------------------- batches
+
+def synthetic_batch(cfg: tl.TrainConfig, G, index: int, generator: torch.Generator | None = None) -> dict:
+    """A batch with the keys, shapes and dtypes of training.dataset.CharacterDataset + collate for ``cfg``
+    (renders assumed at --resolution, else the generator's output size): random images, an ellipse as each
+    character's silhouette, the dataset's cameras (ortho views of --ortho-views, random perspective views)
+    and, with --ray-views > 0, ray patches (RaySampling's ray_rgb/alpha/xyz/uv/cam) at pixel strides of
+    --ray-scales.  ``index`` names the samples (per-sample noise of the loss is drawn from the ids)."""
+    g = generator or torch.Generator().manual_seed(index)
+    B = cfg.batch
+    S = cfg.resolution or G.img_resolution
+    cs = cfg.cond_resolution or S
+    fr = cameras.get_framing(G.framing)
+    ortho = {v.name: v for v in cameras.view_set("ortho", fr)}
+    views = tuple(v.strip() for v in cfg.ortho_views.split(",") if v.strip())
+    ids = [f"synthetic{index:05d}_{i:03d}" for i in range(B)]
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g)
+
+    def silhouette(n, size):           # [n,1,size,size] in {0,1}: an ellipse around a jittered centre
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+        c = (rand(n, 2, 1, 1) - 0.5) * 0.4
+        r = 0.3 + 0.4 * rand(n, 2, 1, 1)
+        inside = ((xx - c[:, :1]) / r[:, :1]).square() + ((yy - c[:, 1:]) / r[:, 1:]).square() < 1
+        return inside.float()
+
+    def on_white(n, size, alpha):
+        return (rand(n, 3, size, size) * alpha + (1 - alpha)) * 2 - 1
+
+    out = {"id": ids, "mirrored": torch.zeros(B, dtype=torch.bool), "box": torch.full((B,), float(fr.box))}
+    for v in ("front", "back"):
+        m = silhouette(B, cs)
+        out[f"cond_{v}"] = on_white(B, cs, m)
+        out[f"cond_{v}_mask"] = m
+    V = len(views)
+    a = silhouette(B * V, S)
+    out["ortho_rgb"] = on_white(B * V, S, a).reshape(B, V, 3, S, S)
+    out["ortho_alpha"] = a.reshape(B, V, 1, S, S)
+    out["ortho_xyz"] = ((rand(B * V, 3, S, S) - 0.5) * fr.box * a).reshape(B, V, 3, S, S)
+    out["ortho_cam"] = cameras.as_tensor([ortho[v] for v in views])[None].expand(B, V, 25).contiguous()
+    m = silhouette(B, S)
+    out["rgb"] = on_white(B, S, m)
+    out["rgb_mask"] = m
+    out["rgb_cam"] = cameras.as_tensor([cameras.view_set("rgb", fr, char_id=i)[int(k)]
+                                        for i, k in zip(ids, torch.randint(cameras.N_RANDOM_VIEWS, (B,),
+                                                                           generator=g))])
+    if cfg.use_features:
+        raise UserError("--use-features: synthetic batches hold no encoder features; benchmark with --data real")
+    if cfg.ray_views > 0:
+        out.update(synthetic_rays(cfg, fr, ids, S, g))
+    return out
+
+
+def synthetic_rays(cfg: tl.TrainConfig, fr, ids, S: int, g: torch.Generator) -> dict:
+    """RaySampling's keys: M = ray_views x ray_patches patches of P x P pixels per character, each at a pixel
+    stride drawn from --ray-scales (those that fit the render, as dataset.sample_patches), from ortho and
+    random perspective cameras."""
+    B, M = len(ids), cfg.ray_views * cfg.ray_patches
+    P = min(cfg.ray_patch_size, S)
+    try:
+        scales = [k for k in (int(t) for t in cfg.ray_scales.split(",") if t.strip()) if P * k <= S]
+    except ValueError:
+        raise UserError(f"--ray-scales: expected comma-separated integers, got {cfg.ray_scales!r}") from None
+    scales = scales or [max(S // P, 1)]
+    pool = [v for v in cameras.view_set("ortho", fr) if v.name != "top"]
+    uv, cams = [], []
+    for i in ids:
+        pool_i = pool + cameras.view_set("rgb", fr, char_id=i)
+        for view in torch.randperm(len(pool_i), generator=g)[:cfg.ray_views].tolist():
+            for _ in range(cfg.ray_patches):     # the view's patches share its camera, as in the dataset
+                k = scales[int(torch.randint(len(scales), (), generator=g))]
+                n = S // k
+                y0, x0 = (int(torch.randint(n - P + 1, (), generator=g)) for _ in range(2))
+                vv, uu = torch.meshgrid(torch.arange(y0, y0 + P, dtype=torch.float32),
+                                        torch.arange(x0, x0 + P, dtype=torch.float32), indexing="ij")
+                uv.append(torch.stack([(uu.reshape(-1) + 0.5) / n, (vv.reshape(-1) + 0.5) / n], -1))
+                cams.append(pool_i[view])
+    alpha = (torch.rand(B, M, 1, P, P, generator=g) > 0.3).float()
+    out = {"ray_rgb": (torch.rand(B, M, 3, P, P, generator=g) * alpha + (1 - alpha)) * 2 - 1,
+           "ray_alpha": alpha,
+           "ray_xyz": (torch.rand(B, M, 3, P, P, generator=g) - 0.5) * fr.box * alpha,
+           "ray_uv": torch.stack(uv).reshape(B, M, P * P, 2),
+           "ray_cam": cameras.as_tensor(cams).reshape(B, M, 25)}
+    if cfg.loss.ray_depth_weight <= 0:          # the dataset loads surface points only for the depth term
+        del out["ray_xyz"]
+    return out
+
+
+class SyntheticBatches:
+    """An endless iterator over ``n`` distinct synthetic batches (pinned host memory on CUDA, so that the
+    step loop's copy to the device is the trainer's non-blocking copy)."""
+
+    def __init__(self, cfg, G, device, n: int = 4):
+        self.items = [synthetic_batch(cfg, G, i) for i in range(n)]
+        if device.type == "cuda":
+            self.items = [{k: (v.pin_memory() if torch.is_tensor(v) else v) for k, v in b.items()}
+                          for b in self.items]
+        self.i = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.i += 1
+        return self.items[(self.i - 1) % len(self.items)]
+
+
+# ---------------------------------------------------------------- timing
 
 class Clock:
     """Wall time of a callable (synchronised on CUDA) and peak memory over the runs."""
@@ -207,31 +336,33 @@ class Clock:
                 "peak_gib": self.peak_gib()}
 
 
-def make_inputs(G, batch, device):
-    res = G.cond_resolution
-    g = torch.Generator().manual_seed(0)
-    cond = {"front": torch.rand(batch, 3, res, res, generator=g) * 2 - 1,
-            "back": torch.rand(batch, 3, res, res, generator=g) * 2 - 1}
-    cond["front_mask"] = (cond["front"][:, :1] > 0).float()
-    cond["back_mask"] = (cond["back"][:, :1] > 0).float()
-    views = cameras.view_set("rgb", G.framing, char_id="bench") * ((batch + 7) // 8)
-    c = cameras.as_tensor(views[:batch])
-    return {k: v.to(device) for k, v in cond.items()}, c.to(device)
+class PhaseTimes:
+    """phase_clock of TrainStep: each phase's wall time, synchronised before and after."""
+
+    def __init__(self, clock):
+        self.clock, self.times = clock, {}
+
+    def __call__(self, name, fn):
+        dt, out = self.clock.seconds(fn)
+        self.times.setdefault(name, []).append(dt)
+        return out
+
+    def summary(self) -> dict:    # median ms of each phase
+        return {k: 1000 * sorted(v)[len(v) // 2] for k, v in self.times.items()}
 
 
-def build_D(preset, G, device):
-    from training.dual_discriminator import DualDiscriminator, MaskDualDiscriminator
-    cls = MaskDualDiscriminator if G.use_mask else DualDiscriminator
-    return cls(c_dim=25, img_resolution=G.img_resolution, **D_SIZES.get(preset, {})).to(device)
+class StepRunner:
+    """The trainer's loop body: the next batch to the device, then the step at (step, step x batch images)."""
 
+    def __init__(self, trainer: tl.TrainStep, batches, device, batch: int):
+        self.trainer, self.batches, self.device, self.batch = trainer, batches, device, batch
+        self.step = 0
 
-def d_input(G, out, use_mask):
-    """What training/loss.py gives D: the mask at the neural-rendering size (D resizes it itself).  Contiguous
-    (image_raw is a channel slice of the feature image): fakes and reals then share one compiled D graph."""
-    img = {"image": out["image"], "image_raw": out["image_raw"]}
-    if use_mask:
-        img["image_mask"] = out["image_alpha"]
-    return {k: v.contiguous() for k, v in img.items()}
+    def __call__(self, phase_clock=None, step: int | None = None):
+        s = self.step if step is None else step
+        self.trainer(tl.to_device(next(self.batches), self.device), s, s * self.batch, phase_clock=phase_clock)
+        if step is None:
+            self.step += 1
 
 
 def peak_flops(dev_name: str, a) -> tuple[float | None, str]:
@@ -268,25 +399,70 @@ class _NoModuleTracker:
         return False
 
 
+def step_flops(run: StepRunner) -> dict[str, int]:
+    """FLOPs of each phase of one step in which every phase runs (step 0), the EMA included (none counted)."""
+    flops = {}
+
+    def clock(name, fn):
+        flops[name] = count_flops(fn)
+    run(phase_clock=clock, step=0)
+    return flops
+
+
 def step_begin():
     """Marks a new iteration for CUDA-graph trees (reduce-overhead); a no-op otherwise."""
     if hasattr(torch, "compiler") and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
         torch.compiler.cudagraph_mark_step_begin()
 
 
-def compile_G(G, mode: str, channels_last: bool = True):
-    """G.compile_parts: encoders, backbone, super-resolution (in place) and the ray march; with
-    channels_last, NHWC backbone and super-resolution, as the trainer."""
-    G.compile_parts(channels_last=channels_last, **compile_kwargs(mode))
+def time_steps(run: StepRunner, clock: Clock, n: int, batch: int) -> dict:
+    """``n`` steps back to back, as a training run takes them: no sync until the end, each step's time read
+    from device events (the host queues the next step while the device runs)."""
+    clock.reset_peak()
+    marks = [clock.mark()]
+    for _ in range(n):
+        run()
+        marks.append(clock.mark())
+    times = clock.between(marks)
+    srt = sorted(times)
+    total = sum(times)
+    return {"steps": n, "ms": 1000 * srt[len(srt) // 2], "ms_min": 1000 * srt[0], "ms_mean": 1000 * total / n,
+            "images_per_s": batch * n / total, "step_ms": [round(1000 * t, 2) for t in times],
+            "peak_gib": clock.peak_gib()}
 
 
-def uncompile_G(G):
-    """Back to the eager forward of every part (in-place compiles keep the modules)."""
-    from training.triplane import render_field
-    object.__setattr__(G, "_render_fn", render_field)
-    for m in G.modules():
-        if getattr(m, "_compiled_call_impl", None) is not None:
-            m._compiled_call_impl = None
+def time_loader(batches, clock: Clock, n: int, batch: int) -> dict:
+    """The data loader alone: ``n`` batches as fast as its workers deliver them."""
+    dt, _ = clock.seconds(lambda: [next(batches) for _ in range(n)])
+    return {"batches": n, "ms_per_batch": 1000 * dt / n, "images_per_s": batch * n / dt}
+
+
+def wait_for_peers(path: str, n: int, timeout_s: float = 600):
+    """Marks this benchmark compiled (path.ready.PID) and waits until n benchmarks are."""
+    import glob
+    open(f"{path}.ready.{os.getpid()}", "w").close()
+    t0 = time.perf_counter()
+    while len(glob.glob(f"{path}.ready.*")) < n and time.perf_counter() - t0 < timeout_s:
+        time.sleep(1)
+    print(f"  [{len(glob.glob(f'{path}.ready.*'))}/{n} peers compiled after {time.perf_counter() - t0:.0f} s]",
+          flush=True)
+
+
+@contextlib.contextmanager
+def gpu_lock(path: str | None):
+    """An exclusive flock on path (none: no lock): side-by-side benchmarks time one at a time."""
+    if not path:
+        yield
+        return
+    import fcntl
+    with open(path, "a") as f:
+        t0 = time.perf_counter()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        print(f"  [gpu lock {path}: waited {time.perf_counter() - t0:.1f} s]", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def section(res: dict, key: str, fn, device):
@@ -312,31 +488,184 @@ def error_string(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"[:2000]
 
 
-def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
-    """Fills res as it goes (partial results survive an error)."""
-    torch.manual_seed(0)
-    if a.compile or a.compile_d or a.compile_infer:
-        torch._dynamo.reset()      # a fresh cache per configuration (new modules; stay under the recompile limit)
-    overrides = {}
-    rk = {}
-    if a.samples:
-        rk.update(depth_resolution=a.samples[0], depth_resolution_importance=a.samples[1])
-    if a.sr_noise:
-        rk.update(superresolution_noise_mode=a.sr_noise)
-    if rk:
-        overrides["rendering_kwargs"] = rk
-    G = build_preset(preset, variant=a.variant, **overrides).to(device).train()
-    D = build_D(preset, G, device).train()
-    for part in filter(None, a.channels_last.split(",")) if a.channels_last not in ("auto", "none") else ():
-        nets.set_channels_last({"G": G, "D": D, "backbone": G.backbone, "superresolution": G.superresolution}[part])
-    cond, c = make_inputs(G, a.batch, device)
-    ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-    res.update({"generator": type(G).__name__, "img_resolution": G.img_resolution,
-                "nr": nr or G.neural_rendering_resolution,
+# ---------------------------------------------------------------- one configuration
+
+def bench_config(a, cfg: tl.TrainConfig, d: tl.Dist, clock: Clock, res: dict, peak) -> None:
+    """Fills res as it goes (partial results survive an error).  Seeds, data, networks, step and batches in
+    train()'s order, so the first step is the trainer's first step."""
+    device = d.device
+    torch._dynamo.reset()       # a fresh cache per configuration (new modules; stay under the recompile limit)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    ds = tl.build_dataset(cfg) if a.data == "real" else None
+    nets, opts = tl.build_models(cfg, device)
+    G, D = nets["G"], nets["D"]
+    res.update({"generator": type(G).__name__, "discriminator": type(D).__name__,
+                "img_resolution": G.img_resolution,
+                "nr": cfg.neural_rendering_resolution or G.neural_rendering_resolution,
                 "samples": [G.rendering_kwargs["depth_resolution"], G.rendering_kwargs["depth_resolution_importance"]],
                 "params_G": sum(p.numel() for p in G.parameters()),
                 "params_D": sum(p.numel() for p in D.parameters())})
-    z = torch.randn(a.batch, G.z_dim, device=device)
+    res["flops"], res["flops_note"] = {}, FLOPS_NOTE
+    res["peak_flops"], res["peak_source"] = peak
+    compiled = tl.resolve_compile(cfg, device)
+    views = ds.ortho_views if ds is not None else tuple(v.strip() for v in cfg.ortho_views.split(",") if v.strip())
+    trainer = None
+    try:
+        if not a.networks_only:
+            eager = tl.TrainStep(dataclasses.replace(cfg, compile=False), d, nets, opts, views)
+            batches = tl.rank_batches(ds, cfg, d, cfg.batch, 0) if ds is not None else SyntheticBatches(cfg, G, device)
+            run = StepRunner(eager, batches, device, cfg.batch)
+            res["phases"] = {name: k for name, _, _, k in eager.phases}
+            if compiled:    # the FLOPs on the eager networks, then the trainer compiles G in place
+                count_flops_of(a, run, G, cfg, res)
+                trainer = run.trainer = tl.TrainStep(cfg, d, nets, opts, views)
+            else:
+                trainer = eager
+            first_step(run, clock, res)         # the trainer's first step: every phase runs, every graph compiles
+            if not compiled:                    # after it, so that the first step is exactly the trainer's
+                count_flops_of(a, run, G, cfg, res)
+            res["precision"] = trainer.precision()
+            res["step"] = trainer.describe()
+            res["d_fresh_fakes"] = cfg.loss.d_fresh_fakes and "Dmain" in res["phases"]
+            free(device)
+            bench_train(a, run, cfg, clock, res, peak, ds)
+        if not a.train_only:
+            if trainer is None:
+                res["flops"]["G_forward"] = g_forward_flops(G, cfg, device)
+                if compiled:                    # the networks as the trainer compiles them
+                    trainer = tl.TrainStep(cfg, d, nets, opts, views)
+            bench_networks(a, G, D, cfg, clock, res, peak, device)
+    finally:
+        if trainer is not None:
+            trainer.close()
+
+
+def count_flops_of(a, run: StepRunner, G, cfg, res: dict) -> None:
+    """res['flops'] of each phase of one eager step with the configuration's arithmetic (compiling unfolds the
+    FIR filters: fewer FLOPs), per batch; the step's FLOPs per image; G's forward unless --train-only."""
+    from training.triplane import set_compiled_arithmetic
+    restore = set_compiled_arithmetic(tl.resolve_compile(cfg, run.device))
+    try:
+        with gpu_lock(a.gpu_lock):      # eager memory peaks are high: one benchmark at a time
+            res["flops"].update(step_flops(run))
+    finally:
+        restore()
+    res["flops_per_train_image"] = sum(res["flops"][n] / k for n, k in res["phases"].items()) / cfg.batch
+    if not a.train_only:
+        res["flops"]["G_forward"] = g_forward_flops(G, cfg, run.device)
+
+
+def first_step(run: StepRunner, clock: Clock, res: dict) -> None:
+    """Step 0, synchronised: its wall time, and the seconds of it spent compiling when compiled."""
+    c0 = tl.compile_seconds()
+    first_s, _ = clock.seconds(lambda: run(step=0))
+    c1 = tl.compile_seconds()
+    t = res["train_step"] = {"first_step_s": first_s}
+    if run.trainer.compiled and c0 is not None and c1 is not None:
+        t["compile_s"] = c1 - c0
+    print(f"  [first step: {first_s:.1f} s" + (f", {t['compile_s']:.1f} s of it compiling" if "compile_s" in t
+                                                else "") + "]", flush=True)
+
+
+def bench_train(a, run: StepRunner, cfg, clock: Clock, res: dict, peak, ds) -> None:
+    """After the first step: warm-up, then whole cycles of the phases back to back."""
+    device, trainer, t = clock.device, run.trainer, res["train_step"]
+    run.step = 1
+    warm = a.warmup if a.warmup is not None else (1 if device.type == "cpu" else 3)
+    t["warmup_steps"] = warm
+    t["warmup_s"], _ = clock.seconds(lambda: [run() for _ in range(warm)])
+    n = trainer.cycle * max(1, math.ceil((a.steps or trainer.cycle) / trainer.cycle))
+    lock = contextlib.nullcontext()
+    if a.gpu_lock:
+        wait_for_peers(a.gpu_lock, a.gpu_lock_peers)
+        lock = gpu_lock(a.gpu_lock)
+    with lock:
+        if a.profile:
+            profile(run, device, rows=40, trace=a.profile_trace)
+            if "Dreg" in res["phases"]:
+                print("R1 phase (eager D, double backward):")
+                profile(lambda: run(phase_clock=only("Dreg"), step=0), device, rows=25)
+        run.step = trainer.cycle * math.ceil(run.step / trainer.cycle)     # whole cycles from a cycle's start
+        try:
+            t.update(time_steps(run, clock, n, cfg.batch))
+        except torch.cuda.OutOfMemoryError:
+            t["error"] = "OOM"
+            return
+        if a.phase_times:
+            phases = PhaseTimes(clock)
+            for _ in range(trainer.cycle):
+                run(phase_clock=phases)
+            t["phase_ms"] = phases.summary()
+        if ds is not None:
+            t["data_loader"] = time_loader(run.batches, clock, n, cfg.batch)
+    t["achieved_tflops"] = res["flops_per_train_image"] * t["images_per_s"] / 1e12
+    res["mfu"] = {"train": res["flops_per_train_image"] * t["images_per_s"] / peak[0] if peak[0] else None}
+    _, t["nan_skips"] = trainer.tick_stats()       # read once, as a tick end does
+
+
+def only(name):
+    """A phase_clock that runs the phase ``name`` and skips the others (profiling one phase)."""
+    return lambda n, fn: fn() if n == name else None
+
+
+# ---------------------------------------------------------------- the networks alone
+
+def make_inputs(G, batch, device):
+    res = G.cond_resolution
+    g = torch.Generator().manual_seed(0)
+    cond = {"front": torch.rand(batch, 3, res, res, generator=g) * 2 - 1,
+            "back": torch.rand(batch, 3, res, res, generator=g) * 2 - 1}
+    cond["front_mask"] = (cond["front"][:, :1] > 0).float()
+    cond["back_mask"] = (cond["back"][:, :1] > 0).float()
+    views = cameras.view_set("rgb", G.framing, char_id="bench") * ((batch + 7) // 8)
+    c = cameras.as_tensor(views[:batch])
+    return {k: v.to(device) for k, v in cond.items()}, c.to(device)
+
+
+def build_D(preset, G, device):
+    from training.dual_discriminator import DualDiscriminator, MaskDualDiscriminator
+    cls = MaskDualDiscriminator if G.use_mask else DualDiscriminator
+    return cls(c_dim=25, img_resolution=G.img_resolution, **D_SIZES.get(preset, {})).to(device)
+
+
+def d_input(G, out, use_mask):
+    """What training/loss.py gives D: the mask at the neural-rendering size (D resizes it itself).  Contiguous
+    (image_raw is a channel slice of the feature image): fakes and reals then share one compiled D graph."""
+    img = {"image": out["image"], "image_raw": out["image_raw"]}
+    if use_mask:
+        img["image_mask"] = out["image_alpha"]
+    return {k: v.contiguous() for k, v in img.items()}
+
+
+def autocast_of(cfg, device):
+    return ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tl.resolve_bf16(cfg, device)
+            else contextlib.nullcontext)
+
+
+def g_forward_flops(G, cfg, device) -> int:
+    """FLOPs of G's forward at the benchmark's batch, with the configuration's arithmetic (eager G)."""
+    from training.triplane import set_compiled_arithmetic
+    cond, c = make_inputs(G, cfg.batch, device)
+    z = torch.randn(cfg.batch, G.z_dim, device=device)
+    restore = set_compiled_arithmetic(tl.resolve_compile(cfg, device))
+    try:
+        with torch.no_grad(), autocast_of(cfg, device)():
+            return count_flops(lambda: G(cond, c, z=z, neural_rendering_resolution=cfg.neural_rendering_resolution
+                                         or None))
+    finally:
+        restore()
+
+
+def bench_networks(a, G, D, cfg, clock: Clock, res: dict, peak, device) -> None:
+    """G and D alone (G compiled in place when the configuration compiles, D eager), batch-1 inference (eager,
+    and the whole eval forward compiled with --compile-infer) and, once per run, the mesh."""
+    ac = autocast_of(cfg, device)
+    nr = cfg.neural_rendering_resolution or None
+    cond, c = make_inputs(G, cfg.batch, device)
+    z = torch.randn(cfg.batch, G.z_dim, device=device)
+    G.requires_grad_(True)
+    D.requires_grad_(True)
 
     def g_fwd():
         step_begin()
@@ -350,101 +679,38 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
             loss = out["image"].float().square().mean() + out["image_raw"].float().square().mean()
         loss.backward()
 
-    with torch.no_grad(), ac():
-        fake = d_input(G, G(cond, c, z=z, neural_rendering_resolution=nr), G.use_mask)
-    fake = {k: v.detach().float() for k, v in fake.items()}
-
-    D_first = {"net": D}       # D for G main / D main (compiled with --compile-d)
+    fake = {k: v.detach().float() for k, v in d_input(G, g_fwd(), tl.use_mask_discriminator(D)).items()}
 
     def d_fwd():
         with torch.no_grad(), ac():
-            return D_first["net"](fake, c)
+            return D(fake, c)
 
     def d_fwd_bwd():
         with ac():
-            loss = F.softplus(D_first["net"](fake, c)).float().mean()
+            loss = torch.nn.functional.softplus(D(fake, c)).float().mean()
         loss.backward()
 
-    # ---- FLOPs, once, on the eager networks (compiling does not change the matmul/conv work); eager memory
-    #      peaks are high: under --gpu-lock, one benchmark at a time
-    with gpu_lock(a.gpu_lock):
-        fl = {"G_forward": count_flops(g_fwd), "G_forward_backward": count_flops(g_fwd_bwd),
-              "D_forward_backward": count_flops(d_fwd_bwd)}
-        phases = PhaseTimes(clock) if a.phase_times else None
-        step, parts = make_train_step(G, D, cond, c, z, nr, ac, a.batch, r1_bf16=a.r1_bf16 and bf16,
-                                      D_first=D_first, d_pair=a.d_pair == "on", phase_clock=phases,
-                                      r1_channels_last=a.r1_layout == "nhwc")
-        fl.update({f"train_{k}": count_flops(fn) for k, fn in parts.items()})    # also warms the R1 path
-        free(device)
-    G.requires_grad_(True)
-    D.requires_grad_(True)
+    steps, warm = a.steps or 3, a.warmup if a.warmup is not None else 1
+    fl = res["flops"]
+    if a.profile and not a.train_only:
+        profile(g_fwd_bwd, device)
+    section(res, "G_forward", lambda: clock(g_fwd, steps, warm), device)
+    section(res, "G_forward_backward", lambda: clock(g_fwd_bwd, steps, warm), device)
+    section(res, "D_forward", lambda: clock(d_fwd, steps, warm), device)
+    section(res, "D_forward_backward", lambda: clock(d_fwd_bwd, steps, warm), device)
     G.zero_grad(set_to_none=True)
     D.zero_grad(set_to_none=True)
-    per_image = (fl["train_G_main"] + fl["train_D_main"] + fl["train_R1"] / R1_INTERVAL) / a.batch
-    res["flops"] = fl                           # per batch of a.batch images
-    res["flops_per_train_image"] = per_image
-    res["flops_note"] = FLOPS_NOTE
-    res["peak_flops"], res["peak_source"] = peak
-
-    # ---- timings of the parts (compiled when asked)
-    if a.compile:
-        compile_G(G, a.compile_mode, channels_last=a.channels_last == "auto")
-    if a.compile_d:     # first-order uses only: D_first shares D's parameters; R1 differentiates eager D twice
-        D_first["net"] = torch.compile(D, dynamic=False,    # batch n in G main, 2n joined in D main
-                                       **compile_kwargs(a.compile_mode))
-    steps, warm = a.steps, a.warmup
-    only_train = a.train_only and a.train_step
-    if a.profile and not only_train:    # --train-only: the train step's profile below, nothing else compiled
-        profile(g_fwd_bwd, device)
-    if not only_train:
-        section(res, "G_forward", lambda: clock(g_fwd, steps, warm), device)
-        section(res, "G_forward_backward", lambda: clock(g_fwd_bwd, steps, warm), device)
-        G.zero_grad(set_to_none=True)
-        section(res, "D_forward", lambda: clock(d_fwd, steps, warm), device)
-        section(res, "D_forward_backward", lambda: clock(d_fwd_bwd, steps, warm), device)
-        D.zero_grad(set_to_none=True)
     if "ms" in res.get("G_forward", {}):
-        res["G_images_per_s"] = a.batch / (res["G_forward"]["ms"] / 1000)
-    mfu = {"G_forward": None, "train": None}
-    if peak[0] and "G_images_per_s" in res:
-        mfu["G_forward"] = fl["G_forward"] / a.batch * res["G_images_per_s"] / peak[0]
+        res["G_images_per_s"] = cfg.batch / (res["G_forward"]["ms"] / 1000)
+        mfu = res.setdefault("mfu", {"train": None})
+        mfu["G_forward"] = fl["G_forward"] / cfg.batch * res["G_images_per_s"] / peak[0] if peak[0] else None
     if a.parts:
         section(res, "parts", lambda: bench_parts(G, cond, c, z, nr, ac, clock, steps, warm), device)
-    if a.train_step:
-        G.requires_grad_(False)     # as make_train_step left them: each phase turns on its own network
-        D.requires_grad_(False)
-        lock = contextlib.nullcontext()
-        if a.gpu_lock:      # the first step compiles (mostly CPU work) before the lock is taken
-            res["train_compile_s"] = clock.seconds(step)[0]
-            print(f"  [first train step (compiles): {res['train_compile_s']:.1f} s wall]", flush=True)
-            wait_for_peers(a.gpu_lock, a.gpu_lock_peers)
-            lock = gpu_lock(a.gpu_lock)
-        with lock:
-            if a.profile:
-                for _ in range(max(1, warm)):
-                    step()
-                profile(step, device, rows=40, trace=a.profile_trace)
-                print("R1 phase (eager D, double backward):")
-                profile(parts["R1"], device, rows=25)
-            section(res, "train_step", lambda: train_steps(step, clock, a, phases), device)
-        t = res["train_step"]
-        if "images_per_s" in t:
-            t["achieved_tflops"] = per_image * t["images_per_s"] / 1e12
-            if peak[0]:
-                mfu["train"] = per_image * t["images_per_s"] / peak[0]
-    res["mfu"] = mfu                            # fraction of the peak dense bf16 throughput (see peak_source)
-    G.requires_grad_(True)
-    D.requires_grad_(True)
-    G.zero_grad(set_to_none=True)
-    D.zero_grad(set_to_none=True)
-    del parts, step
-    free(device)
-    if only_train:
-        return
+    G.requires_grad_(False)
+    D.requires_grad_(False)
 
-    # ---- batch-1 inference (conditioning included), eval mode, eager and compiled
-    if a.compile:
-        uncompile_G(G)
+    # batch-1 inference (conditioning included), eval mode, eager and compiled
+    uncompile_G(G)
     G.eval()
     cond1 = {k: v[:1] for k, v in cond.items()}
     c1 = c[:1]
@@ -461,6 +727,17 @@ def bench_config(a, preset, device, nr, bf16, clock, res: dict, peak) -> None:
         a._mesh_done = True
         res["mesh"] = bench_mesh(G, cond1, clock, a)
         free(device)
+    tl.set_train_mode(G, cfg.freeze_bn)
+
+
+def uncompile_G(G):
+    """Back to the eager forward of every part (in-place compiles keep the modules)."""
+    from training.triplane import render_field, render_field_rays
+    object.__setattr__(G, "_render_fn", render_field)
+    object.__setattr__(G, "_render_rays_fn", render_field_rays)
+    for m in G.modules():
+        if getattr(m, "_compiled_call_impl", None) is not None:
+            m._compiled_call_impl = None
 
 
 def bench_parts(G, cond, c, z, nr, ac, clock, steps, warm) -> dict:
@@ -506,8 +783,10 @@ def bench_parts(G, cond, c, z, nr, ac, clock, steps, warm) -> dict:
         loss.backward()
 
     out = {}
-    for name, fn in (("encoder", encoder), ("synthesize", synthesize), ("render", render),
-                     ("superresolution", superresolution)):
+    parts = [("encoder", encoder), ("synthesize", synthesize), ("render", render)]
+    if G.superresolution is not None:
+        parts.append(("superresolution", superresolution))
+    for name, fn in parts:
         try:
             out[name] = clock(fn, steps, warm)
         except torch.cuda.OutOfMemoryError:
@@ -524,7 +803,7 @@ def bench_compiled_infer(G, cond1, c1, nr, ac, clock, a, g_infer1) -> dict:
         def fwd(cond, c):
             return G(cond, c, neural_rendering_resolution=nr)["image"]
 
-        fn = torch.compile(fwd, **compile_kwargs(mode))
+        fn = torch.compile(fwd, **tl.compile_kwargs(mode))
 
         def run():
             step_begin()
@@ -535,7 +814,7 @@ def bench_compiled_infer(G, cond1, c1, nr, ac, clock, a, g_infer1) -> dict:
         out = out.float().clone()
         ref = g_infer1().float()
         r["max_abs_diff_vs_eager"] = float((out - ref).abs().max())
-        r.update(clock(run, a.steps, max(3, a.warmup)))   # CUDA graphs record on the 2nd/3rd call
+        r.update(clock(run, a.steps or 3, max(3, a.warmup or 0)))   # CUDA graphs record on the 2nd/3rd call
     except torch.cuda.OutOfMemoryError:
         r["error"] = "OOM"
     except Exception as e:      # noqa: BLE001 -- a compile failure is a result, not a crash of the benchmark
@@ -574,6 +853,8 @@ def bench_mesh(G, cond1, clock, a) -> dict:
         r["error"] = error_string(e)
     return r
 
+
+# ---------------------------------------------------------------- profiles
 
 def profile(fn, device, rows=25, trace=None):
     """Prints the top kernels of one call of fn (after one untimed call); trace: also write the
@@ -632,166 +913,7 @@ def kernel_classes(events) -> str:
     return "\n".join(lines)
 
 
-def make_train_step(G, D, cond, c, z, nr, ac, batch, r1_bf16=False, D_first=None, d_pair=True, phase_clock=None,
-                    r1_channels_last=True):
-    """One GAN step as training/training_loop.py runs its phases: G main, D main (fake + real: one joined D
-    call when d_pair, as the trainer's default), R1 on real every 16th step (fp32 unless r1_bf16, gain 16);
-    only the phase's network requires grad; Adam updates.
-    D_first['net'] (default D) is the D of the first-order phases, a compiled D sharing D's parameters.
-    phase_clock(name, fn) (default: call fn) runs each phase of step(), e.g. timing it.
-    Returns (step, {'G_main': fn, 'D_main': fn, 'R1': fn})."""
-    run = phase_clock or (lambda name, fn: fn())
-    D_first = D_first if D_first is not None else {"net": D}
-    opt_G = adam(G.parameters(), 0.0025, (0.0, 0.99), 1e-8)     # fused on a GPU, as the trainer's
-    opt_D = adam(D.parameters(), 0.002, (0.0, 0.99), 1e-8)
-    S, n = G.img_resolution, nr or G.neural_rendering_resolution
-    real = {"image": torch.rand(batch, 3, S, S, device=c.device) * 2 - 1}
-    real["image_raw"] = F.interpolate(real["image"], size=(n, n), mode="bilinear", antialias=True, align_corners=False)
-    if G.use_mask:
-        real["image_mask"] = (real["image_raw"][:, :1] > 0).float()
-    st = {"i": 0, "fake": None}
-    G.requires_grad_(False)
-    D.requires_grad_(False)
-
-    def g_main():
-        G.requires_grad_(True)
-        opt_G.zero_grad(set_to_none=True)
-        with ac():
-            out = G(cond, c, z=z, neural_rendering_resolution=nr)
-            img = d_input(G, out, G.use_mask)
-            loss = F.softplus(-D_first["net"](img, c)).float().mean()
-        loss.backward()
-        G.requires_grad_(False)
-        opt_G.step()
-        st["fake"] = {k: v.detach().float() for k, v in img.items()}
-
-    group = pair_group(D, batch) if d_pair else None
-
-    def d_main():
-        D.requires_grad_(True)
-        opt_D.zero_grad(set_to_none=True)
-        with ac():
-            Df, fake = D_first["net"], st["fake"]
-            if group is None:
-                loss = F.softplus(Df(fake, c)).float().mean() + F.softplus(-Df(real, c)).float().mean()
-            else:
-                logits = Df({k: join_pair(fake[k], real[k], group) for k in fake}, join_pair(c, c, group))
-                f_logits, r_logits = split_pair(logits, group)
-                loss = F.softplus(f_logits).float().mean() + F.softplus(-r_logits).float().mean()
-        loss.backward()
-        D.requires_grad_(False)
-        opt_D.step()
-
-    def r1():       # lazy R1 like training/loss.py (double backward through D: D is not compiled)
-        D.requires_grad_(True)
-        opt_D.zero_grad(set_to_none=True)
-        with nets.fold_setting(True):      # eager D: folded convs (fewer kernels) whatever the compiled use
-            with ac() if r1_bf16 else contextlib.nullcontext():
-                pen, _, keep = r1_terms(D, r1_inputs(real, channels_last=r1_channels_last), c)
-        (pen.mean() * (R1_GAMMA / 2) * R1_INTERVAL + keep).backward()
-        D.requires_grad_(False)
-        opt_D.step()
-
-    def step():
-        st["i"] += 1
-        step_begin()
-        run("G_main", g_main)
-        run("D_main", d_main)
-        if st["i"] % R1_INTERVAL == 0:
-            run("R1", r1)
-        return st["i"] % R1_INTERVAL == 0
-
-    return step, {"G_main": g_main, "D_main": d_main, "R1": r1}
-
-
-class PhaseTimes:
-    """phase_clock of make_train_step: each phase's wall time (synchronised before and after), when on."""
-
-    def __init__(self, clock):
-        self.clock, self.on, self.times = clock, False, {}
-
-    def __call__(self, name, fn):
-        if not self.on:
-            return fn()
-        dt, out = self.clock.seconds(fn)
-        self.times.setdefault(name, []).append(dt)
-        return out
-
-    def summary(self) -> dict:    # median ms of each phase
-        return {k: 1000 * sorted(v)[len(v) // 2] for k, v in self.times.items()}
-
-
-def step_stats(times: list[float], had_r1: list[bool], batch: int) -> dict:
-    """Median plain step, mean R1 step, mean over the cycles and images/s (times in seconds)."""
-    plain = sorted(t for t, r in zip(times, had_r1) if not r)
-    with_r1 = [t for t, r in zip(times, had_r1) if r]
-    mean = sum(times) / len(times)
-    return {"ms": 1000 * plain[len(plain) // 2], "ms_min": 1000 * plain[0],
-            "ms_r1_step": 1000 * sum(with_r1) / max(1, len(with_r1)), "ms_mean_with_r1": 1000 * mean,
-            "images_per_s": batch / mean, "step_ms": [round(1000 * t, 2) for t in times]}
-
-
-def train_steps(step, clock, a, phases: PhaseTimes | None = None) -> dict:
-    """Warm-up, then whole 16-step cycles (exactly one R1 step in each), timed two ways:
-    - synchronised: each step alone, the device idle before and after it (step_ms: a CUDA graph
-      re-recorded shows as a spike), the headline until session 8;
-    - ``pipelined``: the same number of steps back to back, no sync until the end, each step's time read
-      from device events; the CPU queues the next step's work while the GPU runs, as in a training run
-      (EG3D's sec/kimg is measured so; the trainer syncs once per tick);
-    then, with phases, one more cycle with each phase timed on its own."""
-    for _ in range(a.warmup):
-        step()
-    n = R1_INTERVAL * max(1, math.ceil(a.steps / R1_INTERVAL))
-    clock.reset_peak()
-    times, had_r1 = [], []
-    for _ in range(n):
-        dt, r1 = clock.seconds(step)
-        times.append(dt)
-        had_r1.append(r1)
-    r = {**step_stats(times, had_r1, a.batch), "steps": n}
-    clock.sync()
-    marks, had_r1 = [clock.mark()], []
-    for _ in range(n):
-        had_r1.append(step())
-        marks.append(clock.mark())
-    r["pipelined"] = step_stats(clock.between(marks), had_r1, a.batch)
-    r["peak_gib"] = clock.peak_gib()
-    if phases is not None:
-        phases.on = True
-        for _ in range(R1_INTERVAL):
-            step()
-        phases.on = False
-        r["phase_ms"] = phases.summary()
-    return r
-
-
-def wait_for_peers(path: str, n: int, timeout_s: float = 600):
-    """Marks this benchmark compiled (path.ready.PID) and waits until n benchmarks are."""
-    import glob
-    open(f"{path}.ready.{os.getpid()}", "w").close()
-    t0 = time.perf_counter()
-    while len(glob.glob(f"{path}.ready.*")) < n and time.perf_counter() - t0 < timeout_s:
-        time.sleep(1)
-    print(f"  [{len(glob.glob(f'{path}.ready.*'))}/{n} peers compiled after {time.perf_counter() - t0:.0f} s]",
-          flush=True)
-
-
-@contextlib.contextmanager
-def gpu_lock(path: str | None):
-    """An exclusive flock on path (none: no lock): side-by-side benchmarks time one at a time."""
-    if not path:
-        yield
-        return
-    import fcntl
-    with open(path, "a") as f:
-        t0 = time.perf_counter()
-        fcntl.flock(f, fcntl.LOCK_EX)
-        print(f"  [gpu lock {path}: waited {time.perf_counter() - t0:.1f} s]", flush=True)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
+# ---------------------------------------------------------------- report
 
 def fmt(r):
     if not r or "error" in r:
@@ -803,26 +925,35 @@ def pct(x):
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def report(r, cpu):
-    print(f"\n{r.get('generator', '?')} preset={r['preset']} batch={r['batch']} nr={r.get('nr')} "
+def report(r):
+    print(f"\n{r['config']}: {r.get('generator', '?')} preset={r.get('preset')} batch={r['batch']} nr={r.get('nr')} "
           f"samples={'+'.join(map(str, r.get('samples', ['?'])))} sr={r.get('img_resolution', '?')} "
-          f"{'bf16' if r['bf16'] else 'fp32' if cpu else 'fp32/tf32'}"
-          f"{' compiled (' + r['compile_mode'] + ')' if r['compile'] else ''}"
-          f"{' +D compiled' if r.get('compile_d') else ''}{' R1 bf16' if r.get('r1_bf16') else ''}"
-          f"{' no requires_grad guards' if r.get('guard_requires_grad') is False else ''}"
-          f"{' channels-last ' + r['channels_last'] if r.get('channels_last') not in (None, '', 'auto') else ''}"
-          f"{' SR noise ' + r['sr_noise'] if r.get('sr_noise') not in (None, 'preset') else ''}"
-          f"{' layout-opt auto' if r.get('layout_opt') == 'auto' else ''}{' R1 NCHW' if r.get('r1_layout') == 'nchw' else ''}"
-          f" lookup={r.get('lookup')} "
-          f"fold={','.join(k for k, v in (r.get('fold') or {}).items() if v) or 'none'}")
+          f"{'compiled (' + r['compile_mode'] + ')' if r['compile'] else 'eager'}, {r['data']} batches")
+    if "step" in r:
+        print(f"  {r['step']}")
     if "params_G" in r:
         print(f"  params: G {r['params_G'] / 1e6:.2f} M, D {r['params_D'] / 1e6:.2f} M")
-    if "flops" in r:
+    if "flops_per_train_image" in r:
         fl, b = r["flops"], r["batch"]
-        print(f"  GFLOP/image: G fwd {fl['G_forward'] / b / 1e9:.2f}, G fwd+bwd {fl['G_forward_backward'] / b / 1e9:.2f},"
-              f" D fwd+bwd {fl['D_forward_backward'] / b / 1e9:.3f}; train step {r['flops_per_train_image'] / 1e9:.2f}"
-              f" (G main {fl['train_G_main'] / b / 1e9:.2f} + D main {fl['train_D_main'] / b / 1e9:.3f}"
-              f" + R1/16 {fl['train_R1'] / 16 / b / 1e9:.3f})  [matmul/conv FLOPs only]")
+        print(f"  GFLOP/image (matmul/conv): train step {r['flops_per_train_image'] / 1e9:.2f} = "
+              + " + ".join(f"{n}{'' if k == 1 else f'/{k}'} {fl[n] / k / b / 1e9:.3g}" for n, k in r["phases"].items()))
+    t = r.get("train_step")
+    if t:
+        if "first_step_s" in t:
+            comp = f" ({t['compile_s']:.1f} s compiling)" if "compile_s" in t else ""
+            print(f"  first step {t['first_step_s']:.1f} s{comp}; {t.get('warmup_steps', 0)} warm-up steps "
+                  f"{t.get('warmup_s', 0.0):.1f} s")
+        if "error" in t:
+            print(f"  train step           error: {t['error']}")
+        elif "images_per_s" in t:
+            print(f"  train step: {t['steps']} steps back to back, median {t['ms']:.1f} ms, mean {t['ms_mean']:.1f} ms"
+                  f" -> {t['images_per_s']:.1f} images/s, {t['achieved_tflops']:.2f} TFLOP/s, MFU "
+                  f"{pct(r['mfu']['train'])} of {r['peak_source']}; peak {t['peak_gib']:.2f} GiB")
+        if "phase_ms" in t:
+            print("  phases (median ms, synchronised): " + ", ".join(f"{k} {v:.1f}" for k, v in t["phase_ms"].items()))
+        if "data_loader" in t:
+            dl = t["data_loader"]
+            print(f"  data loader alone: {dl['ms_per_batch']:.1f} ms/batch -> {dl['images_per_s']:.1f} images/s")
     for k in ("G_forward", "G_forward_backward", "D_forward", "D_forward_backward", "G_inference_batch1"):
         if k in r:
             print(f"  {k:20s} {fmt(r[k])}")
@@ -834,23 +965,7 @@ def report(r, cpu):
                                           f"max |diff| vs eager {ci['max_abs_diff_vs_eager']:.2g}")
         print(f"  {'G_infer_b1_compiled':20s} {fmt(ci)} [{ci['mode']}]{extra}")
     if "G_images_per_s" in r:
-        print(f"  G forward images/s   {r['G_images_per_s']:.1f}; MFU {pct(r['mfu']['G_forward'])}")
-    if "train_step" in r:
-        t = r["train_step"]
-        if "error" in t:
-            print(f"  train step           {fmt(t)}")
-        else:
-            print(f"  train step           {fmt(t)}; R1 step {t['ms_r1_step']:.1f} ms; mean with R1 "
-                  f"{t['ms_mean_with_r1']:.1f} ms -> {t['images_per_s']:.1f} images/s, "
-                  f"{t['achieved_tflops']:.2f} TFLOP/s, MFU {pct(r['mfu']['train'])} of {r['peak_source']}")
-            if "pipelined" in t:
-                p = t["pipelined"]
-                print(f"  pipelined steps      {p['ms']:.1f} ms (min {p['ms_min']:.1f}); R1 step {p['ms_r1_step']:.1f} ms;"
-                      f" mean with R1 {p['ms_mean_with_r1']:.1f} ms -> {p['images_per_s']:.1f} images/s"
-                      f" (no sync between steps)")
-            if "phase_ms" in t:
-                print("  phases (median ms, synchronised): "
-                      + ", ".join(f"{k} {v:.1f}" for k, v in t["phase_ms"].items()))
+        print(f"  G forward images/s   {r['G_images_per_s']:.1f}; MFU {pct(r['mfu'].get('G_forward'))}")
     if "mesh" in r:
         m = r["mesh"]
         if "grid_s" in m:
@@ -867,74 +982,49 @@ def report(r, cpu):
 @cli_main
 def main(argv=None):
     a = parse_args(argv)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device available")
-    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cpu = device.type == "cpu"
-    preset = a.preset or ("tiny" if cpu else "nova_body")
-    a.batch = a.batch or (2 if cpu else 4)
-    a.steps = a.steps or (3 if cpu else 10)
-    a.warmup = a.warmup if a.warmup is not None else (1 if cpu else 3)
-    a.mesh_res = a.mesh_res if a.mesh_res is not None else (0 if cpu else 256)
-    a._mesh_done = False
     if a.threads:
         torch.set_num_threads(a.threads)
-    # denormals after a few Adam steps slow CPU convolutions down up to 100x (GPUs flush them anyway)
-    flush = cpu and torch.set_flush_denormal(True)
-    # the arithmetic variants: 'auto' = the optimum with or without compile; restored when the run ends
-    restore_arithmetic = set_compiled_arithmetic(a.compile)
-    restore_layout = force_layout_optimization(a.layout_opt == "force")
-    restore_guards = guard_requires_grad(a.guard_requires_grad == "on")    # on: as the trainer
-    try:
-        if a.fold != "auto":
-            nets.set_fold(a.fold != "off", down_1x1=False if a.fold == "skip-off" else None)
-        if a.lookup != "auto":
-            vr.LOOKUP = a.lookup
-        return run_all(a, device, preset)
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
-        restore_arithmetic()
-        restore_layout()
-        restore_guards()
-
-
-def run_all(a, device, preset):
+    d = tl.setup_distributed(a.device or "auto")
+    if d.world > 1:
+        raise UserError("the benchmark runs in one process (start it without torchrun)")
+    device = d.device
     cpu = device.type == "cpu"
+    a.mesh_res = a.mesh_res if a.mesh_res is not None else (0 if cpu else 256)
+    a._mesh_done = False
     if not cpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+    cfg = base_config(a, device)
     clock = Clock(device)
-    modes = {"on": [True], "off": [False], "both": [False, True]}[a.bf16]
-    nrs = a.nr or [None]
-    results = []
     dev_name = torch.cuda.get_device_name(device) if not cpu else f"CPU ({platform.processor() or 'cpu'}, " \
         f"{torch.get_num_threads()} threads)"
     peak = peak_flops(dev_name, a)
-    print(f"device: {dev_name}; torch {torch.__version__}; peak for MFU: "
-          f"{'n/a' if peak[0] is None else f'{peak[0] / 1e12:.1f} TFLOP/s'} ({peak[1]}); FLOPs: {FLOPS_NOTE}")
-    for nr in nrs:
-        for bf16 in modes:
-            r = {"preset": preset, "batch": a.batch, "nr": nr, "bf16": bf16, "compile": a.compile,
-                 "compile_d": a.compile_d, "guard_requires_grad": a.guard_requires_grad == "on",
-                 "d_pair": a.d_pair == "on", "r1_bf16": a.r1_bf16 and bf16, "r1_layout": a.r1_layout,
-                 "fold": dict(nets.FOLD), "layout_opt": a.layout_opt, "channels_last": a.channels_last, "lookup": vr.LOOKUP,
-                 "sr_noise": a.sr_noise or "preset",
-                 "compile_mode": a.compile_mode if a.compile or a.compile_d else None, "device": dev_name,
-                 "torch": torch.__version__}
-            results.append(r)
-            try:
-                bench_config(a, preset, device, nr, bf16, clock, r, peak)
-            except torch.cuda.OutOfMemoryError:
-                r["error"] = "OOM"
-            except Exception as e:      # noqa: BLE001 -- record it and go on with the next configuration
-                traceback.print_exc()
-                r["error"] = error_string(e)
-            free(device)
-            report(r, cpu)
-            if a.json:
-                save_json_atomic(a.json, results)
+    recipe = str(configs.resolve_recipe(a.config))
+    print(f"device: {dev_name}; torch {torch.__version__}; recipe {recipe}; peak for MFU: "
+          f"{'n/a' if peak[0] is None else f'{peak[0] / 1e12:.1f} TFLOP/s'} ({peak[1]}); FLOPs: {FLOPS_NOTE}; "
+          f"inductor cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR') or 'inductor default'}")
+    results = []
+    for c in configurations(a, cfg, device):
+        compiled = tl.resolve_compile(c, device)
+        r = {"config": a.config, "recipe": recipe, "preset": c.preset, "batch": c.batch,
+             "nr": c.neural_rendering_resolution or None, "bf16": tl.resolve_bf16(c, device),
+             "r1_bf16": c.loss.r1_bf16, "compile": compiled, "compile_mode": c.compile_mode if compiled else None,
+             "data": a.data, "pretrained": a.pretrained, "device": dev_name, "torch": torch.__version__}
+        results.append(r)
+        try:
+            bench_config(a, c, d, clock, r, peak)
+        except torch.cuda.OutOfMemoryError:
+            r["error"] = "OOM"
+        except UserError:
+            raise       # bad input (a recipe, missing data): one line, not a result
+        except Exception as e:      # noqa: BLE001 -- record it and go on with the next configuration
+            traceback.print_exc()
+            r["error"] = error_string(e)
+        free(device)
+        report(r)
+        if a.json:
+            save_json_atomic(a.json, results)
     return results
 
 

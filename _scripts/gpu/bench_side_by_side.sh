@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Several model benchmarks on one GPU in one call: they compile side by side (compiling is CPU work, 4-5 min
+# Several model benchmarks on one GPU in one call: they compile side by side (compiling is CPU work, minutes
 # per CUDA-graph configuration on a fresh machine), then time one at a time (--gpu-lock: a lock file, and a
 # barrier so that no first step, compiling and autotuning on the GPU, runs beside a timing).  Each gets its
-# own inductor cache; logs and JSON go to $OUT/NAME.log and $OUT/NAME.json.  Two at a time fit an H100
-# call (about 8 min); with three, compiling took past the 10 min limit (session 6).
+# own inductor cache; logs and JSON go to $OUT/NAME.log and $OUT/NAME.json.  Two at a time fit a 10-minute
+# call; with three, compiling took past it.
 #   OUT=/tmp/out TIMEOUT_S=570 _scripts/gpu/bench_side_by_side.sh "nr64|--nr 64 --profile" "nr128|--nr 128"
-# Every benchmark gets $COMMON (default: the headline EG3D training step with CUDA graphs) before its own
-# arguments.
+# Every benchmark gets $COMMON (default: the EG3D-equivalent training step, compiled with CUDA graphs) before
+# its own arguments.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}; PY=${PY:-python3}; TIMEOUT_S=${TIMEOUT_S:-570}
-COMMON=${COMMON:-"--preset eg3d_ffhq512 --device cuda --batch 16 --bf16 on --compile --compile-d --r1-bf16 \
---train-step --train-only --steps 16 --warmup 2 --mesh-res 0 --compile-mode reduce-overhead --phase-times"}
+COMMON=${COMMON:-"--config eg3d_ffhq512 --device cuda --compile on --compile-mode reduce-overhead \
+--train-only --steps 16 --warmup 2 --phase-times"}
 [ $# -gt 0 ] || { echo "usage: $0 'NAME|ARGS' ['NAME|ARGS' ...]" >&2; exit 2; }
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -27,6 +27,6 @@ done
 wait
 for spec in "$@"; do
     name=${spec%%|*}
-    echo "=== $name"; grep -h "preset=\|train step\|phases\|error" "$OUT/$name.log"
+    echo "=== $name"; grep -h "preset=\|step:\|train step\|first step\|phases\|error" "$OUT/$name.log"
 done
 rm -f "$LOCK" "$LOCK".ready.*

@@ -44,20 +44,22 @@ def _json_object(text: str) -> dict:
     return v
 
 
-def _add_fields(parser, cls, group_title, fixed: dict):
+def _add_fields(parser, cls, group_title, fixed: dict, skip=()):
+    """A flag for each field of ``cls`` except those in ``skip`` (a caller that defines them its own way)."""
     group = parser.add_argument_group(group_title)
     hints = typing.get_type_hints(cls)
     docs = configs.field_docs(cls)
     for f in dataclasses.fields(cls):
-        if f.name in ("loss", "data_root"):
+        if f.name in ("loss", "data_root") or f.name in skip:
             continue
         typ = hints[f.name]
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         text = docs.get(f.name, "")
-        if typ is bool:
+        if typ is bool or set(typing.get_args(typ)) == {bool, type(None)}:
+            # bool | None: unset means "decided at run time", which the field's comment explains
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{text} (default {default})")
+                               help=text if default is None else f"{text} (default {default})")
         elif typ is dict:
             group.add_argument(flag, dest=f.name, type=_json_object, default=None, metavar="JSON",
                                help=f"{text} (default {json.dumps(default)})")
@@ -67,17 +69,18 @@ def _add_fields(parser, cls, group_title, fixed: dict):
                                help=f"{text} (default {default!r})")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m _train.eg3dc.train", description=__doc__.split("\n")[0],
-                                epilog=f"recipes (--config NAME): {', '.join(configs.recipes())}; "
-                                       f"presets: {', '.join(configs.model_presets())}")
+def build_parser(parser: argparse.ArgumentParser | None = None, skip=()) -> argparse.ArgumentParser:
+    """The trainer's flags (on ``parser`` when given, e.g. the model benchmark's), but those in ``skip``."""
+    p = parser or argparse.ArgumentParser(prog="python -m _train.eg3dc.train", description=__doc__.split("\n")[0],
+                                          epilog=f"recipes (--config NAME): {', '.join(configs.recipes())}; "
+                                                 f"presets: {', '.join(configs.model_presets())}")
     p.add_argument("--config", default=None,
                    help="recipe: a TOML file, or a name under _configs/recipes (e.g. release/nova_v1); "
                         "a JSON file of TrainConfig keys is read too")
     paths.add_data_root_arg(p)
     fixed = choices()
-    _add_fields(p, TrainConfig, "run, data, networks, optimisation, schedule", fixed)
-    _add_fields(p, LossConfig, "losses", fixed)
+    _add_fields(p, TrainConfig, "run, data, networks, optimisation, schedule", fixed, skip)
+    _add_fields(p, LossConfig, "losses", fixed, skip)
     return p
 
 
@@ -95,7 +98,11 @@ def read_recipe(name: str) -> dict:
 
 
 def config_from_args(argv=None) -> TrainConfig:
-    args = build_parser().parse_args(argv)
+    return config_from_namespace(build_parser().parse_args(argv))
+
+
+def config_from_namespace(args: argparse.Namespace) -> TrainConfig:
+    """The recipe of --config with the flags given on top (flags not given stay the recipe's)."""
     base: dict = read_recipe(args.config) if args.config else {}
     loss = dict(base.pop("loss", {}))
     for f in dataclasses.fields(TrainConfig):
