@@ -20,6 +20,7 @@
 #   OUT           where exports, tables, figures and logs are written (default /tmp/out)
 #   PY            the Python with PyTorch (default python3); WORKERS data loader processes per run (default 4)
 #   DEVICE        where the evaluation runs (default cuda)
+#   TRAIN_ARGS    extra trainer flags for every run (e.g. --no-compile, --batch 32)
 # The GPU machine needs the wheels of _scripts/gpu/wheels.sh (trimesh, pygltflib, moderngl, kornia, ...) on its
 # PYTHONPATH and EGL (libEGL, libOpenGL) for the renderer.
 set -uo pipefail
@@ -41,7 +42,7 @@ size_of() { [ "$1" = head ] && echo "$HEAD_SIZE" || echo "$BODY_SIZE"; }
 
 start_training() {   # model: runs until TRAIN_END_S after the start of data_train
     local m=$1 left=$(( T0 + TRAIN_END_S - $(date +%s) )) args=(--config "release/$m" --runs-dir "$RUNS"
-        --workers "$WORKERS" --no-progress)
+        --workers "$WORKERS" --no-progress ${TRAIN_ARGS:-})
     [ -n "${RESUME_DIR:-}" ] && [ -f "$RESUME_DIR/$m.pt" ] && args+=(--resume "$RESUME_DIR/$m.pt")
     setsid nohup timeout -s TERM "$left" $PY -m _train.eg3dc.train "${args[@]}" > "$STATE/$m.log" 2>&1 < /dev/null &
     echo $! > "$STATE/$m.pid"
