@@ -824,8 +824,9 @@ def bench_compiled_infer(G, cond1, c1, nr, ac, clock, a, g_infer1) -> dict:
 
 
 def bench_mesh(G, cond1, clock, a) -> dict:
-    """training.inference.density_grid + skimage marching cubes, and the whole extract_mesh as
-    _scripts/infer.py calls it (its own grid, marching cubes and vertex colours); fp32, z = 0."""
+    """training.inference.density_grid + skimage marching cubes, and the whole extract_mesh over the full
+    grid (uncarved: a random-init model renders nothing opaque, so a carved mesh would be empty; the carved
+    path users run is timed by _scripts.bench.infer); fp32, z = 0."""
     from training import inference
     res_ = a.mesh_res
     r = {"resolution": res_}
@@ -844,7 +845,8 @@ def bench_mesh(G, cond1, clock, a) -> dict:
             r["marching_cubes_s"] = time.perf_counter() - t
         else:
             r["marching_cubes_s"] = 0.0          # the level is never crossed: nothing to extract
-        r["extract_mesh_s"], mesh = clock.seconds(lambda: inference.extract_mesh(G, planes, res_, level=level))
+        r["extract_mesh_s"], mesh = clock.seconds(lambda: inference.extract_mesh(G, planes, res_, level=level,
+                                                                                          carve=False))
         r["vertices"], r["faces"] = int(len(mesh.vertices)), int(len(mesh.faces))
     except torch.cuda.OutOfMemoryError:
         r["error"] = "OOM"
