@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # The trainer's step at its recipes (docs/models.md, Benchmark), in GPU calls of at most BENCH_TOTAL_S (570 s) each.
-# Writes $OUT/bench_models.json ({run name: [one entry per configuration], "_runs": [...]}) and the printed
-# log $OUT/bench_models.log.  Runs in order of importance, each under its own timeout (at most its cap and
+# Writes $DEST/bench_models.json ({run name: [one entry per configuration], "_runs": [...]}) and the printed
+# log $DEST/bench_models.log.  Runs in order of importance, each under its own timeout (at most its cap and
 # the time left of BENCH_TOTAL_S); a run that times out keeps the configurations it finished (the benchmark
 # rewrites its JSON after each one); runs that no longer fit are listed as skipped.
-#   PY=python3 PYTHONPATH=. OUT=/tmp/out _scripts/gpu/bench_models.sh
+#   PY=python3 PYTHONPATH=. DEST=/tmp/out _scripts/gpu/bench_models.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/out}; PY=${PY:-python3}; TOTAL=${BENCH_TOTAL_S:-570}
-mkdir -p "$OUT"
+DEST=${DEST:-/tmp/out}; PY=${PY:-python3}; TOTAL=${BENCH_TOTAL_S:-570}
+mkdir -p "$DEST"
 W=$(mktemp -d /tmp/bench_models.XXXXXX); : > "$W/runs.tsv"
-LOG="$OUT/bench_models.log"; : > "$LOG"
+LOG="$DEST/bench_models.log"; : > "$LOG"
 export PYTHONUNBUFFERED=1
 END=$((SECONDS + TOTAL))
 
 # Inductor's compiled kernels can outlive the machine: INDUCTOR_IN=DIR restores DIR/inductor.tgz.part*
-# (carried from an earlier call's $OUT), INDUCTOR_SAVE=1 writes the cache back as $OUT/inductor.tgz.partNN
+# (carried from an earlier call's $DEST), INDUCTOR_SAVE=1 writes the cache back as $DEST/inductor.tgz.partNN
 # (15 MiB pieces); every fresh machine otherwise compiles from cold (minutes per configuration).  Only the
 # Triton binaries and inductor's autotuning choices are kept (about 3 MB for the EG3D step): the full cache
 # is larger (FX graph entries of up to 50 MB each), more than a call can bring back or carry
@@ -27,11 +27,11 @@ if [ -n "${INDUCTOR_IN:-}" ] && compgen -G "$INDUCTOR_IN/inductor.tgz.part*" > /
 fi
 save_inductor() {
     [ -n "${INDUCTOR_SAVE:-}" ] || return 0
-    rm -f "$OUT"/inductor.tgz.part*
+    rm -f "$DEST"/inductor.tgz.part*
     (cd "$TORCHINDUCTOR_CACHE_DIR" && { find . -path ./triton -prune -o -name '*.best_config' -print
         find ./triton -type f \( -name '*.cubin' -o -name '*.json' \) 2>/dev/null; } \
-        | tar -czf - -T -) | split -b 15m -d - "$OUT/inductor.tgz.part"
-    echo "inductor cache saved: $(ls "$OUT"/inductor.tgz.part* | wc -l) pieces, $(du -ch "$OUT"/inductor.tgz.part* | tail -1 | cut -f1)" | tee -a "$LOG"
+        | tar -czf - -T -) | split -b 15m -d - "$DEST/inductor.tgz.part"
+    echo "inductor cache saved: $(ls "$DEST"/inductor.tgz.part* | wc -l) pieces, $(du -ch "$DEST"/inductor.tgz.part* | tail -1 | cut -f1)" | tee -a "$LOG"
 }
 
 { date -u; nvidia-smi -L 2>/dev/null; $PY -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee -a "$LOG"
@@ -83,7 +83,7 @@ R c_head_compiled 540 $C_HEAD --compile on --r1-bf16 both
 R infer_b1 240 --config eg3d_ffhq512 --device cuda --batch 1 --networks-only --compile off --bf16 on --steps 10 \
     --warmup 3 --compile-infer reduce-overhead --mesh-res 256 --mesh-level median
 
-$PY - "$OUT/bench_models.json" "$W" <<'PY' 2>&1 | tee -a "$LOG"
+$PY - "$DEST/bench_models.json" "$W" <<'PY' 2>&1 | tee -a "$LOG"
 import json, os, sys
 out_path, w = sys.argv[1], sys.argv[2]
 out, runs = {}, []

@@ -16,8 +16,10 @@
 #   TRAIN_END_S   the trainings stop this many seconds after data_train started (SIGTERM: snapshot, exit)
 #   CALL_S        how long one invocation may run before it returns (data_train and monitor)
 #   RESUME_DIR    folder of <model>.pt exports to continue from (a run restarts from G_ema)
+#   EVAL_MODELS   models to evaluate in collect (default MODELS); one not trained here is taken from RESUME_DIR
 #   EVAL_N        held-out characters per framing to evaluate (default 120); REAL: the real characters' folder
-#   OUT           where exports, tables, figures and logs are written (default /tmp/out)
+#   EVAL_S        the longest the evaluation in collect may take (default 3600; the tables finished by then stay)
+#   DEST          where exports, tables, figures and logs are written (default /tmp/out)
 #   PY            the Python with PyTorch (default python3); WORKERS data loader processes per run (default 4)
 #   DEVICE        where the evaluation runs (default cuda)
 #   TRAIN_ARGS    extra trainer flags for every run (e.g. --no-compile, --batch 32)
@@ -29,12 +31,12 @@ PHASE=${PHASE:?PHASE=data_train|monitor|collect}
 MODELS=${MODELS:-panic_head panic_body nova_v1}
 N=${N:-2000}; HEAD_SIZE=${HEAD_SIZE:-256}; BODY_SIZE=${BODY_SIZE:-256}
 CALL_S=${CALL_S:-570}; TRAIN_END_S=${TRAIN_END_S:-1200}
-EVAL_N=${EVAL_N:-120}; REAL=${REAL:-.real}; WORKERS=${WORKERS:-4}; DEVICE=${DEVICE:-cuda}
-OUT=${OUT:-/tmp/out}; PY=${PY:-python3}
+EVAL_MODELS=${EVAL_MODELS:-$MODELS}; EVAL_S=${EVAL_S:-3600}; EVAL_N=${EVAL_N:-120}; REAL=${REAL:-.real}; WORKERS=${WORKERS:-4}; DEVICE=${DEVICE:-cuda}
+DEST=${DEST:-/tmp/out}; PY=${PY:-python3}
 export LUSTROUS_DATA_ROOT=${LUSTROUS_DATA_ROOT:-/tmp/lustrous} PYTHONUNBUFFERED=1
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 ROOT=$LUSTROUS_DATA_ROOT; RUNS=$ROOT/runs; STATE=$ROOT/release_state; EVAL=$ROOT/eval; RESULTS=$ROOT/results
-mkdir -p "$OUT" "$RUNS" "$STATE" "$RESULTS"
+mkdir -p "$DEST" "$RUNS" "$STATE" "$RESULTS"
 T0=$(cat "$STATE/t0" 2>/dev/null || date +%s)
 log() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 framing_of() { [ "$1" = panic_head ] && echo head || echo body; }
@@ -64,7 +66,7 @@ latest_snapshot() { ls -1 "$RUNS/$1"/0*/network-snapshot-*.pt 2>/dev/null | sort
 export_all() {   # suffix: bf16 G_ema exports (what the release ships and a next run resumes from)
     for m in $MODELS; do
         s=$(latest_snapshot "$m"); [ -n "$s" ] || { log "$m: no snapshot yet"; continue; }
-        $PY -m training.checkpoint export-bf16 "$s" "$OUT/$m$1.pt" --keep G_ema | sed "s|^|$m: $(basename "$s") -> |"
+        $PY -m training.checkpoint export-bf16 "$s" "$DEST/$m$1.pt" --keep G_ema | sed "s|^|$m: $(basename "$s") -> |"
     done
 }
 
@@ -82,10 +84,10 @@ print('$m', {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()
 }
 
 pack() {
-    tar czf "$OUT/release_logs.tar.gz" -C "$ROOT" release_state results \
+    tar czf "$DEST/release_logs.tar.gz" -C "$ROOT" release_state results \
         $(cd "$ROOT" && ls -d runs/*/0*/metrics.jsonl runs/*/0*/config.json 2>/dev/null; for d in "$ROOT"/runs/*/0*; do
           ls -1 "$d"/preview-*.png 2>/dev/null | tail -1 | sed "s|^$ROOT/||"; done) 2>/dev/null
-    ls -la "$OUT"
+    ls -la "$DEST"
 }
 
 case $PHASE in
@@ -96,15 +98,18 @@ data_train)
         $PY -m _scripts.data.synth --n "$per" --start $(( i * per )) --seed 0 >/dev/null 2>"$STATE/synth_$i.err" &
     done; wait
     log "synth: $(find "$ROOT/raw/synth" -name '*.glb' | wc -l) characters"
-    for F in head body; do
+    # the framings of the models being trained first, so that their trainings start as early as possible
+    FRAMINGS=$(for m in $MODELS; do framing_of "$m"; done | awk '!seen[$0]++' | tr '\n' ' ')
+    for F in head body; do [[ " $FRAMINGS " == *" $F "* ]] || FRAMINGS+="$F "; done
+    for F in $FRAMINGS; do
         data_for "$F" || exit 1
         for m in $MODELS; do [ "$(framing_of "$m")" = "$F" ] && start_training "$m"; done
     done
     # the evaluation sets, on the cores the data loaders leave (setsid: it may outlive this call)
-    CKPTS=$OUT STEPS=data EVAL_N=$EVAL_N N_TOTAL=$N HEAD_SIZE=$HEAD_SIZE BODY_SIZE=$BODY_SIZE REAL=$REAL WORKERS=4 \
+    CKPTS=$DEST STEPS=data EVAL_N=$EVAL_N N_TOTAL=$N HEAD_SIZE=$HEAD_SIZE BODY_SIZE=$BODY_SIZE REAL=$REAL WORKERS=4 \
         PY=$PY EVAL_ROOT=$EVAL RESULTS=$RESULTS setsid nohup bash -c 'bash _scripts/eval/results_eval.sh; echo "exit $?"' \
         > "$STATE/eval_data.log" 2>&1 < /dev/null &
-    log "data: $(du -sh "$ROOT/renders" | cut -f1) of renders" | tee "$OUT/data_timing.txt"
+    log "data: $(du -sh "$ROOT/renders" | cut -f1) of renders" | tee "$DEST/data_timing.txt"
     while [ $(( $(date +%s) - T0 )) -lt "$CALL_S" ]; do sleep 45; status; done
     tail -3 "$STATE/eval_data.log"
     ;;
@@ -121,15 +126,18 @@ collect)
         log "$m finished: $(grep -v '^\s*$' "$STATE/$m.log" | tail -1 | cut -c1-300)"
     done
     status
-    rm -f "$OUT"/*_mid.pt
+    rm -f "$DEST"/*_mid.pt
     export_all ""
+    for m in $EVAL_MODELS; do     # evaluated but not trained here: the export it would have resumed from
+        [ -f "$DEST/$m.pt" ] || [ ! -f "${RESUME_DIR:-/nonexistent}/$m.pt" ] || cp "$RESUME_DIR/$m.pt" "$DEST/$m.pt"
+    done
     pack      # logs and metrics first: the evaluation below may run out of time
     while ! grep -q "^exit " "$STATE/eval_data.log"; do sleep 5; done     # the evaluation sets are complete
     grep -q "^exit 0" "$STATE/eval_data.log" || { log "evaluation sets failed:"; tail -5 "$STATE/eval_data.log"; }
-    CKPTS=$OUT STEPS=models MODELS="$MODELS" EVAL_N=$EVAL_N REAL=$REAL DEVICE=$DEVICE JOBS=6 PY=$PY EVAL_ROOT=$EVAL \
+    timeout -s TERM "$EVAL_S" env CKPTS=$DEST STEPS=models MODELS="$EVAL_MODELS" EVAL_N=$EVAL_N REAL=$REAL DEVICE=$DEVICE JOBS=6 PY=$PY EVAL_ROOT=$EVAL \
         RESULTS=$RESULTS bash _scripts/eval/results_eval.sh > "$RESULTS/results_eval.log" 2>&1
     log "eval: exit $?"; cat "$RESULTS/table.md"
-    cp "$RESULTS"/table.md "$OUT"/      # figures and per-character JSON travel in the logs archive
+    cp "$RESULTS"/table.md "$DEST"/      # figures and per-character JSON travel in the logs archive
     pack
     ;;
 esac
