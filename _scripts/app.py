@@ -6,7 +6,7 @@
 Upload a front image (and a back image for a two-view model), pick the model, optional line removal
 and the mesh resolution: the page shows the prepared inputs, the ortho renders, a turntable video and
 the mesh in a 3D viewer, with the GLB (UV-textured or vertex-coloured) and PLY to download.  Every
-reconstruction runs training.reconstruct.reconstruct, the pipeline of python -m _scripts.infer.
+reconstruction runs training.infer.reconstruct.reconstruct, the pipeline of python -m _scripts.infer.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from training import paths
-from training import reconstruct as R
+from training.infer import reconstruct as R
 from training.errors import UserError, cli_main
 
 log = logging.getLogger("app")
@@ -59,7 +59,7 @@ class Models:
         self._lock = threading.Lock()
 
     def _registry_default(self):
-        from training import release
+        from training.infer import release
         try:
             reg = release.load_registry(self.registry)
             return release.default_model(reg).name if reg else None
@@ -85,9 +85,10 @@ def render_real_character(path: Path, out: Path) -> tuple[Path, Path] | None:
         return f, b
     try:
         import numpy as np
-        from training import cameras, raster
+        from training import cameras
+        from training.data import raster, render
         from training.errors import save_png_atomic
-        ch = raster.prepare_character(path, "body", 60.0).character
+        ch = render.prepare_character(path, "body", 60.0).character
         views = {v.name: v for v in cameras.view_set("ortho", "body")}
         for p, name in ((f, "front"), (b, "back")):
             rgba = raster.render_views(ch, [views[name]], size=512)[0]["rgba"]

@@ -4,7 +4,7 @@ Writes into --out: the prepared inputs, ortho renders (front/back/left/right), e
 (GIF, and MP4 when ffmpeg is available), the triplane (triplane.pt) and the mesh (mesh.glb: vertex
 colours, or a UV texture with --texture; mesh.ply: vertex colours), summary.json last.  Without --ckpt
 the default released model (_configs/release.toml) is used; --model picks another.  The pipeline is
-training/reconstruct.py (the web demo, python -m _scripts.app, runs the same code).
+training/infer/reconstruct.py (the web demo, python -m _scripts.app, runs the same code).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from training import reconstruct as R
+from training.infer import reconstruct as R
 from training.errors import UserError, cli_main
 
 # kept importable from here for callers of the previous module layout
@@ -26,7 +26,7 @@ load_line_remover = R.load_line_remover
 def reconstruct(front, ckpt, out, back=None, remove_lines=None, turntable: int = 24, views=(),
                 mesh_resolution: int = 256, density_threshold: float = 0.5, device: str = "auto",
                 fill: float = 0.75, keep_framing: bool = False, **kw) -> dict:
-    """training.reconstruct.reconstruct with the checkpoint as the second argument."""
+    """training.infer.reconstruct.reconstruct with the checkpoint as the second argument."""
     return R.reconstruct(front, out, back, ckpt=ckpt, remove_lines=remove_lines, turntable=turntable,
                          views=views, mesh_resolution=mesh_resolution, density_threshold=density_threshold,
                          device=device, fill=fill, keep_framing=keep_framing, **kw)

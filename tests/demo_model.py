@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from tests.test_dataprep import GOOD, raycast
-from training import artwork, cameras
+from training import cameras
+from training.infer import artwork
 from training.checkpoint import save_checkpoint
 from training.triplane import build_preset
 

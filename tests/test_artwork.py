@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from training import artwork
+from training.infer import artwork
 from training.errors import UserError
 from _train.img2img.model import LineRemovalUNet
 

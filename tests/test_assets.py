@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.assets.framing import frame
-from training.assets.load import load_character
-from training.assets.pose import lower_arms
+from training.data.assets.framing import frame
+from training.data.assets.load import load_character
+from training.data.assets.pose import lower_arms
 from training.errors import UserError
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_models"

@@ -10,7 +10,8 @@ import torch
 from _scripts.bench import models as bench
 from tests.test_training import toy_data, tiny_args   # noqa: F401 (toy_data: a fixture)
 from training import loss as L
-from training import training_loop as tl
+from training.run import distributed, train_step
+from training import training_loop
 from training.dataset import collate
 
 FAST = ["--threads", "1", "--warmup", "0", "--steps", "1"]
@@ -18,11 +19,11 @@ FAST = ["--threads", "1", "--warmup", "0", "--steps", "1"]
 
 class Recorder:
     """Each phase's stats (ReconGANLoss.accumulate_gradients) and the gradients its optimizer step sees
-    (training_loop.guarded_step), in call order, whoever runs the step."""
+    (training.run.train_step.guarded_step), in call order, whoever runs the step."""
 
     def __init__(self, monkeypatch):
         self.calls = []
-        accumulate, guarded = L.ReconGANLoss.accumulate_gradients, tl.guarded_step
+        accumulate, guarded = L.ReconGANLoss.accumulate_gradients, distributed.guarded_step
 
         def recording_accumulate(loss, phase, *args, **kwargs):
             stats = accumulate(loss, phase, *args, **kwargs)
@@ -34,7 +35,7 @@ class Recorder:
             return guarded(opt, params, d)
 
         monkeypatch.setattr(L.ReconGANLoss, "accumulate_gradients", recording_accumulate)
-        monkeypatch.setattr(tl, "guarded_step", recording_step)
+        monkeypatch.setattr(train_step, "guarded_step", recording_step)
 
     def take(self) -> list[dict]:
         out, self.calls = self.calls, []
@@ -60,7 +61,7 @@ def test_benchmark_step_is_the_trainers_step(toy_data, tmp_path, monkeypatch):  
     torch.set_num_threads(1)
     from _train.eg3dc.train import config_from_args
     rec = Recorder(monkeypatch)
-    tl.train(config_from_args(step_args(toy_data, tmp_path)))            # one step (kimg = batch / 1000)
+    training_loop.train(config_from_args(step_args(toy_data, tmp_path)))            # one step (kimg = batch / 1000)
     trainer = rec.take()
     assert [c["phase"] for c in trainer] == ["Gmain", "Greg", "Dmain", "Dreg"]
     assert {"ray/l1", "ray/depth", "recon/back/alpha", "G/gan", "D/r1_mask", "G/tv"} <= \
@@ -87,9 +88,9 @@ def test_synthetic_batches_have_the_datasets_keys_and_shapes(toy_data):   # noqa
     ones not; patch pixel centres inside the image."""
     from _train.eg3dc.train import config_from_args
     cfg = config_from_args(step_args(toy_data, "/unused", **{"ortho-views": "front,back,left", "ray-views": 3}))
-    ds = tl.build_dataset(cfg)
+    ds = training_loop.build_dataset(cfg)
     real = collate([ds[i] for i in range(cfg.batch)])
-    G = tl.build_networks(cfg)[0]
+    G = train_step.build_networks(cfg)[0]
     fake = bench.synthetic_batch(cfg, G, 7)
     assert set(fake) == set(real) and any(k.startswith("ray_") for k in fake)
     for k, v in real.items():
@@ -103,7 +104,7 @@ def test_synthetic_batches_have_the_datasets_keys_and_shapes(toy_data):   # noqa
     assert 0 < fake["ortho_alpha"].mean() < 1 and set(fake["rgb_mask"].unique().tolist()) == {0.0, 1.0}
     no_depth = config_from_args(step_args(toy_data, "/unused", **{"ray-depth-weight": 0}))
     assert "ray_xyz" not in bench.synthetic_batch(no_depth, G, 0)
-    assert "ray_xyz" not in collate([tl.build_dataset(no_depth)[0]])
+    assert "ray_xyz" not in collate([training_loop.build_dataset(no_depth)[0]])
 
 
 def test_eg3d_equivalent_recipe_does_eg3ds_work_per_step():

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from training import cameras, paths, preprocess
+from training import cameras, paths
+from training.data import catalog, clean, features, masks
 from training.errors import UserError, save_json_atomic, save_png_atomic
 
 RES = 32
@@ -86,29 +87,29 @@ def make_set(root, rs="toy"):
 def test_clean_drops_defects_and_splits_deterministically(tmp_path, capsys):
     good = make_set(tmp_path)
     lines = []
-    out = preprocess.run_clean(tmp_path, "toy", phase="all", progress=False, log=lines.append)
+    out = clean.run_clean(tmp_path, "toy", phase="all", progress=False, log=lines.append)
     assert sorted(out["all"]) == good
-    drops = {d["id"]: d["reason"] for d in preprocess.read_drops(tmp_path, "toy")}
+    drops = {d["id"]: d["reason"] for d in clean.read_drops(tmp_path, "toy")}
     assert drops == {"empty0": "empty", "tiny01": "nearly_empty", "tall02": "cut_off",
                      "hole03": "incomplete", "fail04": "failed"}
     assert paths.read_subset(tmp_path, "toy", "all") == good
-    split = {s: paths.read_subset(tmp_path, "toy", s) for s in preprocess.SPLITS}
+    split = {s: paths.read_subset(tmp_path, "toy", s) for s in catalog.SPLITS}
     assert sorted(sum(split.values(), [])) == good                 # a partition
-    assert all(split[s] for s in preprocess.SPLITS)                 # tiny set still gets val and test
+    assert all(split[s] for s in catalog.SPLITS)                 # tiny set still gets val and test
     assert "all: 13 -> 8" in lines
     assert any(line.startswith("dropped 5:") for line in lines)
     # the split of each id is a function of the id: same on a re-run and on a subset
-    again = preprocess.split_ids(good)
-    assert again == {s: split[s] for s in preprocess.SPLITS}
+    again = clean.split_ids(good)
+    assert again == {s: split[s] for s in catalog.SPLITS}
     big = [f"c{i:05d}" for i in range(2000)]
-    s_big = preprocess.split_ids(big, "0.8,0.1,0.1")
+    s_big = clean.split_ids(big, "0.8,0.1,0.1")
     assert abs(len(s_big["train"]) - 1600) < 80 and abs(len(s_big["test"]) - 200) < 50
-    s_half = preprocess.split_ids(big[:1000], (0.8, 0.1, 0.1))
-    assert all(set(s_half[s]) <= set(s_big[s]) for s in preprocess.SPLITS)
+    s_half = clean.split_ids(big[:1000], (0.8, 0.1, 0.1))
+    assert all(set(s_half[s]) <= set(s_big[s]) for s in catalog.SPLITS)
     # phase split alone reproduces the csvs from _all.csv
     lines2 = []
-    preprocess.run_clean(tmp_path, "toy", phase="split", progress=False, log=lines2.append)
-    assert {s: paths.read_subset(tmp_path, "toy", s) for s in preprocess.SPLITS} == split
+    clean.run_clean(tmp_path, "toy", phase="split", progress=False, log=lines2.append)
+    assert {s: paths.read_subset(tmp_path, "toy", s) for s in catalog.SPLITS} == split
     assert "all: 13 -> 8" in lines2
 
 
@@ -126,7 +127,7 @@ def test_clean_script_and_head_framing(tmp_path, capsys):
     assert e.value.code == 2
     assert "renders/nope: renderset not found" in capsys.readouterr().err
     with pytest.raises(UserError, match="ratios"):
-        preprocess.split_ids(["a"], "0.8,0.2")
+        clean.split_ids(["a"], "0.8,0.2")
 
 
 def test_masks_threshold_and_resume(tmp_path):
@@ -136,22 +137,22 @@ def test_masks_threshold_and_resume(tmp_path):
     ramp = np.zeros((RES, RES, 4), np.uint8)
     ramp[..., 3] = np.arange(RES * RES).reshape(RES, RES) % 256
     save_png_atomic(paths.render_path(tmp_path, rs, "ortho", cid, "front"), ramp)
-    r = preprocess.generate_masks(tmp_path, rs, [cid], "ortho", progress=False)
+    r = masks.generate_masks(tmp_path, rs, [cid], "ortho", progress=False)
     assert r["written"] == 5 and not r["errors"]
-    m = np.asarray(preprocess.load_image(paths.render_path(tmp_path, rs, "ortho_mask", cid, "front")))
+    m = np.asarray(catalog.load_image(paths.render_path(tmp_path, rs, "ortho_mask", cid, "front")))
     assert set(np.unique(m)) <= {0, 255}
     assert np.array_equal(m == 255, ramp[..., 3] > 200)
     # rgb masks come from the xyza alpha of the same view
-    r = preprocess.generate_masks(tmp_path, rs, [cid], "rgb", progress=False)
+    r = masks.generate_masks(tmp_path, rs, [cid], "rgb", progress=False)
     assert r["written"] == 3
-    xa = preprocess.load_alpha(paths.render_path(tmp_path, rs, "xyza", cid, "0001"))
-    mr = np.asarray(preprocess.load_image(paths.render_path(tmp_path, rs, "rgb_mask", cid, "0001")))
+    xa = catalog.load_alpha(paths.render_path(tmp_path, rs, "xyza", cid, "0001"))
+    mr = np.asarray(catalog.load_image(paths.render_path(tmp_path, rs, "rgb_mask", cid, "0001")))
     assert np.array_equal(mr == 255, xa > 200) and 0 < (mr > 0).mean() < 0.5
     # resumable: nothing to do the second time
-    assert preprocess.generate_masks(tmp_path, rs, [cid], "rgb", progress=False)["skipped"] == 3
+    assert masks.generate_masks(tmp_path, rs, [cid], "rgb", progress=False)["skipped"] == 3
     # the script on a subset
     from _scripts.train import generate_human_ortho_mask
-    preprocess.write_subset(tmp_path, "human_rutileEB", "all", [cid])
+    clean.write_subset(tmp_path, "human_rutileEB", "all", [cid])
     with pytest.raises(SystemExit):   # renderset human_rutileEB does not exist
         generate_human_ortho_mask.main(["--data-root", str(tmp_path), "--quiet"])
     generate_human_ortho_mask.main(["--data-root", str(tmp_path), "--renderset", rs, "--quiet", "--overwrite"])
@@ -175,21 +176,21 @@ def test_features_shape_marker_and_refusals(tmp_path):
         fake_render(tmp_path, rs, cid, GOOD)
     enc = TinyEncoder()
     info = {"encoder": "TinyEncoder", "weights": "random-init", "random_init": True, "seed": 0, "layer": "out"}
-    job = preprocess.FeatureJob(size=16, batch=3)
-    r = preprocess.generate_features(tmp_path, rs, ids, enc, info, job, progress=False)
+    job = features.FeatureJob(size=16, batch=3)
+    r = features.generate_features(tmp_path, rs, ids, enc, info, job, progress=False)
     assert r["written"] == 8 and r["shape"] == (6, 4, 4)
-    f = torch.load(preprocess.feature_path(tmp_path, rs, "f0001", "front"), weights_only=True)
+    f = torch.load(features.feature_path(tmp_path, rs, "f0001", "front"), weights_only=True)
     assert f.dtype == torch.float16 and f.shape == (6, 4, 4)
-    img = preprocess.load_cond_image(paths.render_path(tmp_path, rs, "ortho", "f0001", "front"), 16)
+    img = features.load_cond_image(paths.render_path(tmp_path, rs, "ortho", "f0001", "front"), 16)
     assert torch.allclose(f.float(), enc(img[None])[0], atol=1e-2)
-    fm = torch.load(preprocess.feature_path(tmp_path, rs, "f0001", "front_mirror"), weights_only=True)
+    fm = torch.load(features.feature_path(tmp_path, rs, "f0001", "front_mirror"), weights_only=True)
     assert torch.allclose(fm.float(), enc(img.flip(-1)[None])[0], atol=1e-2)
-    marker = preprocess.load_feature_info(tmp_path, rs)
+    marker = features.load_feature_info(tmp_path, rs)
     assert marker["random_init"] is True and marker["shape"] == [6, 4, 4]
     # resume skips; another encoder may not mix into the folder
-    assert preprocess.generate_features(tmp_path, rs, ids, enc, info, job, progress=False)["skipped"] == 8
+    assert features.generate_features(tmp_path, rs, ids, enc, info, job, progress=False)["skipped"] == 8
     with pytest.raises(UserError, match="existing features"):
-        preprocess.generate_features(tmp_path, rs, ids, enc, dict(info, weights="imagenet", random_init=False),
+        features.generate_features(tmp_path, rs, ids, enc, dict(info, weights="imagenet", random_init=False),
                                      job, progress=False)
     # training refuses random-init features unless asked
     with pytest.raises(UserError, match="randomly initialised"):
@@ -199,9 +200,9 @@ def test_features_shape_marker_and_refusals(tmp_path):
     assert s["feat_front"].shape == (6, 4, 4) and torch.allclose(s["feat_front"], fm.float())
     # weights: missing file named, nothing chosen -> a clear message
     with pytest.raises(UserError, match="missing.pth: encoder weights not found"):
-        preprocess.weights_identity(str(tmp_path / "missing.pth"), False)
+        features.weights_identity(str(tmp_path / "missing.pth"), False)
     with pytest.raises(UserError, match="--random-init"):
-        preprocess.weights_identity(None, False)
+        features.weights_identity(None, False)
 
 
 def test_generate_feature_script_with_resnet(tmp_path, capsys):
@@ -217,9 +218,9 @@ def test_generate_feature_script_with_resnet(tmp_path, capsys):
     assert "resnet18.pth: encoder weights not found" in capsys.readouterr().err
     generate_feature.main(base + ["--random-init"])
     capsys.readouterr()
-    f = torch.load(preprocess.feature_path(tmp_path, "toy", "r0001", "back"), weights_only=True)
+    f = torch.load(features.feature_path(tmp_path, "toy", "r0001", "back"), weights_only=True)
     assert f.shape == (512, 2, 2) and f.dtype == torch.float16      # resnet18 layer4, stride 32
-    info = preprocess.load_feature_info(tmp_path, "toy")
+    info = features.load_feature_info(tmp_path, "toy")
     assert info["random_init"] and info["layer"] == "trunk" and info["shape"] == [512, 2, 2]
     # a second run with the same seed finds everything done; another seed may not mix in
     generate_feature.main(base + ["--random-init"])
@@ -233,6 +234,6 @@ def test_clean_names_dtypes_the_renderset_lacks(tmp_path):
     fake_render(tmp_path, "toy", "g0001", GOOD)
     save_json_atomic(paths.renderset_meta_path(tmp_path, "toy"), {"framing": "body", "dtypes": ["ortho", "ortho_xyza"]})
     with pytest.raises(UserError, match="rendered without rgb, xyza; render them or pass --require ortho,ortho_xyza"):
-        preprocess.run_clean(tmp_path, "toy", progress=False, log=lambda s: None)
-    cfg = preprocess.CleanConfig(required=("ortho", "ortho_xyza"))
-    assert preprocess.run_clean(tmp_path, "toy", cfg=cfg, progress=False, log=lambda s: None)["all"] == ["g0001"]
+        clean.run_clean(tmp_path, "toy", progress=False, log=lambda s: None)
+    cfg = clean.CleanConfig(required=("ortho", "ortho_xyza"))
+    assert clean.run_clean(tmp_path, "toy", cfg=cfg, progress=False, log=lambda s: None)["all"] == ["g0001"]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tests.test_dataprep import GOOD, RES, fake_render
-from training import cameras, paths, preprocess
+from training import cameras, paths
+from training.data import catalog, clean, masks
 from training.dataset import CharacterDataset, InfiniteSampler, collate, decode_xyz, make_loader
 from training.errors import UserError
 
@@ -20,7 +21,7 @@ def tree(tmp_path_factory):
     for cid in ("a0001", "b0002", "c0003"):
         fake_render(root, "toy", cid, GOOD)
     fake_render(root, "bare", "a0001", GOOD, meta_views=False)   # cameras from training.cameras
-    preprocess.write_subset(root, "toy", "train", ["a0001", "b0002"])
+    clean.write_subset(root, "toy", "train", ["a0001", "b0002"])
     return root
 
 
@@ -102,9 +103,9 @@ def test_mirror_swaps_left_right_and_mirrors_cameras(tree):
     err, n = own_pixels_reproject(top["ortho_xyz"][0], top["ortho_alpha"][0], top["ortho_cam"][0], RES)
     assert n > 20 and err < 0.1
     # perspective view: mirror its decoded xyza the same way and reproject with the mirrored camera
-    name = sorted(preprocess.meta_views(preprocess.load_char_meta(tree, "toy", "c0003"), "rgb", "c0003"))[0]
+    name = sorted(catalog.meta_views(catalog.load_char_meta(tree, "toy", "c0003"), "rgb", "c0003"))[0]
     xyza = torch.from_numpy(np.asarray(
-        preprocess.load_image(paths.render_path(tree, "toy", "xyza", "c0003", name), "RGBA")).copy())
+        catalog.load_image(paths.render_path(tree, "toy", "xyza", "c0003", name), "RGBA")).copy())
     xyz, a = decode_xyz(xyza.permute(2, 0, 1).float() / 255, 2.1)
     xyz = flip(xyz) * torch.tensor([-1., 1, 1])[:, None, None]
     err, n = own_pixels_reproject(xyz, flip(a), m["rgb_cam"], RES)
@@ -175,9 +176,9 @@ def real_tree(tmp_path_factory):
     stats = render.run(["--src", str(GODETTE), "--renderset", "real", "--framing", "body", "--size", "64",
                         "--data-root", str(root)])
     assert stats["rendered"] == 1, (root / "renders/real/failures.jsonl").read_text()
-    preprocess.run_clean(root, "real", progress=False, log=lambda s: None)
+    clean.run_clean(root, "real", progress=False, log=lambda s: None)
     for kind in ("ortho", "rgb"):
-        assert not preprocess.generate_masks(root, "real", ["godette"], kind, progress=False)["errors"]
+        assert not masks.generate_masks(root, "real", ["godette"], kind, progress=False)["errors"]
     return root
 
 
@@ -194,7 +195,7 @@ def test_real_render_pipeline(real_tree):
             err, n = own_pixels_reproject(sample["ortho_xyz"][i], full, sample["ortho_cam"][i], 64)
             assert n > 100 and err < 0.2, (i, err)
     # masks written by generate_*_mask are what the dataset uses: alpha > 200 of the renders
-    a = preprocess.load_alpha(paths.render_path(real_tree, "real", "ortho", "godette", "front"))
+    a = catalog.load_alpha(paths.render_path(real_tree, "real", "ortho", "godette", "front"))
     assert torch.equal(s["cond_front_mask"][0].bool(), torch.from_numpy(a > 200))
     # a character that does not face the camera symmetrically: mirrored left == flipped right
     assert torch.equal(mirrored["ortho_rgb"][2], s["ortho_rgb"][3].flip(-1))

@@ -79,13 +79,13 @@ def test_two_process_gloo_step_equals_one_process(toy_data, tmp_path):  # noqa: 
 
 def check_grads(params, d) -> bool:
     """training_loop.nonfinite_flag read on the host: True if every gradient is finite on every rank."""
-    from training.training_loop import nonfinite_flag
+    from training.run.distributed import nonfinite_flag
     return float(nonfinite_flag(params, d)) == 0.0
 
 
 def test_grad_check_and_nan_guard():
     """Single-process semantics of the gradient check: NaN/Inf anywhere -> flag 1 (the step is skipped)."""
-    from training.training_loop import Dist
+    from training.run.distributed import Dist
     p = torch.nn.Parameter(torch.ones(3))
     q = torch.nn.Parameter(torch.ones(2))
     p.grad = torch.tensor([1.0, 2.0, 3.0])
@@ -103,7 +103,8 @@ def test_guarded_step_skips_nonfinite_steps_like_no_step(fused):
     """guarded_step: a NaN/Inf gradient leaves weights, Adam's moments and step count as if step() had not
     been called (fused Adam: on the device through found_inf; others: on the host); finite steps update as
     step() does.  The fused path is the one the trainer uses (adam() fuses on CPUs and GPUs)."""
-    from training.training_loop import Dist, adam, guarded_step
+    from training.run.distributed import Dist, guarded_step
+    from training.run.train_step import adam
     p, ref = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
     opt = adam([p], 0.1, (0.0, 0.99), 1e-8) if fused else torch.optim.Adam([p], 0.1, (0.0, 0.99), 1e-8)
     opt_ref = torch.optim.Adam([ref], 0.1, (0.0, 0.99), 1e-8)
@@ -124,7 +125,7 @@ def test_guarded_step_skips_nonfinite_steps_like_no_step(fused):
 
 def _nan_on_one_rank(rank, init_file, results):
     import torch.distributed as dist
-    from training.training_loop import Dist
+    from training.run.distributed import Dist
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:

@@ -57,7 +57,7 @@ def toy(tmp_path_factory):
 
 
 def generate_views():
-    from training.metrics.generate import eval_views
+    from training.eval.generate import eval_views
     return eval_views("body")
 
 
@@ -110,7 +110,7 @@ def test_generate_then_measure(toy, capsys):
     for src in re.findall(r'src="([^"]+)"', page)[:40]:          # relative links that resolve
         assert (ev / src).resolve().exists(), src
     # self-contained variant: thumbnails embedded
-    from training import eval_report
+    from training.eval import report as eval_report
     views = [(d, v.name) for d, v in generate_views()]
     p = eval_report.write_report(proj / "standalone.html", result, root=root, renderset="toy", eval_dir=ev,
                                  views=views, thumbs=16)
@@ -118,11 +118,11 @@ def test_generate_then_measure(toy, capsys):
 
 
 def test_ground_truth_mesh_hides_inner_surfaces(toy):
-    from training import preprocess
-    from training.metrics import geometry as geo
-    from training.metrics.gt_mesh import ground_truth_mesh
+    from training.data import catalog
+    from training.eval import geometry as geo
+    from training.eval.gt_mesh import ground_truth_mesh
     root = toy["root"]
-    meta = preprocess.load_char_meta(root, "toy", "char01")
+    meta = catalog.load_char_meta(root, "toy", "char01")
     gt = ground_truth_mesh(root, "toy", "char01", meta, use_cache=False)
     origin = np.asarray(meta["origin"])
     r = np.linalg.norm(gt.vertices - (CENTRE - origin), axis=1)
@@ -133,11 +133,11 @@ def test_ground_truth_mesh_hides_inner_surfaces(toy):
 
 
 def test_ground_truth_source_found_in_moved_tree(toy):
-    from training import preprocess
+    from training.data import catalog
     from training.errors import UserError
-    from training.metrics.gt_mesh import source_file
+    from training.eval.gt_mesh import source_file
     root = toy["root"]
-    meta = preprocess.load_char_meta(root, "toy", "char02")
+    meta = catalog.load_char_meta(root, "toy", "char02")
     moved = dict(meta, source_file="/elsewhere/raw/toy/2/char02/char02.glb")
     assert source_file(root, moved) == root / "raw/toy/2/char02/char02.glb"
     with pytest.raises(UserError, match="source file not found"):
@@ -149,9 +149,10 @@ def test_oracle_tree_scores_perfect(toy, capsys, monkeypatch):
     that measure pairs each prediction with its own view and that meshes share the framed frame."""
     import shutil
     from _scripts.eval import measure
-    from training import paths, preprocess
-    from training.metrics.generate import eval_views, meta_path
-    from training.metrics.gt_mesh import ground_truth_mesh
+    from training import paths
+    from training.data import catalog
+    from training.eval.generate import eval_views, meta_path
+    from training.eval.gt_mesh import ground_truth_mesh
     root, proj = toy["root"], toy["proj"]
     ev = root / "temp/eval/oracle/toy"
     for cid in IDS:
@@ -159,13 +160,13 @@ def test_oracle_tree_scores_perfect(toy, capsys, monkeypatch):
             dst = ev / dtype / cid[-1] / cid / f"{v.name}.png"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(paths.render_path(root, "toy", dtype, cid, v.name), dst)
-        gt = ground_truth_mesh(root, "toy", cid, preprocess.load_char_meta(root, "toy", cid))
+        gt = ground_truth_mesh(root, "toy", cid, catalog.load_char_meta(root, "toy", cid))
         (ev / "mesh" / cid[-1] / cid).mkdir(parents=True)
         gt.export(ev / "mesh" / cid[-1] / cid / "mesh.ply")
         meta_path(ev, cid).parent.mkdir(parents=True, exist_ok=True)
         meta_path(ev, cid).write_text("{}")
     # FID plumbing (features pooled over characters): a cheap stand-in for the Inception features
-    from training.metrics import fid
+    from training.eval import fid
     monkeypatch.setattr(fid.FIDMetric, "features",
                         lambda self, imgs: np.stack([a[::8, ::8].reshape(-1)[:24] for a in imgs]).astype(np.float64))
     res = measure.run(["--inferquery", "oracle", "--dataset", "toy", "--data-root", str(root), "--random-init",

@@ -12,7 +12,8 @@ import torch
 import trimesh
 
 from tests.test_dataprep import GOOD, fake_render
-from training import paths, preprocess
+from training import paths
+from training.data import clean, features, masks
 
 IDS = ["good01", "good02", "bad003"]
 
@@ -102,19 +103,19 @@ def test_render(tmp_path, capsys):
 
 def test_data_clean(tree, capsys, monkeypatch):
     from _scripts.train import data_clean
-    real = preprocess.check_character
+    real = clean.check_character
 
     def check(root, rs, cid, *a):      # one character whose check itself breaks (not a verdict on it)
         if cid == "bad003":
             raise PermissionError(13, "Permission denied", "ortho/3/bad003/front.png")
         return real(root, rs, cid, *a)
-    monkeypatch.setattr(preprocess, "check_character", check)
+    monkeypatch.setattr(clean, "check_character", check)
     code, out, err = run_job(data_clean.main, ["--dataset", "toy", "--data-root", str(tree), "--quiet"], capsys)
     assert code == 1, err
     assert "data_clean: 2 checked, 0 skipped, 1 failed" in err and "bad003: PermissionError" in err
     assert paths.read_subset(tree, "toy", "all") == ["good01", "good02"]
     assert "bad003" not in (tree / "subsets" / "toy_drops.jsonl").read_text()      # a failure, not a drop
-    monkeypatch.setattr(preprocess, "check_character", real)
+    monkeypatch.setattr(clean, "check_character", real)
     code, _, err = run_job(data_clean.main, ["--dataset", "toy", "--data-root", str(tree), "--quiet"], capsys)
     assert code == 0 and "0 failed" in err
     code, _, err = run_job(data_clean.main, ["--dataset", "nope", "--data-root", str(tree)], capsys)
@@ -132,7 +133,7 @@ def test_masks(tree, capsys, kind, src):
     corrupt(paths.render_path(tree, "toy", src, "bad003", views[-1]))
     code, _, err = run_job(main, ["--renderset", "toy", "--data-root", str(tree), "--quiet"], capsys)
     assert code == 1, err
-    dst = preprocess.MASK_SOURCES[kind][1]
+    dst = masks.MASK_SOURCES[kind][1]
     n = len(views)
     assert f"generate_{kind}_mask: {3 * n - 2} masks written, 0 skipped, 2 failed" in err
     assert err.count("not a readable image") >= 2          # both bad views, not only the first
@@ -157,9 +158,9 @@ def test_features(tree, capsys):
     code, _, err = run_job(generate_feature.main, argv, capsys)
     assert code == 1, err
     assert "generate_feature: 5 features written, 0 skipped, 1 failed" in err and "front.png" in err
-    assert preprocess.feature_path(tree, "toy", "bad003", "back").exists()
-    assert not preprocess.feature_path(tree, "toy", "bad003", "front").exists()
-    assert (preprocess.feature_dir(tree, "toy") / "failures.jsonl").is_file()
+    assert features.feature_path(tree, "toy", "bad003", "back").exists()
+    assert not features.feature_path(tree, "toy", "bad003", "front").exists()
+    assert (features.feature_dir(tree, "toy") / "failures.jsonl").is_file()
     no_temporary_files(tree)
     code, _, err = run_job(generate_feature.main, argv[:1] + ["nope"] + argv[2:], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -169,7 +170,7 @@ def test_features(tree, capsys):
 
 def test_synth(tmp_path, capsys, monkeypatch):
     from _scripts.data import synth as script
-    import training.synth as ts
+    import training.data.synth as ts
     real = ts.generate
     monkeypatch.setattr(ts, "generate", lambda seed, i, dark=False: (_ for _ in ()).throw(MemoryError("boom"))
                         if i == 1 else real(seed, i, dark))

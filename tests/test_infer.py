@@ -8,7 +8,7 @@ from PIL import Image
 
 from _scripts import infer
 from _train.img2img.model import LineRemovalUNet
-from training import artwork, inference
+from training.infer import artwork, meshing
 from training.checkpoint import save_checkpoint
 from training.triplane import build_preset
 
@@ -47,8 +47,8 @@ def setup(tmp_path_factory):
         cond[k], cond[f"{k}_mask"] = img[None], mask[None]
     with torch.no_grad():
         planes = G.synthesize(cond)
-        occ = inference.occupancy(inference.density_grid(G, planes, MESH_RES))
-        alphas = inference.render_raw(G, planes, inference.mesh_views("body"), 32)
+        occ = meshing.occupancy(meshing.density_grid(G, planes, MESH_RES))
+        alphas = meshing.render_raw(G, planes, meshing.mesh_views("body"), 32)
     level = float(np.median(occ))
     # ... and count pixels as opaque well below the random field's typical rendered alpha, so that it is carved
     # to a part of the box, not to nothing
@@ -179,7 +179,7 @@ def write_registry(path, entries):
 
 def registered(tmp_path, monkeypatch, G_path, default=True):
     """G_path installed as the released model 'toy_body' (a run folder under a temporary project)."""
-    from training.release import file_sha256
+    from training.infer.release import file_sha256
     proj = tmp_path / "proj"
     snap = proj / "_train/eg3dc/runs/toyrel/00000/network-snapshot-000000.pt"
     snap.parent.mkdir(parents=True)

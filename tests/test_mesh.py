@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tests.test_dataprep import raycast
-from training import cameras, inference
+from training import cameras
+from training.infer import meshing
 from training import volumetric_rendering as vr
 from training.triplane import build_preset
 
@@ -62,8 +63,8 @@ def fitted():
 
 def mesh_alpha(mesh, view, res=CHECK_RES):
     """Coverage of the mesh from a view, by the project's rasteriser."""
-    from training import raster
-    from training.assets.character import Character, Material, Primitive
+    from training.data import raster
+    from training.data.assets.character import Character, Material, Primitive
     ch = Character("mesh", "test", [Primitive("mesh", np.asarray(mesh.vertices, np.float32),
                                               np.asarray(mesh.faces, np.int32))], [Material("m")])
     with raster.Rasteriser(res, 1).upload(ch) as scene:
@@ -77,8 +78,8 @@ def iou(a, b):
 def test_mesh_silhouettes_agree_with_rendered_alpha(fitted):
     G, planes = fitted
     fr = cameras.get_framing("head")
-    rep = inference.MeshReport(CHECK_RES, 0.5, True, 0.5)
-    mesh = inference.extract_mesh(G, planes, resolution=CHECK_RES, report=rep)
+    rep = meshing.MeshReport(CHECK_RES, 0.5, True, 0.5)
+    mesh = meshing.extract_mesh(G, planes, resolution=CHECK_RES, report=rep)
     assert len(mesh.faces) > 100 and rep.vertices == len(mesh.vertices)
     assert rep.evaluated_fraction < 0.5        # density queried inside the hull only
     for name in ("front", "left", "top"):
@@ -129,10 +130,10 @@ def test_faint_fog_that_renders_empty_is_carved_away():
     gathers alpha < 0.5, so the renders show nothing there.  Uncarved, marching cubes makes it a slab."""
     body = ball((0.0, -0.1, 0.0), 0.15)
     G = FieldG(lambda x: body(x) + 0.8 * (x[..., 1] > 0.05).float())
-    slab = inference.extract_mesh(G, PLANES, resolution=48, carve=False)
+    slab = meshing.extract_mesh(G, PLANES, resolution=48, carve=False)
     assert np.ptp(slab.vertices[:, 0]) > 0.65 and np.ptp(slab.vertices[:, 2]) > 0.65   # uncarved: box-wide
-    rep = inference.MeshReport(48, 0.5, True, 0.5)
-    mesh = inference.extract_mesh(G, PLANES, resolution=48, report=rep)
+    rep = meshing.MeshReport(48, 0.5, True, 0.5)
+    mesh = meshing.extract_mesh(G, PLANES, resolution=48, report=rep)
     r = np.linalg.norm(mesh.vertices - [0.0, -0.1, 0.0], axis=1)
     assert len(mesh.vertices) > 100 and r.max() < 0.17 and abs(r.mean() - 0.15) < 0.01
     assert not rep.warnings
@@ -140,9 +141,9 @@ def test_faint_fog_that_renders_empty_is_carved_away():
 
 def test_fog_only_gives_an_empty_mesh_and_says_why(caplog):
     G = FieldG(lambda x: 0.8 * torch.ones(x.shape[:-1]))
-    rep = inference.MeshReport(32, 0.5, True, 0.5)
+    rep = meshing.MeshReport(32, 0.5, True, 0.5)
     with caplog.at_level("WARNING"):
-        mesh = inference.extract_mesh(G, PLANES, resolution=32, report=rep)
+        mesh = meshing.extract_mesh(G, PLANES, resolution=32, report=rep)
     assert len(mesh.faces) == 0 and rep.hull_fraction == 0
     assert "renders nothing opaque" in rep.warnings[0] and "renders nothing opaque" in caplog.text
 
@@ -150,18 +151,18 @@ def test_fog_only_gives_an_empty_mesh_and_says_why(caplog):
 def test_floating_fragments_are_dropped():
     big, speck = ball((0.0, 0.0, 0.0), 0.18), ball((0.22, 0.22, 0.22), 0.03)
     G = FieldG(lambda x: big(x) + speck(x))
-    rep = inference.MeshReport(64, 0.5, True, 0.5)
-    mesh = inference.extract_mesh(G, PLANES, resolution=64, report=rep)
+    rep = meshing.MeshReport(64, 0.5, True, 0.5)
+    mesh = meshing.extract_mesh(G, PLANES, resolution=64, report=rep)
     assert rep.components_dropped == 1
     assert np.linalg.norm(mesh.vertices, axis=1).max() < 0.2
-    kept = inference.extract_mesh(G, PLANES, resolution=64, min_component=0.0)
+    kept = meshing.extract_mesh(G, PLANES, resolution=64, min_component=0.0)
     assert np.linalg.norm(kept.vertices, axis=1).max() > 0.3        # the speck is there without the rule
 
 
 def test_a_field_filling_the_box_warns():
     G = FieldG(lambda x: 200.0 * (x.abs().amax(-1) < 0.345).float())
-    rep = inference.MeshReport(32, 0.5, True, 0.5)
-    inference.extract_mesh(G, PLANES, resolution=32, report=rep)
+    rep = meshing.MeshReport(32, 0.5, True, 0.5)
+    meshing.extract_mesh(G, PLANES, resolution=32, report=rep)
     assert rep.fills_box and any("fills the framing box" in w for w in rep.warnings)
 
 
@@ -172,8 +173,8 @@ def test_mesh_that_misses_what_renders_show_warns():
     rod = lambda x: 1.5 * ((x[..., 0] > 0.05) & (x[..., 0] < 0.3) & (x[..., 1].abs() < 0.1)
                            & (x[..., 2].abs() < 0.3)).float()
     G = FieldG(lambda x: dense(x) + rod(x))
-    rep = inference.MeshReport(48, 0.9, True, 0.5)
-    mesh = inference.extract_mesh(G, PLANES, resolution=48, level=0.9, report=rep)
+    rep = meshing.MeshReport(48, 0.9, True, 0.5)
+    mesh = meshing.extract_mesh(G, PLANES, resolution=48, level=0.9, report=rep)
     assert len(mesh.faces) > 0 and mesh.vertices[:, 0].max() < 0.0
     assert rep.silhouette_iou["front"] < 0.6
     assert any("disagrees with the renders" in w and "front" in w for w in rep.warnings), rep.warnings
@@ -191,8 +192,8 @@ def coloured():
 def render_glb(path, view, res=CHECK_RES):
     """RGB on white in [0,1] of a GLB file from a view: loaded and drawn by the project's own loader and
     rasteriser (2x supersampled)."""
-    from training import raster
-    from training.assets.gltf_loader import load_gltf
+    from training.data import raster
+    from training.data.assets.gltf_loader import load_gltf
     with raster.Rasteriser(res, 2).upload(load_gltf(path, facing="+z")) as scene:
         o = scene.render(view)["rgba"]
     return o[..., :3] * o[..., 3:] + (1 - o[..., 3:])
@@ -204,9 +205,9 @@ def psnr(a, b):
 
 def test_textured_glb_has_uvs_and_a_texture_and_renders_like_the_model(coloured, tmp_path):
     import trimesh
-    from training import texture
+    from training.infer import texture
     G, planes = coloured
-    mesh = inference.extract_mesh(G, planes, resolution=40)
+    mesh = meshing.extract_mesh(G, planes, resolution=40)
     textured = texture.bake_textured_mesh(G, planes, mesh, size=256, max_faces=4000)
     assert len(textured.faces) <= 4000
     mesh.export(tmp_path / "vc.glb")
@@ -233,9 +234,10 @@ def test_textured_glb_has_uvs_and_a_texture_and_renders_like_the_model(coloured,
 def test_texture_bakes_on_a_worker_thread_after_gl_use_on_the_main_one():
     """An EGL context is current in its own thread only: a server's worker thread gets its own."""
     import threading
-    from training import raster, texture
+    from training.data import raster
+    from training.infer import texture
     G = FieldG(ball((0.0, 0.0, 0.0), 0.2))
-    mesh = inference.extract_mesh(G, PLANES, resolution=32)
+    mesh = meshing.extract_mesh(G, PLANES, resolution=32)
     raster.gl_context()                                      # the main thread's context exists first
     got = {}
 

@@ -1,11 +1,11 @@
-"""Analytic checks of the evaluation metrics (training/metrics)."""
+"""Analytic checks of the evaluation metrics (training/eval)."""
 import numpy as np
 import pytest
 import torch
 import trimesh
 
-from training.metrics import geometry as geo
-from training.metrics import image as im
+from training.eval import geometry as geo
+from training.eval import image as im
 
 torch.set_num_threads(1)
 
@@ -87,7 +87,7 @@ def test_missing_weights_are_unavailable_with_file_name(tmp_path, monkeypatch):
 
 
 def test_fid_identical_sets_near_zero_and_min_images():
-    from training.metrics.fid import FIDMetric, frechet_distance
+    from training.eval.fid import FIDMetric, frechet_distance
     rng = np.random.default_rng(0)
     fa, fb = rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 1.0
     assert frechet_distance(fa, fa) == pytest.approx(0.0, abs=1e-6)
@@ -169,7 +169,7 @@ def test_empty_prediction_scores_worst():
 
 def test_roi_file_validation(tmp_path):
     from training.errors import UserError
-    from training.metrics.measure import load_rois
+    from training.eval.measure import load_rois
     good = tmp_path / "roi.json"
     good.write_text('{"head": [-0.35, 0.3, -0.35, 0.35, 1.0, 0.35]}')
     lo, hi = load_rois(good)["head"]
@@ -197,7 +197,7 @@ def test_lpips_loads_alexnet_trunk_from_weights_dir(tmp_path):
 
 
 def test_input_dependence_separates_mean_output_from_real_predictions():
-    from training.metrics.measure import input_dependence
+    from training.eval.measure import input_dependence
     rng = np.random.default_rng(0)
     gts = rng.random((6, 16, 16, 3))
     same = np.repeat(gts.mean(0, keepdims=True), 6, 0)          # one output whatever the input

@@ -157,14 +157,14 @@ def test_trainer_runs_the_ray_recipe_and_fits_the_patches(tmp_path):
     """The trainer with ray views on (and everything else off): ray/* stats per tick, the patch PSNR rises
     over a short fit of two characters, and the held-out character's PSNRs (val/*) are logged with the
     training time."""
-    from training import preprocess
+    from training.data import clean
     from training.training_loop import train
     from _train.eg3dc.train import config_from_args
     root = tmp_path / "data"
     for i, cid in enumerate(("a0001", "b0002", "c0003")):
         fake_render(root, "toy", cid, GOOD, res=32)
-    preprocess.write_subset(root, "toy", "train", ["a0001", "b0002"])
-    preprocess.write_subset(root, "toy", "val", ["c0003"])
+    clean.write_subset(root, "toy", "train", ["a0001", "b0002"])
+    clean.write_subset(root, "toy", "val", ["c0003"])
     argv = tiny_args(root, tmp_path / "runs", "rays", **{
         "dataset": "toy", "val-count": 1, "val-ticks": 2, "val-resolution": 16,
         "ray-views": 4, "ray-patches": 2, "ray-patch-size": 8, "ray-scales": "1,2", "view-weights": "",
@@ -198,7 +198,7 @@ def test_every_recipe_and_preset_loads():
         cfg = config_from_args(["--config", n])
         assert cfg.preset in PRESETS, n
         if n.startswith("release/") and n != "release/base":       # G and D build (sizes D accepts)
-            from training.training_loop import build_networks
+            from training.run.train_step import build_networks
             G, D = build_networks(cfg)
             assert G.superresolution is None and G.img_resolution == D.img_resolution, n
     for n in PRESETS:
@@ -247,7 +247,7 @@ def test_chunked_march_equals_one_march_and_inference_is_chunked(monkeypatch):
 
 
 def test_render_resolution_is_smaller_on_a_cpu():
-    from training import reconstruct as R
+    from training.infer import reconstruct as R
     G = build_preset("tiny", "TriPlaneGenerator_v1", neural_rendering_resolution=256, img_resolution=256)
     assert R.render_resolution(G, "cpu") == R.CPU_RENDER_RESOLUTION < 256
     assert R.render_resolution(G, "cuda") == 256 and R.render_resolution(G, "cpu", 48) == 48

@@ -1,4 +1,4 @@
-"""Ground-truth rasteriser (training/raster.py) and the render script (_scripts/data/render.py).
+"""Ground-truth rasteriser (training/data/raster.py) and the render script (_scripts/data/render.py).
 
 Unit tests on analytic shapes, then the real models through the render script
 into a temporary data tree (size 64..128 to stay fast on CPU/llvmpipe).
@@ -14,8 +14,11 @@ import torch
 import trimesh
 from PIL import Image
 
-from training import cameras, paths, raster
-from training.assets.character import Character, Material, Primitive
+from training import cameras, paths
+from training.errors import UserError
+from training.images import on_white
+from training.data import raster, render
+from training.data.assets.character import Character, Material, Primitive
 
 torch.set_num_threads(1)
 
@@ -154,7 +157,7 @@ def test_visible_faces_removes_enclosed_surfaces():
 
 def _darkening(o):
     """How much the lines darken each pixel (images on white)."""
-    return raster.on_white(o["rgba"]).mean(-1) - raster.on_white(o["lines_rgba"]).mean(-1)
+    return on_white(o["rgba"]).mean(-1) - on_white(o["lines_rgba"]).mean(-1)
 
 
 def test_contour_lines_on_silhouette_and_creases_only():
@@ -297,15 +300,15 @@ def test_xyza_inside_box_and_reprojects(tree, framing, cid):
 @needs_models
 def test_meta_rebuilds_the_rendered_character(tree):
     meta = _meta(tree, "body", "model")
-    framed = raster.load_framed_character(meta)
+    framed = render.load_framed_character(meta)
     assert np.allclose(framed.origin, meta["origin"])
     v = cameras.View.from_json(meta["views"]["ortho"]["front"])
     out = raster.render_views(framed.character, [v], size=SIZE)[0]
     saved = _img(tree, "body", "ortho", "model", "front").astype(int)
     assert np.abs(raster.to_uint8(out["rgba"]).astype(int) - saved).max() <= 1
     # bind pose (arms up) in the same framed space: the file's own positions minus the recorded origin
-    from training.assets.load import load_character
-    bind = raster.load_framed_character(meta, posed=False).character
+    from training.data.assets.load import load_character
+    bind = render.load_framed_character(meta, posed=False).character
     raw = load_character(RAI, **meta["options"]["load"])
     assert np.allclose(bind.all_positions() + np.array(meta["origin"]), raw.all_positions(), atol=1e-5)
 
@@ -326,7 +329,7 @@ def test_resume_skips_complete_and_adds_new_dtypes(tree):
     assert (lines[..., :3].max(-1) < 40).sum() > (plain[..., :3].max(-1) < 40).sum() + 50   # dark lines added
     assert "ortho_lines" in _meta(tree, "head", "godette")["dtypes"]
     # a renderset keeps its settings
-    with pytest.raises(raster.UserError, match="size"):
+    with pytest.raises(UserError, match="size"):
         render_script.run(["--src", str(GODETTE), "--renderset", "rs_head", "--framing", "head",
                            "--size", "64", "--data-root", str(tree)])
 
@@ -367,11 +370,11 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(raster.UserError, match="shard"):
+    with pytest.raises(UserError, match="shard"):
         render_script.run(["--src", str(tmp_path), "--renderset", "r", "--framing", "head", "--shard", "3/2"])
-    with pytest.raises(raster.UserError, match="dtypes"):
+    with pytest.raises(UserError, match="dtypes"):
         render_script.run(["--src", str(tmp_path), "--renderset", "r", "--framing", "head", "--dtypes", "ortho,nope"])
-    with pytest.raises(raster.UserError, match="no such"):
+    with pytest.raises(UserError, match="no such"):
         render_script.run(["--src", str(tmp_path / "missing"), "--renderset", "r", "--framing", "head"])
 
 

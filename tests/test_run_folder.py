@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from tests.test_training import metrics, tiny_args, tiny_config, toy_data  # noqa: F401 (fixture)
-from training import checkpoint, snapshots
-from training.metrics.generate import inferquery_of, resolve_inferquery
-from training.training_loop import latest_snapshot, train
+from training import checkpoint
+from training.run import snapshots
+from training.eval.generate import inferquery_of, resolve_inferquery
+from training.run.snapshots import latest_snapshot
+from training.training_loop import train
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.test_training import TINY_D, TINY_G, tiny_args, tiny_config, toy_data  # noqa: F401 (fixture)
-from training import memory
+from training.run import memory
 from training.errors import UserError
 from training.training_loop import train
 
@@ -99,7 +99,8 @@ def test_memory_check_refuses_with_the_estimate_and_a_batch_that_fits(toy_data, 
 
 _MEASURE = r"""
 import json, sys, torch
-from training import memory, training_loop as tl
+from training.run import distributed, memory, train_step
+from training import training_loop
 from training.dataset import collate
 from training.loss import ReconGANLoss
 from tests.test_training import tiny_config
@@ -108,22 +109,22 @@ def hwm():
 torch.set_num_threads(1)
 torch.set_flush_denormal(True)
 cfg = tiny_config(sys.argv[1], sys.argv[2], "m", batch=2)
-ds = tl.build_dataset(cfg)
+ds = training_loop.build_dataset(cfg)
 batch = collate([ds[0], ds[1]])
 before = memory.resident()
-G, D = tl.build_networks(cfg)
+G, D = train_step.build_networks(cfg)
 import copy; G_ema = copy.deepcopy(G)
 lc = cfg.loss
-opt_G = tl.make_optimizer(G.parameters(), cfg.glr, cfg, lc.tv_interval)
-opt_D = tl.make_optimizer(D.parameters(), cfg.dlr, cfg, lc.r1_interval)
+opt_G = train_step.make_optimizer(G.parameters(), cfg.glr, cfg, lc.tv_interval)
+opt_D = train_step.make_optimizer(D.parameters(), cfg.dlr, cfg, lc.r1_interval)
 G.requires_grad_(False); D.requires_grad_(False)
-loss = ReconGANLoss(G, D, lc, box=2.1, use_mask_d=tl.use_mask_discriminator(D), ortho_views=ds.ortho_views)
+loss = ReconGANLoss(G, D, lc, box=2.1, use_mask_d=train_step.use_mask_discriminator(D), ortho_views=ds.ortho_views)
 for name, m, opt in (("Gmain", G, opt_G), ("Greg", G, opt_G), ("Dmain", D, opt_D), ("Dreg", D, opt_D)):
     m.requires_grad_(True); opt.zero_grad(set_to_none=True)
     if loss.accumulate_gradients(name, batch, gain=1, step=0, cur_nimg=0) is not None:
-        tl.guarded_step(opt, list(m.parameters()), tl.Dist())
+        distributed.guarded_step(opt, list(m.parameters()), distributed.Dist())
     m.requires_grad_(False)
-tl.update_ema(G_ema, G, 0.5)
+train_step.update_ema(G_ema, G, 0.5)
 print(json.dumps({"measured": hwm() - before}))
 """
 

@@ -1,4 +1,4 @@
-"""Procedural characters (training/synth): determinism, diversity, valid skinned GLB, face on the front."""
+"""Procedural characters (training/data/synth): determinism, diversity, valid skinned GLB, face on the front."""
 import io
 import json
 
@@ -7,9 +7,9 @@ import pygltflib
 import pytest
 import trimesh
 
-from training import synth
-from training.synth import texture as tx
-from training.synth.skeleton import BONES
+from training.data import synth
+from training.data.synth import texture as tx
+from training.data.synth.skeleton import BONES
 
 REQUIRED = ["hips", "spine", "chest", "neck", "head", "leftUpperArm", "leftLowerArm", "leftHand",
             "rightUpperArm", "rightLowerArm", "rightHand", "leftUpperLeg", "leftLowerLeg", "leftFoot",
@@ -102,8 +102,8 @@ def test_glb_valid_skinned_and_in_canonical_frame(chars):
 
 
 def test_arms_lower_by_skinning():
-    from training.assets.load import load_character
-    from training.assets.pose import lower_arms
+    from training.data.assets.load import load_character
+    from training.data.assets.pose import lower_arms
     g = synth.generate(SEED, 0)
     import tempfile
     import pathlib
@@ -160,9 +160,9 @@ def test_head_position_inside_head_and_face_on_front():
 def test_front_and_back_renders_differ():
     raster = pytest.importorskip("training.raster")
     from training import cameras
-    from training.assets.framing import frame
-    from training.assets.load import load_character
-    from training.assets.pose import lower_arms
+    from training.data.assets.framing import frame
+    from training.data.assets.load import load_character
+    from training.data.assets.pose import lower_arms
     import tempfile
     import pathlib
     g = synth.generate(SEED, 2)

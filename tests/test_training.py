@@ -255,11 +255,11 @@ def test_gan_warm_up_leaves_D_alone_until_it_starts(toy_data, tmp_path):
     assert L.blur_sigma(lc, (lc.gan_start_kimg + lc.blur_fade_kimg) * 1e3) == 0
     # D's weights after the warm-up are its initial ones: a second run stopped at the GAN's start
     cfg0 = tiny_config(toy_data, tmp_path, "warm0", kimg=0.004, **{"tick-kimg": 0.002, "gan-start-kimg": 0.004})
-    from training.training_loop import build_networks
+    from training.run.train_step import build_networks
     torch.manual_seed(cfg0.seed)
     _, D_init = build_networks(cfg0)
     D_warm = snapshot(train(cfg0))["modules"]["D"]
-    # never stepped: stored as a marker without weights and rebuilt from the seed on resume (training.snapshots)
+    # never stepped: stored as a marker without weights and rebuilt from the seed on resume (training.run.snapshots)
     assert D_warm["untrained"] and D_warm["state_dict"] == {} and D_init.state_dict()
 
 
@@ -351,7 +351,7 @@ def test_sigterm_to_the_process_group_stops_with_a_snapshot(toy_data, tmp_path):
 def test_auto_resume_skips_released_run_folders(toy_data, tmp_path):
     """A run folder marked RELEASED (a shipped model) is not continued by --resume auto: a run of the same
     name starts the next numbered folder, and the released files stay as they are."""
-    from training.training_loop import RELEASED_MARKER
+    from training.run.snapshots import RELEASED_MARKER
     run = train(tiny_config(toy_data, tmp_path, "rel", kimg=0.004))
     (run / RELEASED_MARKER).write_text("released")
     before = sorted(p.name for p in run.iterdir())
@@ -380,7 +380,7 @@ def test_resume_from_transport_export(toy_data, tmp_path):
 def test_guarded_compile_gives_frozen_and_training_module_their_own_graphs():
     """training_loop.guard_requires_grad: a module compiled while frozen (D in Gmain) gets its weight
     gradients once it trains (Dmain), and loses them again when frozen; gradients as eager."""
-    from training.training_loop import guard_requires_grad
+    from training.run.compiler import guard_requires_grad
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LeakyReLU(0.2),
                               torch.nn.Conv2d(8, 2, 3, padding=1))
@@ -549,7 +549,7 @@ def test_bad_compile_mode_fails_before_work(toy_data, tmp_path, capsys):
 def test_compile_is_the_default_on_cuda_only(toy_data, tmp_path, monkeypatch):
     """--compile unset: compiled when training on CUDA, eager on a CPU (a CPU run never calls torch.compile);
     --compile / --no-compile win on either."""
-    from training.training_loop import resolve_compile
+    from training.run.compiler import resolve_compile
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     unset = tiny_config(toy_data, tmp_path, "c")
     assert unset.compile is None and resolve_compile(unset, cuda) and not resolve_compile(unset, cpu)
@@ -567,7 +567,7 @@ def test_compile_is_the_default_on_cuda_only(toy_data, tmp_path, monkeypatch):
 def test_snapshot_of_other_settings_names_them(tmp_path):
     """A snapshot whose G was built with other settings (here a run from before superresolution_noise_mode,
     which trained with noise in the super-resolution) fails to load with the settings that differ named."""
-    from training.training_loop import load_snapshot
+    from training.run.snapshots import load_snapshot
     from training.triplane import build_preset
     old = build_preset("tiny", variant="TriPlaneGenerator", rendering_kwargs={"superresolution_noise_mode": "random"})
     old.config["rendering_kwargs"].pop("superresolution_noise_mode")      # as saved before the key existed

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from training import cameras, inference
+from training import cameras
+from training.infer import front_paste, meshing
 from training import volumetric_rendering as vr
 from training.errors import UserError
 from training.fusion import ConcatFusion, DirectionAwareFusion
@@ -520,11 +521,11 @@ def test_fusions_direction_sensitivity_at_init():
 
 def test_density_grid_chunking_is_exact():
     G, planes = AnalyticG(ball_field()), ball_planes()
-    full = inference.density_grid(G, planes, resolution=20, chunk=20 ** 3)
-    chunked = inference.density_grid(G, planes, resolution=20, chunk=777)
+    full = meshing.density_grid(G, planes, resolution=20, chunk=20 ** 3)
+    chunked = meshing.density_grid(G, planes, resolution=20, chunk=777)
     assert torch.equal(full, chunked)
     # indexed [x, y, z] over nodes -box/2..box/2
-    axis = inference.grid_axis(20, BOX)
+    axis = meshing.grid_axis(20, BOX)
     i, j, k = 3, 9, 14
     p = torch.tensor([[[axis[i], axis[j], axis[k]]]])
     assert torch.allclose(full[i, j, k], G.sample_density(planes, p)[0, 0, 0])
@@ -532,7 +533,7 @@ def test_density_grid_chunking_is_exact():
 
 def test_mesh_of_the_analytic_ball_is_a_sphere():
     G, planes = AnalyticG(ball_field()), ball_planes()
-    mesh = inference.extract_mesh(G, planes, resolution=48, colors="axis")
+    mesh = meshing.extract_mesh(G, planes, resolution=48, colors="axis")
     r = np.linalg.norm(mesh.vertices, axis=1)
     assert abs(r.mean() - R_BALL) < 0.004 and r.std() < 0.003
     # normals point outwards, faces wind outwards (positive volume), colours from the decoder
@@ -552,7 +553,7 @@ def test_front_pasting_replaces_only_front_visible_pixels():
     for name, expect_any in [("front", True), ("back", False), ("left", True)]:
         cam = cameras.as_tensor([views[name]])
         out = G.render(planes, cam, n)
-        img, mask = inference.paste_front(out["image"], out["image_xyz"], out["image_alpha"], front_img,
+        img, mask = front_paste.paste_front(out["image"], out["image_xyz"], out["image_alpha"], front_img,
                                           front["image_depth"], fcam, tol=0.02)
         if name == "front":
             # every clearly covered pixel shows the input image

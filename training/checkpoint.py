@@ -59,7 +59,7 @@ class _Untrained:
 
 def untrained(module: nn.Module) -> _Untrained:
     """Store ``module`` as a marker (class, config, ``"untrained": True``, empty state dict): a training run
-    rebuilds it from its seed on resume, which gives the same weights (training.snapshots)."""
+    rebuilds it from its seed on resume, which gives the same weights (training.run.snapshots)."""
     return _Untrained(module)
 
 

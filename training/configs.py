@@ -2,7 +2,7 @@
 
     _configs/models/<name>.toml     generator presets: ``class`` + ``[kwargs]`` (constructor keywords)
     _configs/recipes/<name>.toml    training recipes: TrainConfig keys, ``[loss]``, ``[g_kwargs]``, ...
-    _configs/release.toml           the released checkpoints (training.release)
+    _configs/release.toml           the released checkpoints (training.infer.release)
 
 Every file starts with ``description = "..."`` (what it is for).  ``base = "file.toml"`` (or a list, applied
 in order) inherits from other files, paths relative to the file; tables merge key by key, the file's own

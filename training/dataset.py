@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cameras, paths, preprocess
-from .errors import UserError, fail, load_image
+from training import cameras, paths
+from training.data import catalog, features
+from training.errors import UserError, fail, load_image
 
 SWAP_LR = {"left": "right", "right": "left"}
 
@@ -45,7 +46,7 @@ def _mask(path, fallback_alpha: torch.Tensor, size: int | None) -> torch.Tensor:
     if path.exists():
         m = torch.from_numpy(np.asarray(load_image(path, "L")) > 127).float()[None]
     else:
-        m = (fallback_alpha * 255.0 > preprocess.MASK_THRESHOLD).float()
+        m = (fallback_alpha * 255.0 > catalog.MASK_THRESHOLD).float()
     return (_area(m, size) > 0.5).float()
 
 
@@ -175,7 +176,7 @@ class CharacterDataset(torch.utils.data.Dataset):
         rd = paths.renders_dir(self.root, renderset)
         if not rd.is_dir():
             raise fail(rd, "renderset not found (render it with `python -m _scripts.data.render`)")
-        self.ids = list(ids) if ids is not None else preprocess.select_ids(self.root, renderset, dataset, split)
+        self.ids = list(ids) if ids is not None else catalog.select_ids(self.root, renderset, dataset, split)
         if not self.ids:
             where = paths.subset_csv(self.root, dataset, split) if dataset else rd / "meta"
             raise fail(where, "no characters")
@@ -184,17 +185,17 @@ class CharacterDataset(torch.utils.data.Dataset):
             raise fail(paths.char_meta_path(self.root, renderset, missing[0]),
                        f"render missing ({len(missing)} of {len(self.ids)} characters are not rendered; "
                        "re-run the render or data_clean)")
-        self.rs_meta = preprocess.load_renderset_meta(self.root, renderset)
+        self.rs_meta = catalog.load_renderset_meta(self.root, renderset)
         self.use_features = use_features
         self.feature_info = None
         if use_features:
-            info = preprocess.load_feature_info(self.root, renderset)
-            fdir = preprocess.feature_dir(self.root, renderset)
+            info = features.load_feature_info(self.root, renderset)
+            fdir = features.feature_dir(self.root, renderset)
             if info is None:
-                raise fail(fdir / preprocess.FEATURE_INFO,
+                raise fail(fdir / features.FEATURE_INFO,
                            "no precomputed features (run `python -m _scripts.train.generate_feature`)")
             if info.get("random_init") and not allow_random_features:
-                raise fail(fdir / preprocess.FEATURE_INFO, "features come from a randomly initialised encoder; "
+                raise fail(fdir / features.FEATURE_INFO, "features come from a randomly initialised encoder; "
                            "recompute them with real weights or allow random features explicitly")
             self.feature_info = info
         self._meta_cache: dict[str, dict] = {}
@@ -213,8 +214,8 @@ class CharacterDataset(torch.utils.data.Dataset):
     def _views(self, char_id: str, dtype: str) -> dict[str, dict]:
         meta = self._meta_cache.get(char_id)
         if meta is None:
-            meta = self._meta_cache[char_id] = preprocess.load_char_meta(self.root, self.renderset, char_id)
-        views = preprocess.meta_views(meta, dtype, char_id, self.rs_meta)
+            meta = self._meta_cache[char_id] = catalog.load_char_meta(self.root, self.renderset, char_id)
+        views = catalog.meta_views(meta, dtype, char_id, self.rs_meta)
         if not views:
             raise fail(paths.char_meta_path(self.root, self.renderset, char_id), f"no {dtype} cameras")
         return views
@@ -232,7 +233,7 @@ class CharacterDataset(torch.utils.data.Dataset):
         if view not in ortho_meta:
             raise fail(paths.char_meta_path(self.root, self.renderset, char_id), f"no camera for ortho view {view!r}")
         vj = ortho_meta[view]
-        cam = preprocess.view_cam25(vj)
+        cam = catalog.view_cam25(vj)
         rgba = _rgba(self._path("ortho", char_id, view))
         xyz, _ = decode_xyz(_rgba(self._path("ortho_xyza", char_id, view)), self._box(vj, cam), size)
         white = _on_white(rgba)
@@ -241,8 +242,8 @@ class CharacterDataset(torch.utils.data.Dataset):
                 "cond": _area(white, cond_size) * 2 - 1}
 
     def _feature(self, char_id: str, view: str, mirrored: bool) -> torch.Tensor:
-        path = preprocess.feature_path(self.root, self.renderset, char_id, view)
-        mpath = preprocess.feature_path(self.root, self.renderset, char_id, view + "_mirror")
+        path = features.feature_path(self.root, self.renderset, char_id, view)
+        mpath = features.feature_path(self.root, self.renderset, char_id, view + "_mirror")
         if mirrored and mpath.exists():
             return torch.load(mpath, weights_only=True).float()
         if not path.exists():
@@ -290,7 +291,7 @@ class CharacterDataset(torch.utils.data.Dataset):
         cov = _rgba(xyza_path)[3:4] if not mask_path.exists() else None
         out["rgb"] = flip(_area(_on_white(rgba), size) * 2 - 1)
         out["rgb_mask"] = flip(_mask(mask_path, cov, size))
-        out["rgb_cam"] = cam_of(torch.from_numpy(preprocess.view_cam25(rgb_meta[name])))
+        out["rgb_cam"] = cam_of(torch.from_numpy(catalog.view_cam25(rgb_meta[name])))
         if self.use_features:
             out["feat_front"] = self._feature(char_id, "front", mirrored)
             out["feat_back"] = self._feature(char_id, "back", mirrored)
@@ -311,7 +312,7 @@ class CharacterDataset(torch.utils.data.Dataset):
         parts, cams = [], []
         for i in pick:
             dtype, name, vj = cands[i]
-            cam = preprocess.view_cam25(vj)
+            cam = catalog.view_cam25(vj)
             rgba = _rgba(self._path(dtype, char_id, name))
             rgb, alpha = _on_white(rgba) * 2 - 1, rgba[3:4]
             xyz = None

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UserError
+from training.errors import UserError
 
 EXIT_OK = 0
 EXIT_FAILED = 1      # some items failed, the rest is done

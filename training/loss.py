@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import cameras
-from .errors import UserError
-from .dual_discriminator import join_pair, pair_group, split_pair
-from .networks_stylegan2 import fold_setting
+from training import cameras
+from training.errors import UserError
+from training.dual_discriminator import join_pair, pair_group, split_pair
+from training.networks_stylegan2 import fold_setting
 
 OPAQUE = 0.5  # alpha above which a pixel counts as surface (depth term, silhouette)
 

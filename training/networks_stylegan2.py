@@ -9,6 +9,10 @@ Everything is twice differentiable in eager mode (R1 needs it).
 
 Layer semantics (equalised learning rate, weight demodulation, FIR padding
 rules, conv_clamp) follow StyleGAN2/EG3D so that sizes and behaviour carry over.
+
+One file of about 850 lines, as EG3D's networks_stylegan2.py is: its layers depend on each other
+(resampling -> modulated conv -> synthesis/mapping/discriminator blocks), and kept together they can be
+compared with EG3D's line by line.
 """
 from __future__ import annotations
 

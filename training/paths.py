@@ -60,7 +60,7 @@ def subset_csv(root: Path, dataset: str, split: str) -> Path:
 
 def read_subset(root: Path, dataset: str, split: str) -> list[str]:
     """Character ids listed in subsets/<dataset>_<split>.csv ('shard/id' lines)."""
-    from .errors import fail
+    from training.errors import fail
     p = subset_csv(root, dataset, split)
     if not p.exists():
         raise fail(p, f"subset not found (run `python -m _scripts.train.data_clean --dataset {dataset}` first)")

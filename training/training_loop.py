@@ -15,15 +15,9 @@ the networks are called directly.  Only rank 0 writes files.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import functools
-import importlib
 import itertools
 import json
-import math
-import os
-import re
 import signal
 import time
 from pathlib import Path
@@ -31,15 +25,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
-from . import cameras, config_check, memory, paths, snapshots
-from .errors import UserError, fail, save_json_atomic, save_png_atomic
-from .images import to_uint8
-from .loss import LossConfig, ReconGANLoss, resize
+from training import dataset as dsm
+from training.run import config_check, memory, snapshots
+from training.run.compiler import compile_kwargs, compile_seconds, inductor_cache_dir, resolve_compile, use_inductor_cache
+from training.run.distributed import Dist, StopFlag, broadcast_object, setup_distributed
+from training.run.snapshots import load_snapshot, prepare_run_dir, save_snapshot, set_rng_state
+from training.run.train_step import TrainStep, build_models, ema_beta, synchronize
+from training.errors import UserError, fail, save_json_atomic, save_png_atomic
+from training.images import to_uint8
+from training.loss import LossConfig, ReconGANLoss, resize
 
-SNAPSHOT_RE = re.compile(r"network-snapshot-(\d+(?:\.\d+)?)\.pt$")   # kimg: 000920 (older runs), 000920.016
-RELEASED_MARKER = "RELEASED"     # in a run folder holding a released model (docs/model_card.md)
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
                 "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile",
@@ -149,201 +145,6 @@ def learning_config(d: dict) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- distributed
-
-@dataclasses.dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_arg: str) -> Dist:
-    """From torchrun's environment: NCCL on GPUs, gloo on CPU; single process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_arg not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device: {device_arg!r} is not auto, cpu or cuda")
-    use_cuda = torch.cuda.is_available() if device_arg == "auto" else device_arg == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device visible")
-    if use_cuda:
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    else:
-        device = torch.device("cpu")
-        torch.set_flush_denormal(True)   # denormal weights after Adam steps slow CPU convolutions up to 100x
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
-                                **({"device_id": device} if use_cuda else {}))
-    return Dist(rank, world, local, device)
-
-
-def broadcast_object(obj, d: Dist):
-    if d.world == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def sync_params(module: torch.nn.Module, d: Dist) -> None:
-    """Every rank starts from rank 0's parameters and buffers (DDP does this itself for G and D)."""
-    if d.world == 1:
-        return
-    for t in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(t.data, src=0)
-
-
-class PhaseForward(torch.nn.Module):
-    """A network whose forward is ``fn(net, *args)``.  A phase calls G or D several times (synthesize, render,
-    real and fake logits) before one backward; wrapped in DDP, this makes the whole phase one forward, which
-    is what DDP's reducer expects."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, fn, *args):
-        return fn(self.net, *args)
-
-
-def wrap_ddp(net: torch.nn.Module, d: Dist, find_unused: bool) -> DistributedDataParallel:
-    """DDP over ``net`` (rank 0's weights broadcast on construction).  Buffers are not broadcast each forward
-    (BatchNorm is frozen, the rest are constants); gradients live in the reducer's buckets (no copy)."""
-    net.requires_grad_(True)  # DDP registers only parameters that require grad
-    ddp = DistributedDataParallel(PhaseForward(net), device_ids=[d.device.index] if d.device.type == "cuda" else None,
-                                  broadcast_buffers=False, gradient_as_bucket_view=True,
-                                  find_unused_parameters=find_unused)
-    net.requires_grad_(False)
-    return ddp
-
-
-def nonfinite_flag(params: list[torch.Tensor], d: Dist) -> torch.Tensor:
-    """After DDP has averaged the gradients: a 0-d float tensor on the device, 1 if any gradient is NaN/Inf
-    on any rank (every rank then skips the step), else 0; no sync with the host.  Parameters the phase did
-    not use get zero gradients, as the 1-process loop always gave them, so Adam's moments move the same way
-    with or without DDP."""
-    grads = []
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        grads.append(p.grad)
-    if not grads:
-        return torch.zeros((), device=d.device)
-    norms = torch._foreach_norm(grads, float("inf"))     # NaN/Inf anywhere -> a non-finite max
-    bad = (~torch.isfinite(torch.stack(norms))).any().float()
-    if d.world > 1:
-        dist.all_reduce(bad)  # identical averaged gradients give identical flags; this makes sure of it
-    return bad.clamp(max=1.0)
-
-
-def guarded_step(opt: torch.optim.Optimizer, params: list[torch.Tensor], d: Dist) -> torch.Tensor:
-    """opt.step() unless a gradient is NaN/Inf on some rank; returns nonfinite_flag (1: skipped).  A fused
-    Adam (adam()) takes the flag as found_inf, as under GradScaler: its kernel leaves the weights, moments
-    and step count alone, so the host never waits for the GPU between steps.  Other optimizers read it."""
-    bad = nonfinite_flag(params, d)
-    if opt.defaults.get("fused"):
-        opt.found_inf = bad
-        opt.step()
-        opt.found_inf = None        # read by every later step() call: set for this one only
-    elif not bad.item():
-        opt.step()
-    return bad
-
-
-# ---------------------------------------------------------------- run folder
-
-def runs_root(cfg: TrainConfig) -> Path:
-    return Path(cfg.runs_dir) if cfg.runs_dir else paths.project_dir() / "_train" / "eg3dc" / "runs"
-
-
-def latest_snapshot(run_dir: Path) -> Path | None:
-    snaps = [p for p in run_dir.glob("network-snapshot-*.pt") if SNAPSHOT_RE.search(p.name)]
-    return max(snaps, key=lambda p: (float(SNAPSHOT_RE.search(p.name).group(1)), p.stat().st_mtime)) if snaps else None
-
-
-def numbered_dirs(name_dir: Path) -> list[Path]:
-    return sorted((p for p in name_dir.glob("[0-9]" * 5) if p.is_dir()), key=lambda p: p.name)
-
-
-def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
-    """(run folder, snapshot to resume from).  auto: latest folder holding a snapshot, else a new one."""
-    name_dir = runs_root(cfg) / cfg.run_name
-    existing = numbered_dirs(name_dir)
-    if cfg.resume == "auto":
-        for run_dir in reversed(existing):
-            if (run_dir / RELEASED_MARKER).exists():    # a shipped model: continued only by --resume PATH
-                continue
-            snap = latest_snapshot(run_dir)
-            if snap is not None:
-                return run_dir, snap
-        snap = None
-    elif cfg.resume == "none":
-        snap = None
-    else:
-        snap = Path(cfg.resume)
-        if not snap.is_file():
-            raise fail(snap, "snapshot to resume from not found")
-    nxt = int(existing[-1].name) + 1 if existing else 0
-    return name_dir / f"{nxt:05d}", snap      # made by the first file written: a failed start leaves nothing
-
-
-# ---------------------------------------------------------------- networks
-
-def build_networks(cfg: TrainConfig):
-    """Generator from a preset of training.triplane (optionally another variant, JSON overrides); D sized to it."""
-    triplane = importlib.import_module("training.triplane")
-    g_over, d_over = copy.deepcopy(cfg.g_kwargs), copy.deepcopy(cfg.d_kwargs)
-    if cfg.generator and cfg.generator not in triplane.GENERATORS:
-        raise UserError(f"--generator: {cfg.generator!r} is not one of {sorted(triplane.GENERATORS)}")
-    try:
-        if cfg.preset:
-            if cfg.preset not in triplane.PRESETS:
-                raise UserError(f"--preset: {cfg.preset!r} is not one of {sorted(triplane.PRESETS)}")
-            G = triplane.build_preset(cfg.preset, cfg.generator or None, **g_over)
-        else:
-            G = triplane.GENERATORS[cfg.generator or "TriPlaneGenerator"](**g_over)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"--g-kwargs: {e}") from None
-    ddm = importlib.import_module("training.dual_discriminator")
-    if not hasattr(ddm, cfg.discriminator):
-        raise UserError(f"--discriminator: {cfg.discriminator!r} not in training.dual_discriminator")
-    try:
-        D = getattr(ddm, cfg.discriminator)(**discriminator_kwargs(G, d_over))
-    except (TypeError, ValueError) as e:
-        raise UserError(f"--d-kwargs: {e}") from None
-    return G, D
-
-
-def discriminator_kwargs(G, overrides: dict) -> dict:
-    """Discriminator sizes follow the generator's output unless overridden."""
-    gc = getattr(G, "config", {}) or {}
-    kw = {"c_dim": 25, "img_resolution": gc.get("img_resolution", 512), "img_channels": 3}
-    kw.update(overrides)
-    return kw
-
-
-def set_train_mode(module: torch.nn.Module, freeze_bn: bool) -> None:
-    """Train mode; with freeze_bn, BatchNorm keeps its running statistics (batch-size independent, so 1 and
-    N processes compute the same thing, and 2-4 images per GPU give no usable batch statistics)."""
-    module.train()
-    if freeze_bn:
-        for m in module.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.eval()
-
-
-def use_mask_discriminator(D) -> bool:
-    return "Mask" in type(D).__name__
-
-
 # ---------------------------------------------------------------- data
 
 def _csv(text: str) -> list[str]:
@@ -351,7 +152,6 @@ def _csv(text: str) -> list[str]:
 
 
 def build_dataset(cfg: TrainConfig):
-    dsm = importlib.import_module("training.dataset")
     views = tuple(v.strip() for v in cfg.ortho_views.split(",") if v.strip())
     rays = None
     if cfg.ray_views > 0:
@@ -390,7 +190,6 @@ class SkipSampler(torch.utils.data.Sampler):
 def rank_batches(ds, cfg: TrainConfig, d: Dist, per_gpu: int, step: int):
     """Endless iterator of this rank's batches from ``step`` on: rank r takes every world-th index of a
     shared permutation, so the union over ranks is the global batch a single process would take."""
-    dsm = importlib.import_module("training.dataset")
     sampler = dsm.InfiniteSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
                                   drop_last=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=per_gpu, sampler=SkipSampler(sampler, step * per_gpu),
@@ -403,69 +202,6 @@ def rank_batches(ds, cfg: TrainConfig, d: Dist, per_gpu: int, step: int):
 
 def to_device(batch: dict, device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
-# ---------------------------------------------------------------- snapshots
-
-def rng_state(device) -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(
-        np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy())}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device)
-    return st
-
-
-def _np_state():
-    s = np.random.get_state()
-    return [s[0], s[1].tolist(), int(s[2]), int(s[3]), float(s[4])]
-
-
-def set_rng_state(st: dict, device) -> None:
-    # the snapshot was loaded onto the training device; RNG states must be CPU byte tensors
-    torch.set_rng_state(st["torch"].cpu())
-    s = json.loads(bytes(st["numpy"].cpu().tolist()).decode())
-    np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
-    if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state(st["cuda"].cpu(), device)
-
-
-def save_snapshot(path: Path, nets: dict, opts: dict, step: int, cur_nimg: int, cfg: TrainConfig, extra: dict,
-                  device) -> None:
-    """Atomic: a kill during the write leaves the previous snapshots untouched."""
-    ckpt = importlib.import_module("training.checkpoint")
-    state = {"step": step, "nimg": cur_nimg, "rng": rng_state(device), **extra}
-    ckpt.save_checkpoint(path, modules=snapshots.resumable_modules(nets, opts), step=step, kimg=cur_nimg / 1000,
-                         training_config=cfg.to_dict(), extra=state)
-
-
-def load_snapshot(path: Path, nets: dict, opts: dict, device) -> dict:
-    ckpt = importlib.import_module("training.checkpoint")
-    data = ckpt.load_checkpoint(path, map_location=device)
-    mods = data["modules"]
-    for name, m in nets.items():
-        src = name
-        if name == "G" and "G" not in mods and "G_ema" in mods:
-            src = "G_ema"     # a transport export (G_ema + D): training continues from the averaged weights
-        if src not in mods:
-            if name == "D" and "G_ema" in mods and not any(k.startswith("opt_") for k in mods):
-                # an export of G_ema alone (a released model): D starts from its initialisation
-                print(f"{path}: no D in this export; D starts from its initialisation")
-                continue
-            raise fail(path, f"snapshot has no {name}")
-        if mods[src].get("untrained"):      # never stepped: the network as built from the seed (training.snapshots)
-            continue
-        try:
-            m.load_state_dict(mods[src]["state_dict"])
-        except RuntimeError as e:
-            saved, hint = mods[src].get("config"), ""
-            if saved is not None and getattr(m, "config", None) is not None:   # e.g. a key added since
-                changes = ckpt.config_changes(ckpt.saved_config(type(m), saved), m.config)
-                hint = f"; the snapshot's {name} was built with other settings ({'; '.join(changes)})" if changes else ""
-            raise fail(path, f"{name} does not match this configuration ({str(e).splitlines()[0]}){hint}") from None
-    for name, o in opts.items():
-        if name in mods:
-            o.load_state_dict(mods[name]["state_dict"])
-    return data
 
 
 # ---------------------------------------------------------------- previews
@@ -496,7 +232,6 @@ VAL_VIEWS = ("front", "back", "left", "right")
 def held_out_batch(cfg: TrainConfig, ds, device) -> dict | None:
     """The first --val-count characters of the dataset's val split (all four ortho views and the first
     perspective view, no mirroring): fixed for the whole run, so the val/* PSNRs form a learning curve."""
-    dsm = importlib.import_module("training.dataset")
     if not ds.dataset:
         print("held-out PSNR off: --dataset names no split (every rendered character is trained on)")
         return None
@@ -530,329 +265,6 @@ def validate(G, batch: dict, res: int) -> dict:
     out["rgb"] = psnr(resize(img.float(), res), resize(batch["rgb"], res)).mean()
     out["side"] = (out.pop("left") + out.pop("right")) / 2
     return {f"val/psnr_{k}": float(v) for k, v in out.items()}
-
-
-# ---------------------------------------------------------------- EMA
-
-@torch.no_grad()
-def update_ema(G_ema, G, beta: float) -> None:
-    """G_ema <- beta * G_ema + (1 - beta) * G, one fused for-each op (two kernels per tensor before)."""
-    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
-    bufs = list(G_ema.buffers())
-    if bufs:
-        torch._foreach_copy_(bufs, list(G.buffers()))
-
-
-def ema_beta(cfg: TrainConfig, cur_nimg: int) -> float:
-    ema_nimg = (cfg.ema_kimg if cfg.ema_kimg >= 0 else cfg.batch * 10 / 32) * 1000
-    if cfg.ema_rampup > 0:
-        ema_nimg = min(ema_nimg, cur_nimg * cfg.ema_rampup)
-    return 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
-
-
-# ---------------------------------------------------------------- signals
-
-class StopFlag:
-    """SIGTERM/SIGINT set a flag; the loop finishes its step, writes a snapshot and exits."""
-
-    def __init__(self):
-        self.stop = False
-        self._old = {}
-        for s in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[s] = signal.signal(s, self._handler)
-            except ValueError:  # not the main thread
-                pass
-
-    def _handler(self, signum, frame):
-        self.stop = True
-
-    def agreed(self, d: Dist) -> bool:
-        if d.world == 1:
-            return self.stop
-        t = torch.tensor([float(self.stop)], device=d.device)
-        dist.all_reduce(t)
-        return bool(t.item() > 0)
-
-    def restore(self):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-# ---------------------------------------------------------------- training
-
-def resolve_bf16(cfg: TrainConfig, device) -> bool:
-    if cfg.bf16 not in ("auto", "on", "off"):
-        raise UserError(f"--bf16: {cfg.bf16!r} is not auto, on or off")
-    if cfg.bf16 == "auto":
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return cfg.bf16 == "on"
-
-
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compile_kwargs(mode: str) -> dict:
-    """torch.compile keyword arguments of a --compile-mode."""
-    if mode not in COMPILE_MODES:
-        raise UserError(f"--compile-mode {mode!r}: not one of {', '.join(COMPILE_MODES)}")
-    return {} if mode == "default" else {"mode": mode}
-
-
-def force_layout_optimization(on: bool = True):
-    """Inductor's channels-last layout in every compiled graph with convolutions (on), or its heuristic
-    (off).  The heuristic keeps a graph NCHW when a conv has under half as many output as input channels,
-    and reads a transposed conv's [in, out] weight as [out, in]: G's super-resolution (an upsampling conv of
-    32 -> 256 channels) stayed NCHW and cuDNN transposed around each of its convs (EG3D step on the H100:
-    197 -> 186 ms, docs/results.md).  Returns a function that restores the previous setting."""
-    from torch._inductor import config as inductor_config
-    old = inductor_config.force_layout_optimization
-    inductor_config.force_layout_optimization = bool(on)
-
-    def restore():
-        inductor_config.force_layout_optimization = old
-    return restore
-
-
-def guard_requires_grad(on: bool = True):
-    """Make compiled graphs guard on their parameters' requires_grad (on), or leave dynamo's default (off).
-    By default (torch 2.11) dynamo skips the tensor guards of a module whose attribute dicts have not
-    changed, and requires_grad_() changes no dict: a module compiled while frozen then replays its
-    no-weight-gradient graph once it trains (its parameters silently get no gradient: pytorch#139476), and
-    one compiled while training keeps computing weight gradients when frozen (D's in G main: 3.1 ms of
-    cuDNN weight-gradient kernels in the EG3D step on the H100).  With the guards, each state gets its
-    own graph.  Returns a function that restores the previous setting."""
-    from torch._dynamo import config as dynamo_config
-    old = dynamo_config.skip_tensor_guards_with_matching_dict_tags
-    dynamo_config.skip_tensor_guards_with_matching_dict_tags = not on
-
-    def restore():
-        dynamo_config.skip_tensor_guards_with_matching_dict_tags = old
-    return restore
-
-
-def uses_cudagraphs(mode: str) -> bool:
-    """Whether a --compile-mode records CUDA graphs (inductor's own table of the modes' options)."""
-    from torch._inductor import list_mode_options
-    return bool(list_mode_options(mode).get("triton.cudagraphs"))
-
-
-def adam(params, lr, betas, eps) -> torch.optim.Adam:
-    """Adam, fused into one kernel per step when the parameters are on one GPU or the CPU (the default
-    for-each implementation launches several kernels per parameter group: 8.8 ms of a 200 ms EG3D step on
-    the H100, about 1 ms fused); the same update either way.  Fused, it also skips a step on a device-side
-    flag (guarded_step), so the CPU runs the trainer's path too."""
-    params = list(params)
-    kinds = {p.device.type for p in params}
-    fused = len(kinds) == 1 and kinds <= {"cuda", "cpu"}
-    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused or None)
-
-
-def make_optimizer(params, lr, cfg: TrainConfig, reg_interval: int):
-    """Adam; with lazy regularisation every N steps, lr and betas are scaled as in StyleGAN2."""
-    ratio = reg_interval / (reg_interval + 1) if reg_interval > 0 else 1.0
-    return adam(params, lr * ratio, (cfg.beta1 ** ratio, cfg.beta2 ** ratio), cfg.eps)
-
-
-def resolve_compile(cfg: TrainConfig, device) -> bool:
-    """--compile / --no-compile as given; unset: compiled on CUDA, eager on a CPU (where compiling costs
-    minutes and gains little)."""
-    return device.type == "cuda" if cfg.compile is None else bool(cfg.compile)
-
-
-INDUCTOR_CACHE = "inductor_cache"   # in <runs-dir>/<run-name>/: every run of the name reuses its kernels
-
-
-def inductor_cache_dir(cfg: TrainConfig) -> Path:
-    """Where compiled kernels are cached: $TORCHINDUCTOR_CACHE_DIR when set, else <runs-dir>/<run-name>/
-    inductor_cache, so a resumed or repeated run loads the kernels instead of generating them again (the
-    default, a folder of /tmp, is lost with the machine)."""
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    # importing torch._dynamo writes the default into the environment: that one is not the user's choice
-    return Path(env) if env and env != default_cache_dir() else runs_root(cfg) / cfg.run_name / INDUCTOR_CACHE
-
-
-def use_inductor_cache(path: Path):
-    """Point inductor (and Triton, whose cache follows it) at ``path``; returns a function that restores the
-    environment."""
-    old = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
-
-    def restore():
-        if old is None:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-        else:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = old
-    return restore
-
-
-def compile_seconds() -> float | None:
-    """Seconds this process has spent compiling so far (dynamo's frame and backward compiles, code generation
-    and autotuning included), None where this torch does not count them."""
-    try:
-        from torch._dynamo.utils import calculate_time_spent
-        return float(calculate_time_spent().get("total_wall_time", 0.0))
-    except (ImportError, AttributeError):
-        return None
-
-
-def build_models(cfg: TrainConfig, device) -> tuple[dict, dict]:
-    """({'G', 'G_ema', 'D'}, {'opt_G', 'opt_D'}) on ``device``: the networks in train mode (BatchNorm frozen
-    with --freeze-bn), G_ema a frozen copy of G, none requiring grad (each phase turns on its own), and
-    Adam with the lazy-regularisation scaling of the phases that run."""
-    lc = cfg.loss
-    G, D = build_networks(cfg)
-    G, D = G.to(device), D.to(device)
-    set_train_mode(G, cfg.freeze_bn)
-    set_train_mode(D, cfg.freeze_bn)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    G.requires_grad_(False)
-    D.requires_grad_(False)
-    opt_G = make_optimizer(G.parameters(), cfg.glr, cfg, lc.tv_interval if uses_tv(lc) else 0)
-    opt_D = make_optimizer(D.parameters(), cfg.dlr, cfg, lc.r1_interval if uses_r1(lc) else 0)
-    return {"G": G, "G_ema": G_ema, "D": D}, {"opt_G": opt_G, "opt_D": opt_D}
-
-
-def uses_tv(lc: LossConfig) -> bool:
-    return lc.tv_weight > 0 and lc.tv_interval > 0
-
-
-def uses_r1(lc: LossConfig) -> bool:
-    return lc.gan_weight > 0 and lc.r1_interval > 0 and (lc.r1_gamma > 0 or lc.r1_gamma_mask > 0)
-
-
-class TrainStep:
-    """One training step, the one definition of it: ``train()`` runs it, and so does the model benchmark
-    (_scripts.bench.models), so a change of speed shows in both or neither.
-
-    Built after the networks (build_models) and any resume: the DDP wrappers (several processes),
-    torch.compile (G's parts in place and a compiled D for the first-order phases; R1 differentiates the
-    eager D twice), the objective (ReconGANLoss) and the phases.  A call runs the phases due at ``step``
-    (Gmain every step, Greg every tv_interval, Dmain every step, Dreg every r1_interval), each: its network
-    requires grad, zero_grad, the phase's forward + backward (DDP averages the gradients during backward),
-    the NaN/Inf-guarded Adam step; then the EMA update of G_ema.  Nothing waits for the device: the loss
-    terms and skip flags are summed there until ``tick_stats()`` reads them.  ``close()`` restores the
-    global compile settings."""
-
-    def __init__(self, cfg: TrainConfig, d: Dist, nets: dict, opts: dict, ortho_views):
-        lc = cfg.loss
-        self.cfg, self.d = cfg, d
-        G, D, self.G_ema = nets["G"], nets["D"], nets["G_ema"]
-        self.G, self.D = G, D
-        # multi-process: DDP wrappers (constructing them broadcasts rank 0's G and D); G finds unused
-        # parameters because Greg uses only the density path (super-resolution idle); every D phase uses all of D
-        self.G_call = self.D_call = None
-        if d.world > 1:
-            sync_params(self.G_ema, d)
-            self.G_call, self.D_call = wrap_ddp(G, d, find_unused=True), wrap_ddp(D, d, find_unused=False)
-        # torch.compile (after G_ema's copy and the DDP wrappers): G's parts in place; D for its first-order
-        # phases as a separate handle, so R1 differentiates the eager D twice
-        # (reduce-overhead: CUDA graphs, each step marked as a new iteration; fakes are used within their step)
-        self.compiled = resolve_compile(cfg, d.device)
-        self.cudagraphs = self.compiled and uses_cudagraphs(cfg.compile_mode) and d.device.type == "cuda"
-        self._restores = []      # the global compile settings, undone by close()
-        D_compiled = None
-        if self.compiled:
-            from training.triplane import set_compiled_arithmetic
-            kw = compile_kwargs(cfg.compile_mode)
-            self._restores += [set_compiled_arithmetic(True), force_layout_optimization(True),
-                               guard_requires_grad(True)]    # D is frozen in Gmain, trained in Dmain: a graph each
-            G.compile_parts(**kw)
-            D_compiled = torch.compile(D, dynamic=False, **kw)   # static graphs: batch n (Gmain), 2n (Dmain joined)
-        self.autocast = torch.bfloat16 if resolve_bf16(cfg, d.device) else None
-        box = float(G.config.get("box_warp") or cameras.get_framing(G.config.get("framing", "head")).box)
-        self.nrr = cfg.neural_rendering_resolution or None
-        self.loss = ReconGANLoss(G, D, lc, box=box, seed=cfg.seed, neural_rendering_resolution=self.nrr,
-                                 render_kwargs={"perturb": cfg.ray_perturb},
-                                 use_mask_d=use_mask_discriminator(D), autocast_dtype=self.autocast,
-                                 ortho_views=ortho_views, G_call=self.G_call, D_call=self.D_call,
-                                 D_compiled=D_compiled)
-        self.phases = [("Gmain", G, opts["opt_G"], 1)]
-        if uses_tv(lc):
-            self.phases.append(("Greg", G, opts["opt_G"], lc.tv_interval))
-        if lc.gan_weight > 0:
-            self.phases.append(("Dmain", D, opts["opt_D"], 1))
-        if uses_r1(lc):
-            self.phases.append(("Dreg", D, opts["opt_D"], lc.r1_interval))
-        self.sums: dict[str, torch.Tensor] = {}     # stats summed on the device over the tick
-        self.counts: dict[str, int] = {}
-        self.skipped = torch.zeros((), device=d.device)  # steps skipped for NaN/Inf gradients this tick
-
-    @property
-    def cycle(self) -> int:
-        """Steps after which the phases repeat (the least common multiple of their intervals)."""
-        return math.lcm(*(interval for *_, interval in self.phases))
-
-    def precision(self) -> dict[str, str]:
-        """How each phase computes: bf16 autocast or fp32 (TF32 matrix products on CUDA)."""
-        fp32 = "fp32/TF32" if self.d.device.type == "cuda" else "fp32"
-        bf16 = "bf16 autocast" if self.autocast is not None else fp32
-        lc = self.cfg.loss
-        table = {"Gmain": bf16, "Greg": fp32, "Dmain": bf16,
-                 "Dreg": bf16 if lc.r1_bf16 and self.autocast is not None else fp32}
-        return {name: table[name] for name, *_ in self.phases}
-
-    def describe(self) -> str:
-        """One line: each phase with its interval and precision, and how it runs."""
-        prec = self.precision()
-        parts = [f"{n}{'' if k == 1 else f' every {k}'} ({prec[n]})" for n, _, _, k in self.phases]
-        lc = self.cfg.loss
-        extra = []
-        if lc.gan_weight > 0:
-            extra.append(f"D main on {'fresh fakes (a second G forward)' if lc.d_fresh_fakes else 'Gmain fakes'}")
-            if lc.blur_init_sigma > 0 and lc.blur_fade_kimg > 0:
-                extra.append(f"D input blur sigma {lc.blur_init_sigma:g} fading over {lc.blur_fade_kimg:g} kimg")
-        mode = f"compiled ({self.cfg.compile_mode})" if self.compiled else "eager"
-        return f"step: {', '.join(parts + extra)}, EMA; {mode}"
-
-    def __call__(self, batch: dict, step: int, cur_nimg: int, phase_clock=None) -> None:
-        """The phases due at ``step`` and the EMA update.  ``phase_clock(name, fn)`` (default: ``fn()``) runs
-        each phase and the EMA ('ema'), e.g. to time them or count their FLOPs."""
-        run = phase_clock or _call
-        if self.cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        for name, module, opt, interval in self.phases:
-            if step % interval == 0:
-                run(name, functools.partial(self._phase, name, module, opt, interval, batch, step, cur_nimg))
-        run("ema", functools.partial(update_ema, self.G_ema, self.G, ema_beta(self.cfg, cur_nimg)))
-
-    def _phase(self, name, module, opt, interval, batch, step, cur_nimg) -> None:
-        module.requires_grad_(True)
-        opt.zero_grad(set_to_none=True)
-        stats = self.loss.accumulate_gradients(name, batch, gain=interval, step=step, cur_nimg=cur_nimg)
-        module.requires_grad_(False)
-        if stats is None:       # phase off now (the GAN's warm-up): no optimizer step
-            return
-        # no host sync within a step: the skip flag and the stats stay on the device until the tick ends
-        self.skipped = self.skipped + guarded_step(opt, list(module.parameters()), self.d)
-        for k, v in stats.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-            self.counts[k] = self.counts.get(k, 0) + 1
-
-    def tick_stats(self) -> tuple[dict[str, float], int]:
-        """(mean of each loss term since the last call, steps skipped for NaN/Inf gradients): reads the
-        device once, then starts the next tick's sums."""
-        means = {k: float(self.sums[k]) / self.counts[k] for k in self.sums}
-        skipped = int(self.skipped)
-        self.sums, self.counts = {}, {}
-        self.skipped = torch.zeros((), device=self.d.device)
-        return means, skipped
-
-    def close(self) -> None:
-        for restore in reversed(self._restores):
-            restore()
-        self._restores = []
-
-
-def _call(name, fn):
-    return fn()
-
-
-def synchronize(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -942,7 +354,7 @@ def train(cfg: TrainConfig) -> Path:
             with torch.random.fork_rng(devices=[]):   # fixed preview views; the training RNG stream is untouched
                 torch.manual_seed(cfg.seed)
                 samples = [ds[i] for i in range(n_prev)]
-            preview_batch = to_device(importlib.import_module("training.dataset").collate(samples), d.device)
+            preview_batch = to_device(dsm.collate(samples), d.device)
             preview_views = {n: i for i, n in enumerate(ds.ortho_views)}
         print(f"run folder: {run_dir}" + (f" (resuming {resume_from.name}, step {step})" if resume_from else ""))
         print(f"{d.world} process(es) on {d.device.type}, batch {cfg.batch} ({per_gpu} per process), "
@@ -1049,8 +461,3 @@ def train(cfg: TrainConfig) -> Path:
     if d.world > 1:
         dist.barrier()
     return run_dir
-
-
-def cleanup_distributed():
-    if dist.is_initialized():
-        dist.destroy_process_group()

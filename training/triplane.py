@@ -91,8 +91,7 @@ class TriplaneField(nn.Module):
         geo, app = self.features(planes, xyz, dirs)
         sigma, feat = self.decoder(geo, density_noise, appearance=app)
         if roi is not None:
-            from training.inference import crop_density
-            sigma = crop_density(sigma, xyz, roi)
+            sigma = vr.crop_density(sigma, xyz, roi)
         return sigma, feat
 
     def density(self, planes, xyz, roi=None) -> torch.Tensor:
@@ -103,8 +102,7 @@ class TriplaneField(nn.Module):
             geo = self.fusion.geometry(*self._pair(planes, xyz))
         sigma = self.decoder.density(geo)
         if roi is not None:
-            from training.inference import crop_density
-            sigma = crop_density(sigma, xyz, roi)
+            sigma = vr.crop_density(sigma, xyz, roi)
         return sigma
 
 

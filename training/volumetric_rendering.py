@@ -349,3 +349,23 @@ __all__ = ["PLANE_AXES", "plane_coords", "sample_planes", "triplane_features", "
            "search_right", "sample_pdf", "compositing_weights", "composite", "render_rays", "render_rays_chunked",
            "render_image",
            "resolve_ray_range"]
+
+
+# ---------------------------------------------------------------- region of interest
+
+def roi_bounds(roi, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ROI as a cube side (centred) or a pair (lo[3], hi[3]) -> tensors lo, hi."""
+    if isinstance(roi, (int, float)):
+        h = float(roi) / 2
+        lo, hi = [-h] * 3, [h] * 3
+    else:
+        lo, hi = roi
+    return (torch.as_tensor(lo, dtype=torch.float32, device=device),
+            torch.as_tensor(hi, dtype=torch.float32, device=device))
+
+
+def crop_density(sigma: torch.Tensor, xyz: torch.Tensor, roi) -> torch.Tensor:
+    """Zero density [B,N,1] at points [B,N,3] outside the ROI (a cube side or (lo, hi) box)."""
+    lo, hi = roi_bounds(roi, xyz.device)
+    inside = ((xyz >= lo) & (xyz <= hi)).all(-1, keepdim=True)
+    return sigma * inside.to(sigma.dtype)

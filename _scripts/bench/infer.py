@@ -1,4 +1,4 @@
-"""Artwork -> GLB: time the reconstruction pipeline users run (training.reconstruct.reconstruct), by stage.
+"""Artwork -> GLB: time the reconstruction pipeline users run (training.infer.reconstruct.reconstruct), by stage.
 
     python -m _scripts.bench.infer                                   # nova_body_small, random init, CPU or GPU
     python -m _scripts.bench.infer --ckpt CKPT --device cuda --repeat 3
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import artwork, inference
-from training import reconstruct as R
+from training.infer import artwork, meshing
+from training.infer import reconstruct as R
 from training.errors import UserError, cli_main
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_models" / "rai_girl"
@@ -60,11 +60,11 @@ def calibrate(model: R.Model, front, back, hull_fraction: float, fill: float = 0
         img, mask = artwork.to_tensor(artwork.prepare(p, G.framing, 512, fill=fill).rgba, G.cond_resolution)
         cond[k], cond[f"{k}_mask"] = img[None].to(dev), mask[None].to(dev)
     planes = G.synthesize(cond)
-    views = inference.mesh_views(G.framing)
-    renders = inference.render_raw(G, planes, {k: views[k] for k in inference.CARVE_VIEWS}, 64)
-    axis = inference.grid_axis(48, G.field.box_warp)
-    xyz = inference._node_xyz(torch.arange(48 ** 3), axis, 48)
-    h = inference.hull_alpha({k: r["alpha"] for k, r in renders.items()}, views, xyz)
+    views = meshing.mesh_views(G.framing)
+    renders = meshing.render_raw(G, planes, {k: views[k] for k in meshing.CARVE_VIEWS}, 64)
+    axis = meshing.grid_axis(48, G.field.box_warp)
+    xyz = meshing._node_xyz(torch.arange(48 ** 3), axis, 48)
+    h = meshing.hull_alpha({k: r["alpha"] for k, r in renders.items()}, views, xyz)
     thr = float(torch.quantile(h, 1.0 - hull_fraction))
     inside = xyz[h > thr]
     sigma = G.sample_density(planes, inside[None].to(dev))[0, :, 0].double().cpu()

@@ -8,7 +8,7 @@ mesh extraction).
     python -m _scripts.bench.models --config nova_body --train-only --compile both --r1-bf16 both --json c.json
     python -m _scripts.bench.models --config eg3d_ffhq512 --batch 1 --networks-only --compile-infer --mesh-res 256
 
-The step is training_loop.TrainStep, the object training_loop.train() runs: the recipe's phases on their
+The step is training.run.train_step.TrainStep, the object training_loop.train() runs: the recipe's phases on their
 intervals (Gmain with its reconstruction renders and ray patches, Greg, Dmain, Dreg), requires_grad
 toggling, the NaN/Inf guard, fused Adam and the EMA update, compiled as the trainer compiles it.  Every
 trainer flag is accepted (--config RECIPE, --batch, --preset, --g-kwargs, --ray-views, ...) and builds the
@@ -20,6 +20,10 @@ ray patches included, copied to the device inside the step loop as the trainer c
 configuration's arithmetic (torch.utils.flop_counter: matmul/conv only, so MFU is a lower bound).
 Each configuration catches CUDA out-of-memory ({"error": "OOM"}) and goes on; --json is rewritten after
 every configuration.
+
+One script of about 1000 lines: the measurement method (timing, FLOP counting, sweeps, the networks-alone
+and mesh timings, the summary) is the benchmark's own and is read as one; the step it times is the
+library's (training.run.train_step), not a copy.
 """
 from __future__ import annotations
 
@@ -39,7 +43,8 @@ import torch
 
 from _train.eg3dc import train as train_cli
 from training import cameras, configs
-from training import training_loop as tl
+from training.run import compiler, distributed, train_step
+from training import training_loop
 from training.errors import UserError, cli_main, save_json_atomic
 
 FLOPS_NOTE = ("matmul/conv FLOPs only (torch.utils.flop_counter.FlopCounterMode): grid_sample, elementwise "
@@ -94,7 +99,7 @@ def parse_args(argv=None):
     b.add_argument("--parts", action="store_true",
                    help="also time forward+backward of G's parts: encoder, synthesize (encoder + backbone), "
                    "render (planes -> raw image, no super-resolution), super-resolution")
-    b.add_argument("--compile-infer", nargs="?", const="reduce-overhead", default=None, choices=tl.COMPILE_MODES,
+    b.add_argument("--compile-infer", nargs="?", const="reduce-overhead", default=None, choices=compiler.COMPILE_MODES,
                    metavar="MODE", help="also time batch-1 inference with the whole eval forward compiled "
                    "(MODE default reduce-overhead = CUDA graphs)")
     b.add_argument("--mesh-res", type=int, default=None,
@@ -132,7 +137,7 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------- configurations
 
-def base_config(a, device) -> tl.TrainConfig:
+def base_config(a, device) -> training_loop.TrainConfig:
     """The TrainConfig the trainer builds from the same flags; the CPU default recipe is 'tiny', else
     'eg3d_ffhq512'.  Random weights unless --pretrained; --samples into the generator's rendering_kwargs."""
     if a.config is None:
@@ -155,7 +160,7 @@ def _modes(flag: str | None, recipe_value):
     return {"on": [True], "off": [False], "both": [False, True]}.get(flag, [recipe_value])
 
 
-def configurations(a, cfg: tl.TrainConfig, device) -> list[tl.TrainConfig]:
+def configurations(a, cfg: training_loop.TrainConfig, device) -> list[training_loop.TrainConfig]:
     """One TrainConfig per (nr, bf16, R1 precision, compile): eager before compiled, so that a run cut short
     keeps the quicker results; R1's precision only where a GAN with R1 runs and bf16 is on."""
     bf16s = ({"on": ["on"], "off": ["off"], "both": ["off", "on"], "auto": ["auto"]}[a.sweep_bf16]
@@ -164,8 +169,8 @@ def configurations(a, cfg: tl.TrainConfig, device) -> list[tl.TrainConfig]:
     out = []
     for nr in a.nr or [cfg.neural_rendering_resolution]:
         for bf16 in bf16s:
-            on = tl.resolve_bf16(dataclasses.replace(cfg, bf16=bf16), device)
-            r1s = _modes(a.sweep_r1_bf16, cfg.loss.r1_bf16) if on and tl.uses_r1(cfg.loss) else [False]
+            on = train_step.resolve_bf16(dataclasses.replace(cfg, bf16=bf16), device)
+            r1s = _modes(a.sweep_r1_bf16, cfg.loss.r1_bf16) if on and train_step.uses_r1(cfg.loss) else [False]
             for r1 in r1s:
                 for comp in compiles:
                     out.append(dataclasses.replace(cfg, neural_rendering_resolution=nr or 0, bf16=bf16,
@@ -175,7 +180,7 @@ def configurations(a, cfg: tl.TrainConfig, device) -> list[tl.TrainConfig]:
 
 # ---------------------------------------------------------------- batches
 
-def synthetic_batch(cfg: tl.TrainConfig, G, index: int, generator: torch.Generator | None = None) -> dict:
+def synthetic_batch(cfg: training_loop.TrainConfig, G, index: int, generator: torch.Generator | None = None) -> dict:
     """A batch with the keys, shapes and dtypes of training.dataset.CharacterDataset + collate for ``cfg``
     (renders assumed at --resolution, else the generator's output size): random images, an ellipse as each
     character's silhouette, the dataset's cameras (ortho views of --ortho-views, random perspective views)
@@ -227,7 +232,7 @@ def synthetic_batch(cfg: tl.TrainConfig, G, index: int, generator: torch.Generat
     return out
 
 
-def synthetic_rays(cfg: tl.TrainConfig, fr, ids, S: int, g: torch.Generator) -> dict:
+def synthetic_rays(cfg: training_loop.TrainConfig, fr, ids, S: int, g: torch.Generator) -> dict:
     """RaySampling's keys: M = ray_views x ray_patches patches of P x P pixels per character, each at a pixel
     stride drawn from --ray-scales (those that fit the render, as dataset.sample_patches), from ortho and
     random perspective cameras."""
@@ -354,13 +359,13 @@ class PhaseTimes:
 class StepRunner:
     """The trainer's loop body: the next batch to the device, then the step at (step, step x batch images)."""
 
-    def __init__(self, trainer: tl.TrainStep, batches, device, batch: int):
+    def __init__(self, trainer: train_step.TrainStep, batches, device, batch: int):
         self.trainer, self.batches, self.device, self.batch = trainer, batches, device, batch
         self.step = 0
 
     def __call__(self, phase_clock=None, step: int | None = None):
         s = self.step if step is None else step
-        self.trainer(tl.to_device(next(self.batches), self.device), s, s * self.batch, phase_clock=phase_clock)
+        self.trainer(training_loop.to_device(next(self.batches), self.device), s, s * self.batch, phase_clock=phase_clock)
         if step is None:
             self.step += 1
 
@@ -490,15 +495,15 @@ def error_string(e: BaseException) -> str:
 
 # ---------------------------------------------------------------- one configuration
 
-def bench_config(a, cfg: tl.TrainConfig, d: tl.Dist, clock: Clock, res: dict, peak) -> None:
+def bench_config(a, cfg: training_loop.TrainConfig, d: distributed.Dist, clock: Clock, res: dict, peak) -> None:
     """Fills res as it goes (partial results survive an error).  Seeds, data, networks, step and batches in
     train()'s order, so the first step is the trainer's first step."""
     device = d.device
     torch._dynamo.reset()       # a fresh cache per configuration (new modules; stay under the recompile limit)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    ds = tl.build_dataset(cfg) if a.data == "real" else None
-    nets, opts = tl.build_models(cfg, device)
+    ds = training_loop.build_dataset(cfg) if a.data == "real" else None
+    nets, opts = train_step.build_models(cfg, device)
     G, D = nets["G"], nets["D"]
     res.update({"generator": type(G).__name__, "discriminator": type(D).__name__,
                 "img_resolution": G.img_resolution,
@@ -508,18 +513,18 @@ def bench_config(a, cfg: tl.TrainConfig, d: tl.Dist, clock: Clock, res: dict, pe
                 "params_D": sum(p.numel() for p in D.parameters())})
     res["flops"], res["flops_note"] = {}, FLOPS_NOTE
     res["peak_flops"], res["peak_source"] = peak
-    compiled = tl.resolve_compile(cfg, device)
+    compiled = compiler.resolve_compile(cfg, device)
     views = ds.ortho_views if ds is not None else tuple(v.strip() for v in cfg.ortho_views.split(",") if v.strip())
     trainer = None
     try:
         if not a.networks_only:
-            eager = tl.TrainStep(dataclasses.replace(cfg, compile=False), d, nets, opts, views)
-            batches = tl.rank_batches(ds, cfg, d, cfg.batch, 0) if ds is not None else SyntheticBatches(cfg, G, device)
+            eager = train_step.TrainStep(dataclasses.replace(cfg, compile=False), d, nets, opts, views)
+            batches = training_loop.rank_batches(ds, cfg, d, cfg.batch, 0) if ds is not None else SyntheticBatches(cfg, G, device)
             run = StepRunner(eager, batches, device, cfg.batch)
             res["phases"] = {name: k for name, _, _, k in eager.phases}
             if compiled:    # the FLOPs on the eager networks, then the trainer compiles G in place
                 count_flops_of(a, run, G, cfg, res)
-                trainer = run.trainer = tl.TrainStep(cfg, d, nets, opts, views)
+                trainer = run.trainer = train_step.TrainStep(cfg, d, nets, opts, views)
             else:
                 trainer = eager
             first_step(run, clock, res)         # the trainer's first step: every phase runs, every graph compiles
@@ -534,7 +539,7 @@ def bench_config(a, cfg: tl.TrainConfig, d: tl.Dist, clock: Clock, res: dict, pe
             if trainer is None:
                 res["flops"]["G_forward"] = g_forward_flops(G, cfg, device)
                 if compiled:                    # the networks as the trainer compiles them
-                    trainer = tl.TrainStep(cfg, d, nets, opts, views)
+                    trainer = train_step.TrainStep(cfg, d, nets, opts, views)
             bench_networks(a, G, D, cfg, clock, res, peak, device)
     finally:
         if trainer is not None:
@@ -545,7 +550,7 @@ def count_flops_of(a, run: StepRunner, G, cfg, res: dict) -> None:
     """res['flops'] of each phase of one eager step with the configuration's arithmetic (compiling unfolds the
     FIR filters: fewer FLOPs), per batch; the step's FLOPs per image; G's forward unless --train-only."""
     from training.triplane import set_compiled_arithmetic
-    restore = set_compiled_arithmetic(tl.resolve_compile(cfg, run.device))
+    restore = set_compiled_arithmetic(compiler.resolve_compile(cfg, run.device))
     try:
         with gpu_lock(a.gpu_lock):      # eager memory peaks are high: one benchmark at a time
             res["flops"].update(step_flops(run))
@@ -558,9 +563,9 @@ def count_flops_of(a, run: StepRunner, G, cfg, res: dict) -> None:
 
 def first_step(run: StepRunner, clock: Clock, res: dict) -> None:
     """Step 0, synchronised: its wall time, and the seconds of it spent compiling when compiled."""
-    c0 = tl.compile_seconds()
+    c0 = compiler.compile_seconds()
     first_s, _ = clock.seconds(lambda: run(step=0))
-    c1 = tl.compile_seconds()
+    c1 = compiler.compile_seconds()
     t = res["train_step"] = {"first_step_s": first_s}
     if run.trainer.compiled and c0 is not None and c1 is not None:
         t["compile_s"] = c1 - c0
@@ -639,7 +644,7 @@ def d_input(G, out, use_mask):
 
 
 def autocast_of(cfg, device):
-    return ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if tl.resolve_bf16(cfg, device)
+    return ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if train_step.resolve_bf16(cfg, device)
             else contextlib.nullcontext)
 
 
@@ -648,7 +653,7 @@ def g_forward_flops(G, cfg, device) -> int:
     from training.triplane import set_compiled_arithmetic
     cond, c = make_inputs(G, cfg.batch, device)
     z = torch.randn(cfg.batch, G.z_dim, device=device)
-    restore = set_compiled_arithmetic(tl.resolve_compile(cfg, device))
+    restore = set_compiled_arithmetic(compiler.resolve_compile(cfg, device))
     try:
         with torch.no_grad(), autocast_of(cfg, device)():
             return count_flops(lambda: G(cond, c, z=z, neural_rendering_resolution=cfg.neural_rendering_resolution
@@ -679,7 +684,7 @@ def bench_networks(a, G, D, cfg, clock: Clock, res: dict, peak, device) -> None:
             loss = out["image"].float().square().mean() + out["image_raw"].float().square().mean()
         loss.backward()
 
-    fake = {k: v.detach().float() for k, v in d_input(G, g_fwd(), tl.use_mask_discriminator(D)).items()}
+    fake = {k: v.detach().float() for k, v in d_input(G, g_fwd(), train_step.use_mask_discriminator(D)).items()}
 
     def d_fwd():
         with torch.no_grad(), ac():
@@ -727,7 +732,7 @@ def bench_networks(a, G, D, cfg, clock: Clock, res: dict, peak, device) -> None:
         a._mesh_done = True
         res["mesh"] = bench_mesh(G, cond1, clock, a)
         free(device)
-    tl.set_train_mode(G, cfg.freeze_bn)
+    train_step.set_train_mode(G, cfg.freeze_bn)
 
 
 def uncompile_G(G):
@@ -803,7 +808,7 @@ def bench_compiled_infer(G, cond1, c1, nr, ac, clock, a, g_infer1) -> dict:
         def fwd(cond, c):
             return G(cond, c, neural_rendering_resolution=nr)["image"]
 
-        fn = torch.compile(fwd, **tl.compile_kwargs(mode))
+        fn = torch.compile(fwd, **compiler.compile_kwargs(mode))
 
         def run():
             step_begin()
@@ -824,17 +829,17 @@ def bench_compiled_infer(G, cond1, c1, nr, ac, clock, a, g_infer1) -> dict:
 
 
 def bench_mesh(G, cond1, clock, a) -> dict:
-    """training.inference.density_grid + skimage marching cubes, and the whole extract_mesh over the full
+    """training.infer.meshing.density_grid + skimage marching cubes, and the whole extract_mesh over the full
     grid (uncarved: a random-init model renders nothing opaque, so a carved mesh would be empty; the carved
     path users run is timed by _scripts.bench.infer); fp32, z = 0."""
-    from training import inference
+    from training.infer import meshing
     res_ = a.mesh_res
     r = {"resolution": res_}
     try:
         with torch.no_grad():
             planes = G.synthesize(cond1)
-        r["grid_s"], sigma = clock.seconds(lambda: inference.density_grid(G, planes, res_))
-        occ = inference.occupancy(sigma)
+        r["grid_s"], sigma = clock.seconds(lambda: meshing.density_grid(G, planes, res_))
+        occ = meshing.occupancy(sigma)
         r["occupancy_min_median_max"] = [float(occ.min()), float(np.median(occ)), float(occ.max())]
         level = float(np.median(occ)) if a.mesh_level == "median" else float(a.mesh_level)
         r["level"], r["level_rule"] = level, a.mesh_level
@@ -845,7 +850,7 @@ def bench_mesh(G, cond1, clock, a) -> dict:
             r["marching_cubes_s"] = time.perf_counter() - t
         else:
             r["marching_cubes_s"] = 0.0          # the level is never crossed: nothing to extract
-        r["extract_mesh_s"], mesh = clock.seconds(lambda: inference.extract_mesh(G, planes, res_, level=level,
+        r["extract_mesh_s"], mesh = clock.seconds(lambda: meshing.extract_mesh(G, planes, res_, level=level,
                                                                                           carve=False))
         r["vertices"], r["faces"] = int(len(mesh.vertices)), int(len(mesh.faces))
     except torch.cuda.OutOfMemoryError:
@@ -986,7 +991,7 @@ def main(argv=None):
     a = parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    d = tl.setup_distributed(a.device or "auto")
+    d = distributed.setup_distributed(a.device or "auto")
     if d.world > 1:
         raise UserError("the benchmark runs in one process (start it without torchrun)")
     device = d.device
@@ -1008,9 +1013,9 @@ def main(argv=None):
           f"inductor cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR') or 'inductor default'}")
     results = []
     for c in configurations(a, cfg, device):
-        compiled = tl.resolve_compile(c, device)
+        compiled = compiler.resolve_compile(c, device)
         r = {"config": a.config, "recipe": recipe, "preset": c.preset, "batch": c.batch,
-             "nr": c.neural_rendering_resolution or None, "bf16": tl.resolve_bf16(c, device),
+             "nr": c.neural_rendering_resolution or None, "bf16": train_step.resolve_bf16(c, device),
              "r1_bf16": c.loss.r1_bf16, "compile": compiled, "compile_mode": c.compile_mode if compiled else None,
              "data": a.data, "pretrained": a.pretrained, "device": dev_name, "torch": torch.__version__}
         results.append(r)

@@ -2,7 +2,7 @@
 
     python -m _scripts.bench.render_throughput --size 512 --views 24 --framing body
 
-Renders the real test models (and a procedural character when training.synth
+Renders the real test models (and a procedural character when training.data.synth
 is available) with one GL context; prints, per model, the one-off cost
 (load + pose + frame, upload) and views/second for the render alone (RGBA +
 xyza read back and downsampled) and with the two PNG encodings the render
@@ -17,8 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from training import cameras, raster
+from training import cameras
+from training.data import raster, render
 from training.errors import UserError, cli_main
+from training.images import on_white
 
 DEFAULT_MODELS = Path(os.environ.get("REAL_MODELS_DIR", Path(__file__).resolve().parents[3] / "shared" / "data" / "real_models"))
 
@@ -46,7 +48,7 @@ def _models(a, tmp: Path) -> list[tuple[str, Path, dict]]:
         out.append(("rai_girl", m / "rai_girl" / "model.obj", {"texture": str(m / "rai_girl" / "diffuse_map.png")}))
     if not a.no_synth:
         try:
-            from training.synth import write_dataset
+            from training.data.synth import write_dataset
             write_dataset(tmp, 1, 0, source="bench", progress=False)
             out += [(f.stem, f, {}) for f in sorted((tmp / "raw" / "bench").rglob("*.glb"))]
         except ImportError as e:   # the generator's own dependencies may be absent on a bare GPU box
@@ -60,7 +62,7 @@ def _models(a, tmp: Path) -> list[tuple[str, Path, dict]]:
 def bench_model(rast, path, opts, framing, n_views, lines) -> dict:
     from PIL import Image
     t0 = time.perf_counter()
-    framed = raster.prepare_character(path, framing, 60.0, opts)
+    framed = render.prepare_character(path, framing, 60.0, opts)
     t1 = time.perf_counter()
     scene = rast.upload(framed.character)
     grid = cameras.view_set("rgb60", framing)
@@ -70,7 +72,7 @@ def bench_model(rast, path, opts, framing, n_views, lines) -> dict:
     outs = [scene.render(v, lines=lines) for v in views]
     t3 = time.perf_counter()
     for o in outs:
-        for img in (raster.to_uint8(raster.on_white(o["rgba"])), raster.to_uint8(o["xyza"])):
+        for img in (raster.to_uint8(on_white(o["rgba"])), raster.to_uint8(o["xyza"])):
             Image.fromarray(img).save(io.BytesIO(), format="PNG")
     t4 = time.perf_counter()
     scene.release()

@@ -23,7 +23,7 @@ from training import volumetric_rendering as vr
 from training.errors import cli_main, save_json_atomic
 from training.superresolution import SuperresolutionHybrid
 from training.triplane import build_preset, set_compiled_arithmetic
-from training.training_loop import force_layout_optimization, guard_requires_grad
+from training.run.compiler import force_layout_optimization, guard_requires_grad
 
 # (batch, neural rendering resolution, samples per ray, plane resolution): EG3D FFHQ-512 and a CPU size
 SIZES = {"eg3d": dict(preset="eg3d_ffhq512", batch=16, nr=64, samples=48, img=512),

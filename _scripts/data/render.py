@@ -19,7 +19,8 @@ import time
 import zlib
 from pathlib import Path
 
-from training import paths, raster
+from training import paths
+from training.data import render
 from training.errors import UserError, fail, save_json_atomic
 from training.jobs import JobReport, data_job_main
 
@@ -33,8 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--framing", required=True, choices=["head", "body"])
     p.add_argument("--size", type=int, default=512, help="output size in pixels (rendered at 2x, box-filtered)")
     p.add_argument("--supersample", type=int, default=2, help="supersampling factor (default 2)")
-    p.add_argument("--dtypes", default=",".join(raster.DEFAULT_DTYPES),
-                   help=f"comma-separated, from {','.join(raster.DTYPES)}")
+    p.add_argument("--dtypes", default=",".join(render.DEFAULT_DTYPES),
+                   help=f"comma-separated, from {','.join(render.DTYPES)}")
     p.add_argument("--grid60", action="store_true", help="also render rgb60 and xyza60 (the 60-view grid)")
     p.add_argument("--lines", action="store_true", help="also render ortho_lines (ortho views with contour lines)")
     p.add_argument("--arm-angle", type=float, default=60.0, help="lower the arms by this angle (deg; 0 = T-pose)")
@@ -68,7 +69,7 @@ def in_shard(char_id: str, i: int, n: int) -> bool:
     return zlib.crc32(char_id.encode()) % n == i
 
 
-def settings_from_args(a) -> raster.RenderSettings:
+def settings_from_args(a) -> render.RenderSettings:
     dtypes = [d.strip() for d in a.dtypes.split(",") if d.strip()]
     if a.grid60:
         dtypes += ["rgb60", "xyza60"]
@@ -81,15 +82,15 @@ def settings_from_args(a) -> raster.RenderSettings:
         raise fail(a.texture, "texture file not found")
     if a.supersample < 1 or a.supersample > 4:
         raise UserError(f"--supersample: expected 1..4, got {a.supersample}")
-    return raster.RenderSettings(a.renderset, a.framing, a.size, dtypes, a.seed, a.arm_angle, a.supersample,
+    return render.RenderSettings(a.renderset, a.framing, a.size, dtypes, a.seed, a.arm_angle, a.supersample,
                                  {k: v for k, v in load.items() if v is not None})
 
 
-def write_renderset_meta(root: Path, settings: raster.RenderSettings) -> None:
+def write_renderset_meta(root: Path, settings: render.RenderSettings) -> None:
     """Write (or check and extend) renders/<renderset>/<renderset>_meta.json.
     Also the early check that the output folder is writable."""
     p = paths.renderset_meta_path(root, settings.renderset)
-    new = raster.renderset_meta(settings)
+    new = render.renderset_meta(settings)
     if p.exists():
         try:
             old = json.loads(p.read_text())
@@ -117,7 +118,7 @@ def _render_task(item):
     w = _WORKER
     t0 = time.time()
     try:
-        meta = raster.render_character(w["root"], w["settings"], path, char_id, w["source"])
+        meta = render.render_character(w["root"], w["settings"], path, char_id, w["source"])
         warnings = list(((meta or {}).get("loader") or {}).get("warnings") or [])
         return char_id, str(path), None, warnings, time.time() - t0
     except UserError as e:
@@ -152,13 +153,13 @@ def run(argv=None) -> JobReport:
     shard_i, shard_n = parse_shard(a.shard)
     if a.workers < 1:
         raise UserError(f"--workers: expected >= 1, got {a.workers}")
-    found = raster.find_characters(src)
+    found = render.find_characters(src)
     if not found:
-        raise fail(src, f"no character files ({', '.join(raster.CHARACTER_SUFFIXES)}) here")
+        raise fail(src, f"no character files ({', '.join(render.CHARACTER_SUFFIXES)}) here")
     items = [(cid, f) for cid, f in found if in_shard(cid, shard_i, shard_n)]
     write_renderset_meta(root, settings)
     todo = [(cid, f) for cid, f in items
-            if not set(settings.dtypes) <= raster.done_dtypes(root, settings.renderset, cid)]
+            if not set(settings.dtypes) <= render.done_dtypes(root, settings.renderset, cid)]
     if a.limit is not None:
         todo = todo[:a.limit]
     report = JobReport("render", done_word="rendered")

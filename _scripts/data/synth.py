@@ -39,7 +39,7 @@ def main(argv=None):
         raise UserError("--n, --start and --seed must be >= 0")
     if not 0.0 <= a.dark_parts <= 1.0:
         raise UserError(f"--dark-parts: expected a fraction in [0, 1], got {a.dark_parts}")
-    from training.synth import write_dataset
+    from training.data.synth import write_dataset
     root = paths.data_root(a.data_root)
     t0 = time.time()
     report = JobReport("synth", paths.raw_dir(root, a.source) / "failures.jsonl", done_word="written")

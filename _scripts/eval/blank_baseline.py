@@ -13,7 +13,7 @@ import numpy as np
 from training import paths
 from training.errors import cli_main, fail, load_image, save_json_atomic
 from training.images import on_white
-from training.metrics.image import psnr, ssim
+from training.eval.image import psnr, ssim
 
 VIEWS = ("front", "back")
 

@@ -4,7 +4,7 @@
         --dataset human --inferquery <run>-<NNNNN>-<kimg>          # or --ckpt PATH
         [--renderset NAME] [--split test] [--batch 8] [--mesh-resolution 256] [--device auto]
 
-Writes <data root>/temp/eval/<inferquery>/<renderset>/... (layout: training/metrics/generate.py);
+Writes <data root>/temp/eval/<inferquery>/<renderset>/... (layout: training/eval/generate.py);
 resumable: finished characters are skipped.  A character that cannot be generated is listed (and in
 failures.jsonl) and the exit code is then 1 (docs/DESIGN.md, "Data jobs").
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 from training import paths
 from training.errors import UserError, fail
 from training.jobs import JobReport, data_job_main
-from training.metrics import generate as gen
-from training.metrics.image import resolve_device
+from training.eval import generate as gen
+from training.eval.image import resolve_device
 
 
 def parse_args(argv=None):

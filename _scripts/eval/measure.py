@@ -14,11 +14,13 @@ import argparse
 
 from pathlib import Path
 
-from training import eval_report, paths, preprocess
+from training import paths
+from training.eval import report as eval_report
+from training.data import catalog
 from training.errors import UserError, fail
 from training.jobs import JobReport, data_job_main
-from training.metrics import measure as ms
-from training.metrics.generate import eval_views
+from training.eval import measure as ms
+from training.eval.generate import eval_views
 
 
 def parse_args(argv=None):
@@ -56,7 +58,7 @@ def run(argv=None) -> JobReport:
     if not out_dir.is_dir():
         raise fail(out_dir, "no generated tree (run `python -m _scripts.eval.generate` first)")
     done = set(ms.generated_ids(out_dir))
-    wanted = preprocess.select_ids(root, renderset, a.dataset, a.split)
+    wanted = catalog.select_ids(root, renderset, a.dataset, a.split)
     ids = [c for c in wanted if c in done]
     if not ids:
         raise fail(out_dir, f"none of the {len(wanted)} {a.dataset}_{a.split} characters is generated here")
@@ -76,8 +78,8 @@ def run(argv=None) -> JobReport:
     print(ms.format_table(result["table"], result["unavailable"]))
     files = ms.write_outputs(out_dir, result)
     first = next(iter(result["per_character"]))
-    framing = preprocess.framing_of(preprocess.load_char_meta(root, renderset, first),
-                                    preprocess.load_renderset_meta(root, renderset)) or "body"
+    framing = catalog.framing_of(catalog.load_char_meta(root, renderset, first),
+                                    catalog.load_renderset_meta(root, renderset)) or "body"
     views = [(d, v.name) for d, v in eval_views(framing)]
     files["html"] = eval_report.write_report(out_dir / "report.html", result, root=root, renderset=renderset,
                                              eval_dir=out_dir, views=views, title=f"{a.inferquery} on {renderset}",

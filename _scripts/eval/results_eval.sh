@@ -30,10 +30,12 @@ if [ "$STEPS" != models ]; then
 # 1. the held-out synthetic characters: ids with a test hash among the N_TOTAL of the GPU run
 $PY - "$ROOT" "$N_TOTAL" "$EVAL_N" <<'PY'
 import sys
-from training import preprocess, synth
+from training.data import clean
+from training.data import catalog
+from training.data import synth
 root, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ids = [synth.char_id(0, i) for i in range(n)]
-test = preprocess.split_ids(ids, (0.8, 0.1, 0.1), ensure=False)["test"]
+test = clean.split_ids(ids, (0.8, 0.1, 0.1), ensure=False)["test"]
 idx = sorted(int(c.rsplit("_", 1)[1]) for c in test)[:k]
 for i in idx:
     synth.write_dataset(root, 1, 0, start=i, progress=False)
@@ -70,13 +72,14 @@ done
 for set in synth_head real_head synth_body real_body; do
     $PY - "$ROOT" "$set" <<'PY' &
 import sys
-from training import paths, preprocess
-from training.metrics.gt_mesh import ground_truth_mesh
+from training import paths
+from training.data import catalog
+from training.eval.gt_mesh import ground_truth_mesh
 root, rs = sys.argv[1], sys.argv[2]
 ids = paths.read_subset(root, rs, "test")
-rs_meta = preprocess.load_renderset_meta(root, rs)
+rs_meta = catalog.load_renderset_meta(root, rs)
 for cid in ids:
-    ground_truth_mesh(root, rs, cid, preprocess.load_char_meta(root, rs, cid), rs_meta)
+    ground_truth_mesh(root, rs, cid, catalog.load_char_meta(root, rs, cid), rs_meta)
 print(f"{rs}: {len(ids)} ground-truth meshes cached")
 PY
 done

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from training import paths, preprocess
+from training import paths
+from training.data import catalog, clean
 from training.jobs import JobReport, data_job_main
 
 
@@ -20,13 +21,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--phase", choices=["all", "filter", "split"], default="all",
                     help="filter: check renders -> _all.csv; split: _all.csv -> train/val/test; all: both")
     ap.add_argument("--ratios", default="0.8,0.1,0.1", help="train,val,test fractions (default 0.8,0.1,0.1)")
-    ap.add_argument("--min-coverage", type=float, default=preprocess.CleanConfig.min_coverage,
+    ap.add_argument("--min-coverage", type=float, default=clean.CleanConfig.min_coverage,
                     help="drop when the front or back ortho alpha covers less than this image fraction")
-    ap.add_argument("--border-tol", type=float, default=preprocess.CleanConfig.border_tol,
+    ap.add_argument("--border-tol", type=float, default=clean.CleanConfig.border_tol,
                     help="drop when more than this fraction of an image edge is foreground (cut off)")
-    ap.add_argument("--threshold", type=int, default=preprocess.MASK_THRESHOLD,
+    ap.add_argument("--threshold", type=int, default=catalog.MASK_THRESHOLD,
                     help="alpha above which a pixel is foreground (default 200)")
-    ap.add_argument("--require", default=",".join(preprocess.REQUIRED_DTYPES),
+    ap.add_argument("--require", default=",".join(catalog.REQUIRED_DTYPES),
                     help="render dtypes every character must have complete")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -37,10 +38,10 @@ def parser() -> argparse.ArgumentParser:
 @data_job_main
 def main(argv=None):
     a = parser().parse_args(argv)
-    cfg = preprocess.CleanConfig(min_coverage=a.min_coverage, border_tol=a.border_tol, threshold=a.threshold,
+    cfg = clean.CleanConfig(min_coverage=a.min_coverage, border_tol=a.border_tol, threshold=a.threshold,
                                  required=tuple(x for x in a.require.split(",") if x))
     report = JobReport("data_clean", done_word="checked")
-    preprocess.run_clean(a.data_root, a.dataset, a.renderset, a.phase, cfg, a.ratios, a.workers,
+    clean.run_clean(a.data_root, a.dataset, a.renderset, a.phase, cfg, a.ratios, a.workers,
                          progress=not a.quiet, report=report)
     return report.finish() if a.phase != "split" else report
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from training import paths, preprocess
+from training import paths
+from training.data import catalog, features
 from training.errors import UserError
 from training.jobs import JobReport, data_job_main
 
@@ -54,22 +55,22 @@ def run(argv=None, default_dataset: str | None = None) -> JobReport:
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {a.device}: CUDA is not available here")
     root = paths.data_root(a.data_root)
-    ids = preprocess.select_ids(root, renderset, a.dataset, a.split)
+    ids = catalog.select_ids(root, renderset, a.dataset, a.split)
     if not ids:
         raise UserError(f"{paths.renders_dir(root, renderset)}: no finished characters to encode")
-    enc, info = preprocess.build_feature_encoder(a.weights, a.random_init, a.depth, a.layer, a.out_channels,
+    enc, info = features.build_feature_encoder(a.weights, a.random_init, a.depth, a.layer, a.out_channels,
                                                  a.seed, a.device)
-    job = preprocess.FeatureJob(views=tuple(v for v in a.views.split(",") if v), size=a.size, batch=a.batch,
+    job = features.FeatureJob(views=tuple(v for v in a.views.split(",") if v), size=a.size, batch=a.batch,
                                 mirror=not a.no_mirror, overwrite=a.overwrite)
-    report = JobReport("generate_feature", preprocess.feature_dir(root, renderset) / "failures.jsonl",
+    report = JobReport("generate_feature", features.feature_dir(root, renderset) / "failures.jsonl",
                        done_word="features written")
-    r = preprocess.generate_features(root, renderset, ids, enc, info, job, a.device, progress=not a.quiet)
+    r = features.generate_features(root, renderset, ids, enc, info, job, a.device, progress=not a.quiet)
     report.done(r["written"])
     report.skipped(r["skipped"])
     for e in r["errors"]:
         report.failed(e.split(": ")[0], e)
     report.notes.append(f"{len(ids)} characters, shape {r['shape']}, weights {info['weights']} "
-                        f"-> {preprocess.feature_dir(root, renderset)}")
+                        f"-> {features.feature_dir(root, renderset)}")
     return report.finish()
 
 

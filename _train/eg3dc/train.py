@@ -21,7 +21,9 @@ import typing
 from training import configs, paths
 from training.errors import UserError, cli_main, fail
 from training.loss import LossConfig
-from training.training_loop import COMPILE_MODES, TrainConfig, cleanup_distributed, train
+from training.run.compiler import COMPILE_MODES
+from training.training_loop import TrainConfig, train
+from training.run.distributed import cleanup_distributed
 
 
 def choices() -> dict[str, list[str]]:
