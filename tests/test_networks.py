@@ -464,7 +464,7 @@ def test_resnet_three_stages_and_small_presets(tmp_path):
     from training.triplane import build_preset
     for name, n_max in (("panic_head_small", 5e6), ("nova_body_small", 6.5e6)):
         G = build_preset(name)
-        assert sum(p.numel() for p in G.parameters()) < n_max     # bf16 G_ema + D fit a 16 MiB transport file
+        assert sum(p.numel() for p in G.parameters()) < n_max     # bf16 G_ema + D stay small (a release export is at most 20 MB)
         assert G.encoder(torch.zeros(1, 3, 128, 128)).shape[-1] == 8
         if G.back_encoder is not None:
             assert G.back_encoder(torch.zeros(1, 3, 128, 128)).shape[-1] == 8

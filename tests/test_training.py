@@ -138,7 +138,7 @@ def test_r1_terms_match_analytic_gradient():
 
 def test_r1_terms_give_each_branchs_own_penalty():
     """r1_terms on a mask D: one gradient of the summed logits gives each branch's own R1 and the same D
-    gradients as separate autograd.grad calls per branch (the loss before session 8), blur included."""
+    gradients as separate autograd.grad calls per branch (the earlier form of the loss), blur included."""
     from tests.test_networks import tiny_d
     from training.dual_discriminator import MaskDualDiscriminator
     torch.manual_seed(0)

@@ -235,7 +235,7 @@ def test_triton_lookup_equals_gather():
 def test_triton_kernels_write_only_their_outputs_for_torch_compile():
     """torch's mutation analysis of the lookup kernels (identify_mutated_tensors, on their Triton IR for an
     H100 target: no GPU needed) finds only the output written.  A kernel that seemed to write its points (a
-    helper call taking their pointer did: session 8) made inductor copy them, and CUDA graphs skipped the
+    helper call taking their pointer did) made inductor copy them, and CUDA graphs skipped the
     field's forward graph and re-recorded its backward on most steps (1-1.5 s steps on the H100)."""
     triton = pytest.importorskip("triton")
     from unittest import mock

@@ -191,8 +191,8 @@ def r1_terms(D, real: dict, c: torch.Tensor, mask: bool = False, sigma: float = 
     output layers' biases get no R1 gradient), as DDP without find_unused_parameters needs a gradient for
     every parameter.  The two branches of a mask D read disjoint inputs, so one gradient of the summed
     logits gives both penalties.  Eager, through _Conv2d's cuDNN kernels: compiled whole through
-    torch.func.grad it ran (same numbers on the CPU) but took 636 ms on the H100 against the eager 129 ms
-    (session 8): the compiled double backward computes each conv's weight term as a conv whose kernel is
+    torch.func.grad it ran (same numbers on the CPU) but took 636 ms on the H100 against the eager 129 ms:
+    the compiled double backward computes each conv's weight term as a conv whose kernel is
     the gradient image, the slow path _Conv2d exists to avoid."""
     keys = ["image", "image_raw"] + (["image_mask"] if mask else [])
     li, lm = run_D(D, D.blur_inputs(real, sigma), c)

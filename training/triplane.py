@@ -114,7 +114,7 @@ def render_field(field: TriplaneField, planes: torch.Tensor, cam: torch.Tensor, 
     """The field of ``planes`` seen from cameras cam [B,25] (vr.render_image).  A plain function of the
     field module so that compile_renderer compiles the whole ray march as one graph: rays, both sample
     passes, importance sampling and compositing (compiling the field alone left the rest eager: the
-    EG3D NR 64 step's eager kernels 317 -> 116, docs/results.md session 9)."""
+    EG3D NR 64 step's eager kernels 317 -> 116)."""
     return vr.render_image(lambda xyz, dirs: field(planes, xyz, dirs, density_noise, roi), cam, resolution,
                            **march_kw)
 
@@ -376,7 +376,7 @@ class _Generator(nn.Module):
         with set_compiled_arithmetic(True).  ``channels_last``: the backbone and the super-resolution
         compute in NHWC, gradients included (networks_stylegan2.set_channels_last, CHANNELS_LAST_GRADS):
         forward+backward at EG3D's sizes on the H100, super-resolution 45.5 -> 40.2 ms, backbone 37.3 ->
-        32.2 ms (docs/results.md, session 7); the planes come out NHWC, as the Triton lookup reads them."""
+        32.2 ms); the planes come out NHWC, as the Triton lookup reads them."""
         if channels_last:
             from training.networks_stylegan2 import set_channels_last
             set_channels_last(self.backbone)
