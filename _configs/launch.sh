@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared launcher: NGPU processes on this node (torchrun when > 1), flags passed on to the trainer.
-#   NGPU=4 _configs/launch.sh --config _configs/nova_body/base.json --run-name nova_v1
+#   NGPU=4 _configs/launch.sh --config nova_body --run-name nova_v1            (a recipe of _configs/recipes/)
+#   NGPU=4 _configs/launch.sh --config ablations/nova_no_pat --run-name nova_no_pat
 # Multi-node: set NNODES, NODE_RANK and RDZV_ENDPOINT=host:port on every node (same RDZV_ID).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

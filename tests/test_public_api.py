@@ -100,3 +100,9 @@ def test_documented_commands_answer_help():
                            env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
         out = (r.stdout + r.stderr).lower()
         assert r.returncode == 0 and ("usage" in out or "options" in out), (cmd, r.stdout[-300:], r.stderr[-300:])
+
+
+def test_release_registry_found_from_the_library():
+    """The registry sits at the repository root whichever subpackage resolves it (--model NAME, the default)."""
+    from training.infer import release
+    assert release.REGISTRY == ROOT / "_configs" / "release.toml" and release.REGISTRY.is_file()

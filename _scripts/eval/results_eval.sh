@@ -7,7 +7,7 @@
 # 3. _scripts.eval.generate + _scripts.eval.measure for each model on its framing's sets.
 # Tables land in $RESULTS (default temp/results_eval/): measure_<model>_<set>.{txt,json}, the all-white floor
 # blank_<set>.json and table.md (the table of docs/results.md).  EVAL_N_BODY (default EVAL_N) keeps only the
-# first N body characters (the session-2 run: 30 head, 20 body, for CPU time).
+# first N body characters (fewer body characters save CPU time).
 # STEPS=data|models|all (default all): data = steps 1-3 (test renders, floor, GT meshes), models = steps 4-6
 # (generate + measure, table.md, the comparison figures results_<set>.png).
 # JOBS=N runs N generate+measure pairs at a time (a GPU machine: 8); WORKERS renders with that many processes.

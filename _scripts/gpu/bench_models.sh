@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The trainer's step at its recipes (docs/models.md, Benchmark), in GPU calls of at most BENCH_TOTAL_S (570 s) each.
+# The trainer's step at its recipes (docs/models.md, Benchmark), one GPU job of at most BENCH_TOTAL_S seconds (570).
 # Writes $DEST/bench_models.json ({run name: [one entry per configuration], "_runs": [...]}) and the printed
 # log $DEST/bench_models.log.  Runs in order of importance, each under its own timeout (at most its cap and
 # the time left of BENCH_TOTAL_S); a run that times out keeps the configurations it finished (the benchmark
@@ -15,10 +15,10 @@ export PYTHONUNBUFFERED=1
 END=$((SECONDS + TOTAL))
 
 # Inductor's compiled kernels can outlive the machine: INDUCTOR_IN=DIR restores DIR/inductor.tgz.part*
-# (carried from an earlier call's $DEST), INDUCTOR_SAVE=1 writes the cache back as $DEST/inductor.tgz.partNN
-# (15 MiB pieces); every fresh machine otherwise compiles from cold (minutes per configuration).  Only the
+# (an earlier job's $DEST), INDUCTOR_SAVE=1 writes the cache back as $DEST/inductor.tgz.partNN
+# (INDUCTOR_PIECE_MB pieces, default 15); every fresh machine otherwise compiles from cold (minutes per configuration).  Only the
 # Triton binaries and inductor's autotuning choices are kept (about 3 MB for the EG3D step): the full cache
-# is larger (FX graph entries of up to 50 MB each), more than a call can bring back or carry
+# is larger (FX graph entries of up to 50 MB each), more than is worth keeping
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor_cache}
 mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
 if [ -n "${INDUCTOR_IN:-}" ] && compgen -G "$INDUCTOR_IN/inductor.tgz.part*" > /dev/null; then
@@ -30,7 +30,7 @@ save_inductor() {
     rm -f "$DEST"/inductor.tgz.part*
     (cd "$TORCHINDUCTOR_CACHE_DIR" && { find . -path ./triton -prune -o -name '*.best_config' -print
         find ./triton -type f \( -name '*.cubin' -o -name '*.json' \) 2>/dev/null; } \
-        | tar -czf - -T -) | split -b 15m -d - "$DEST/inductor.tgz.part"
+        | tar -czf - -T -) | split -b "${INDUCTOR_PIECE_MB:-15}m" -d - "$DEST/inductor.tgz.part"
     echo "inductor cache saved: $(ls "$DEST"/inductor.tgz.part* | wc -l) pieces, $(du -ch "$DEST"/inductor.tgz.part* | tail -1 | cut -f1)" | tee -a "$LOG"
 }
 
@@ -53,7 +53,7 @@ run() {
     printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" "$t" "$*" >> "$W/runs.tsv"
 }
 
-# Each run is one benchmark invocation with its cap (seconds); the list takes more than one call, so split it
+# Each run is one benchmark invocation with its cap (seconds); the list takes longer than one job's BENCH_TOTAL_S, so split it
 # with RUNS (comma-separated names), e.g.  RUNS=a_eager,a_compiled  then  RUNS=b_eager,b_compiled,...
 want() { [ -z "${RUNS:-}" ] || [[ ",$RUNS," == *",$1,"* ]]; }
 R() { want "$1" && run "$@"; return 0; }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Several model benchmarks on one GPU in one call: they compile side by side (compiling is CPU work, minutes
+# Several model benchmarks on one GPU in one job: they compile side by side (compiling is CPU work, minutes
 # per CUDA-graph configuration on a fresh machine), then time one at a time (--gpu-lock: a lock file, and a
 # barrier so that no first step, compiling and autotuning on the GPU, runs beside a timing).  Each gets its
-# own inductor cache; logs and JSON go to $DEST/NAME.log and $DEST/NAME.json.  Two at a time fit a 10-minute
-# call; with three, compiling took past it.
+# own inductor cache; logs and JSON go to $DEST/NAME.log and $DEST/NAME.json.  Each is stopped after
+# TIMEOUT_S seconds (two EG3D-sized configurations compile and time in about 10 minutes; three take longer).
 #   DEST=/tmp/out TIMEOUT_S=570 _scripts/gpu/bench_side_by_side.sh "nr64|--nr 64 --profile" "nr128|--nr 128"
 # Every benchmark gets $COMMON (default: the EG3D-equivalent training step, compiled with CUDA graphs) before
 # its own arguments.

@@ -3,7 +3,7 @@
 # invocation of this script on the same machine (its disk is kept between them):
 #
 #   PHASE=data_train  _scripts/gpu/release_run.sh   # synth N characters, render head + body framing, split;
-#                                                   # start the trainings (setsid: they outlive this call)
+#                                                   # start the trainings (setsid: they outlive this invocation)
 #                                                   # as soon as their framing's data is ready; build the
 #                                                   # evaluation sets (results_eval.sh STEPS=data) meanwhile
 #   PHASE=monitor     _scripts/gpu/release_run.sh   # progress; bf16 G_ema exports of the latest snapshots
@@ -15,6 +15,7 @@
 #   N             synthetic characters per framing (default 2000); HEAD_SIZE / BODY_SIZE render sizes (256 / 256)
 #   TRAIN_END_S   the trainings stop this many seconds after data_train started (SIGTERM: snapshot, exit)
 #   CALL_S        how long one invocation may run before it returns (data_train and monitor)
+    [ -f "$STATE/t0" ] || { log "no run state under $STATE: PHASE=data_train has not run on this machine"; exit 2; }
 #   RESUME_DIR    folder of <model>.pt exports to continue from (a run restarts from G_ema)
 #   EVAL_MODELS   models to evaluate in collect (default MODELS); one not trained here is taken from RESUME_DIR
 #   EVAL_N        held-out characters per framing to evaluate (default 120); REAL: the real characters' folder
@@ -105,13 +106,14 @@ data_train)
         data_for "$F" || exit 1
         for m in $MODELS; do [ "$(framing_of "$m")" = "$F" ] && start_training "$m"; done
     done
-    # the evaluation sets, on the cores the data loaders leave (setsid: it may outlive this call)
+    # the evaluation sets, on the cores the data loaders leave (setsid: it may outlive this invocation)
     CKPTS=$DEST STEPS=data EVAL_N=$EVAL_N N_TOTAL=$N HEAD_SIZE=$HEAD_SIZE BODY_SIZE=$BODY_SIZE REAL=$REAL WORKERS=4 \
         PY=$PY EVAL_ROOT=$EVAL RESULTS=$RESULTS setsid nohup bash -c 'bash _scripts/eval/results_eval.sh; echo "exit $?"' \
         > "$STATE/eval_data.log" 2>&1 < /dev/null &
     log "data: $(du -sh "$ROOT/renders" | cut -f1) of renders" | tee "$DEST/data_timing.txt"
     while [ $(( $(date +%s) - T0 )) -lt "$CALL_S" ]; do sleep 45; status; done
     tail -3 "$STATE/eval_data.log"
+    export_all _mid     # the machine may not be the same at the next invocation: keep what was trained so far
     ;;
 monitor)
     t1=$(date +%s)
@@ -120,6 +122,7 @@ monitor)
     export_all _mid
     ;;
 collect)
+    [ -f "$STATE/t0" ] || { log "no run state under $STATE: PHASE=data_train has not run on this machine"; exit 2; }
     for m in $MODELS; do [ -f "$STATE/$m.pid" ] && kill -TERM "$(cat "$STATE/$m.pid")" 2>/dev/null; done
     for m in $MODELS; do
         while [ -f "$STATE/$m.pid" ] && kill -0 "$(cat "$STATE/$m.pid")" 2>/dev/null; do sleep 3; done
@@ -132,7 +135,7 @@ collect)
         [ -f "$DEST/$m.pt" ] || [ ! -f "${RESUME_DIR:-/nonexistent}/$m.pt" ] || cp "$RESUME_DIR/$m.pt" "$DEST/$m.pt"
     done
     pack      # logs and metrics first: the evaluation below may run out of time
-    while ! grep -q "^exit " "$STATE/eval_data.log"; do sleep 5; done     # the evaluation sets are complete
+    while [ -f "$STATE/eval_data.log" ] && ! grep -q "^exit " "$STATE/eval_data.log"; do sleep 5; done   # sets complete
     grep -q "^exit 0" "$STATE/eval_data.log" || { log "evaluation sets failed:"; tail -5 "$STATE/eval_data.log"; }
     timeout -s TERM "$EVAL_S" env CKPTS=$DEST STEPS=models MODELS="$EVAL_MODELS" EVAL_N=$EVAL_N REAL=$REAL DEVICE=$DEVICE JOBS=6 PY=$PY EVAL_ROOT=$EVAL \
         RESULTS=$RESULTS bash _scripts/eval/results_eval.sh > "$RESULTS/results_eval.log" 2>&1

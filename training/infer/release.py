@@ -16,7 +16,7 @@ from pathlib import Path
 from training import paths
 from training.errors import UserError, fail
 
-REGISTRY = Path(__file__).resolve().parent.parent / "_configs" / "release.toml"
+REGISTRY = paths.REPO / "_configs" / "release.toml"
 
 
 @dataclasses.dataclass(frozen=True)
