@@ -643,3 +643,15 @@ def test_ablation_and_precomputed_features():
     assert torch.allclose(p1, p2, atol=1e-6)
     with pytest.raises(ValueError, match="feat_front"):
         G1.synthesize({**cond, "feat_front": torch.zeros(1, 3, 2, 2)})
+
+
+def test_compile_parts_without_superresolution(monkeypatch):
+    """superresolution="none" (the release recipes: the field renders at full size) has no super-resolution
+    network: compile_parts compiles and lays out what exists (it had failed on the missing network)."""
+    import training.triplane as T
+    wrapped = []
+    monkeypatch.setattr(torch, "compile", lambda fn=None, **kw: wrapped.append(getattr(fn, "__self__", fn)) or fn)
+    G = T.build_preset("tiny", superresolution="none")
+    assert G.superresolution is None
+    G.compile_parts()
+    assert G.backbone in wrapped and all(b.channels_last for b in G.backbone.modules() if hasattr(b, "channels_last"))

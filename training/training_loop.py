@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from training import dataset as dsm
-from training.run import config_check, memory, snapshots
+from training.run import batchnorm, config_check, memory, snapshots
 from training.run.compiler import compile_kwargs, compile_seconds, inductor_cache_dir, resolve_compile, use_inductor_cache
 from training.run.distributed import Dist, StopFlag, broadcast_object, setup_distributed
 from training.run.snapshots import load_snapshot, prepare_run_dir, save_snapshot, set_rng_state
@@ -37,9 +37,10 @@ from training.images import to_uint8
 from training.loss import LossConfig, ReconGANLoss, resize
 
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
-RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "tick_kimg", "snap_ticks", "preview_ticks",
+RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "minutes", "tick_kimg", "snap_ticks", "preview_ticks",
                 "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile",
-                "compile_mode", "snap_keep", "memory_check", "val_count", "val_ticks", "val_resolution"}
+                "compile_mode", "snap_keep", "memory_check", "val_count", "val_ticks", "val_resolution",
+                "bn_recalibrate"}
 RUNTIME_LOSS_KEYS = {"batch_views", "d_pair"}   # how, not what: the same numbers either way
 
 
@@ -97,6 +98,8 @@ class TrainConfig:
                                         # | max-autotune-no-cudagraphs
     # schedule
     kimg: float = 25000.0  # stop after this many thousand training images
+    minutes: float = 0.0                # ... or after this many minutes of this invocation (compiling included),
+                                        # with a snapshot, as on a stop signal; 0: no time limit
     tick_kimg: float = 4.0  # a tick (log line, metrics.jsonl record) every this many kimg
     snap_ticks: int = 50  # snapshot every this many ticks (and at the end or on a stop signal)
     snap_keep: int = 3                  # snapshots kept in the run folder, the newest (0: all)
@@ -106,6 +109,10 @@ class TrainConfig:
                                         # PSNRs of metrics.jsonl (0: off); they are also the preview's characters
     val_ticks: int = 5                  # held-out PSNR every this many ticks (and at the end)
     val_resolution: int = 128           # rendering size of the held-out views
+    bn_recalibrate: int = 64            # training characters over which G_ema's BatchNorm statistics are
+                                        # re-estimated before each validation, preview and snapshot, where the
+                                        # encoders' BatchNorm trains (--no-freeze-bn); 0: G_ema keeps copies of
+                                        # G's running statistics (training.run.batchnorm)
     progress: bool = True  # progress bar (off: one JSON line per tick)
     tensorboard: bool = True  # TensorBoard event files in the run folder
     memory_check: bool = True           # refuse a configuration whose estimated peak memory does not fit
@@ -245,6 +252,23 @@ def held_out_batch(cfg: TrainConfig, ds, device) -> dict | None:
     return to_device(dsm.collate([val[i] for i in range(min(cfg.val_count, len(val)))]), device)
 
 
+def bn_inputs(cfg: TrainConfig, ds, per_gpu: int, device) -> list[dict]:
+    """The conditioning inputs of the first --bn-recalibrate training characters (no augmentation), in
+    batches of the per-process training batch: what training_loop re-estimates G_ema's BatchNorm statistics
+    on (training.run.batchnorm).  Empty where BatchNorm does not train (--freeze-bn) or the count is 0."""
+    if cfg.freeze_bn or cfg.bn_recalibrate <= 0:
+        return []
+    ids = ds.ids[:cfg.bn_recalibrate]
+    fixed = dsm.CharacterDataset(ds.root, ds.renderset, ids=ids, ortho_views=("front",), random_views=False,
+                                 mirror_prob=0.0, resolution=ds.resolution, cond_resolution=ds.cond_resolution,
+                                 use_features=ds.use_features)
+    conds = []
+    for s in range(0, len(ids), per_gpu):
+        batch = dsm.collate([fixed[i] for i in range(s, min(s + per_gpu, len(ids)))])
+        conds.append(to_device(ReconGANLoss.cond_of(batch), device))
+    return conds
+
+
 def psnr(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR [B] of images in [-1, 1] (as RGB in [0, 1])."""
     mse = ((pred.float() - gt.float()) / 2).square().flatten(1).mean(1).clamp_min(1e-10)
@@ -268,6 +292,7 @@ def validate(G, batch: dict, res: int) -> dict:
 
 
 def train(cfg: TrainConfig) -> Path:
+    deadline = time.time() + cfg.minutes * 60 if cfg.minutes > 0 else None     # --minutes: set-up included
     config_check.validate(cfg)
     d = setup_distributed(cfg.device)
     if cfg.batch % d.world:
@@ -329,6 +354,7 @@ def train(cfg: TrainConfig) -> Path:
     # logging (rank 0)
     writer = pbar = None
     preview_batch = val_batch = None
+    bn_conds = []
     if d.main:
         save_json_atomic(run_dir / "config.json", cfg.to_dict())
         if cfg.tensorboard:
@@ -345,6 +371,7 @@ def train(cfg: TrainConfig) -> Path:
             except ImportError:
                 pbar = None
         val_batch = held_out_batch(cfg, ds, d.device) if cfg.val_count > 0 else None
+        bn_conds = bn_inputs(cfg, ds, per_gpu, d.device)
         n_prev = min(cfg.preview_count, len(ds))
         if val_batch is not None:       # the held-out characters, all four ortho views
             preview_batch = {k: (v[:n_prev] if torch.is_tensor(v) or isinstance(v, list) else v)
@@ -392,6 +419,8 @@ def train(cfg: TrainConfig) -> Path:
             step += 1
             cur_nimg += cfg.batch
             done = cur_nimg >= cfg.kimg * 1000
+            if deadline is not None and time.time() >= deadline:
+                stopper.stop = True             # --minutes: stop as on a signal (every process agrees below)
             stop = stopper.agreed(d)
             if pbar is not None:
                 pbar.update(cfg.batch)
@@ -417,7 +446,12 @@ def train(cfg: TrainConfig) -> Path:
             rec.update(means)
             train_s += now - tick_start_time
             rec["train_s"] = train_s
-            if val_batch is not None and (done or stop or tick % max(cfg.val_ticks, 1) == 0):
+            val_due = val_batch is not None and (done or stop or tick % max(cfg.val_ticks, 1) == 0)
+            snap_due = done or stop or tick % max(cfg.snap_ticks, 1) == 0
+            preview_due = d.main and (done or stop or tick % max(cfg.preview_ticks, 1) == 0)
+            if bn_conds and (val_due or snap_due or preview_due):
+                batchnorm.recalibrate(G_ema, bn_conds)     # statistics of G_ema's own weights
+            if val_due:
                 rec.update(validate(G_ema, val_batch, cfg.val_resolution))
             if d.main:
                 with open(run_dir / "metrics.jsonl", "a") as f:  # append-only log: a cut line is harmless
@@ -434,12 +468,12 @@ def train(cfg: TrainConfig) -> Path:
                                       **{k: f"{v:.3g}" for k, v in short.items()}}, refresh=False)
                 elif cfg.progress:
                     print(json.dumps(rec), flush=True)
-            if done or stop or tick % max(cfg.snap_ticks, 1) == 0:
+            if snap_due:
                 if d.main:
                     save_snapshot(run_dir / snapshots.snapshot_name(cur_nimg), nets, opts, step, cur_nimg, cfg,
                                   {"tick": tick + 1, "nan_skips": nan_skips, "train_s": train_s}, d.device)
                     snapshots.prune(run_dir, cfg.snap_keep)
-            if d.main and (done or stop or tick % max(cfg.preview_ticks, 1) == 0):
+            if preview_due:
                 G_ema.eval()
                 grid = preview_grid(G_ema, preview_batch, preview_views, 128, nrr)
                 save_png_atomic(run_dir / f"preview-{cur_nimg / 1000:010.3f}.png", grid)  # kimg, sortable
@@ -447,7 +481,8 @@ def train(cfg: TrainConfig) -> Path:
             tick_start_nimg, tick_start_time = cur_nimg, time.time()
             if stop:
                 if d.main:
-                    print(f"stopped by signal at step {step}; snapshot written", flush=True)
+                    why = "time limit (--minutes)" if deadline is not None and time.time() >= deadline else "signal"
+                    print(f"stopped by {why} at step {step}; snapshot written", flush=True)
                 break
     finally:
         stopper.restore()

@@ -379,8 +379,9 @@ class _Generator(nn.Module):
         32.2 ms); the planes come out NHWC, as the Triton lookup reads them."""
         if channels_last:
             from training.networks_stylegan2 import set_channels_last
-            set_channels_last(self.backbone)
-            set_channels_last(self.superresolution)
+            for m in (self.backbone, self.superresolution):     # superresolution="none": no such network
+                if m is not None:
+                    set_channels_last(m)
         for m in (self.encoder, self.back_encoder, self.mask_encoder, self.backbone, self.superresolution):
             if m is not None:
                 m.compile(**compile_kw)

@@ -7,18 +7,21 @@
 #                                                   # as soon as their framing's data is ready; build the
 #                                                   # evaluation sets (results_eval.sh STEPS=data) meanwhile
 #   PHASE=monitor     _scripts/gpu/release_run.sh   # progress; bf16 G_ema exports of the latest snapshots
-#   PHASE=collect     _scripts/gpu/release_run.sh   # stop the trainings, export, generate + measure on the
-#                                                   # held-out and real characters, figures, logs
+#   PHASE=collect     _scripts/gpu/release_run.sh   # wait for the trainings to end (STOP=now: stop them), export,
+#                                                   # generate + measure on the held-out and real characters,
+#                                                   # figures, logs
 #
 # Recipes: _configs/recipes/release/<model>.toml.  Parameters (environment variables):
 #   MODELS        models to train (default: panic_head panic_body nova_v1)
 #   N             synthetic characters per framing (default 2000); HEAD_SIZE / BODY_SIZE render sizes (256 / 256)
-#   TRAIN_END_S   the trainings stop this many seconds after data_train started (SIGTERM: snapshot, exit)
+#   TRAIN_END_S   the trainings stop this many seconds after data_train started (--minutes: snapshot, exit);
+#                 a training that fails (say, while compiling) is retried once without torch.compile
 #   CALL_S        how long one invocation may run before it returns (data_train and monitor)
-    [ -f "$STATE/t0" ] || { log "no run state under $STATE: PHASE=data_train has not run on this machine"; exit 2; }
-#   RESUME_DIR    folder of <model>.pt exports to continue from (a run restarts from G_ema)
+#   RESUME_DIR    folder of <model>.pt exports to continue from (a run restarts from G_ema), or "release": the
+#                 registered release files (_configs/release.toml)
 #   EVAL_MODELS   models to evaluate in collect (default MODELS); one not trained here is taken from RESUME_DIR
-#   EVAL_N        held-out characters per framing to evaluate (default 120); REAL: the real characters' folder
+#   EVAL_N        held-out characters per framing to evaluate (default 120; 0: no evaluation on this machine);
+#                 REAL: the real characters' folder
 #   EVAL_S        the longest the evaluation in collect may take (default 3600; the tables finished by then stay)
 #   DEST          where exports, tables, figures and logs are written (default /tmp/out)
 #   PY            the Python with PyTorch (default python3); WORKERS data loader processes per run (default 4)
@@ -43,13 +46,30 @@ log() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 framing_of() { [ "$1" = panic_head ] && echo head || echo body; }
 size_of() { [ "$1" = head ] && echo "$HEAD_SIZE" || echo "$BODY_SIZE"; }
 
-start_training() {   # model: runs until TRAIN_END_S after the start of data_train
-    local m=$1 left=$(( T0 + TRAIN_END_S - $(date +%s) )) args=(--config "release/$m" --runs-dir "$RUNS"
-        --workers "$WORKERS" --no-progress ${TRAIN_ARGS:-})
-    [ -n "${RESUME_DIR:-}" ] && [ -f "$RESUME_DIR/$m.pt" ] && args+=(--resume "$RESUME_DIR/$m.pt")
-    setsid nohup timeout -s TERM "$left" $PY -m _train.eg3dc.train "${args[@]}" > "$STATE/$m.log" 2>&1 < /dev/null &
-    echo $! > "$STATE/$m.pid"
-    log "$m: training for $left s"
+start_training() {   # model: a process session of its own (it outlives this invocation) until TRAIN_END_S
+    setsid nohup env PHASE=train MODEL="$1" bash "$0" > "$STATE/$1.log" 2>&1 < /dev/null &
+    echo $! > "$STATE/$1.pid"
+    log "$1: training until $TRAIN_END_S s"
+}
+
+minutes_left() { $PY -c "import sys, time; print(max((int(sys.argv[1]) - time.time()) / 60, 0.05))" "$(( T0 + TRAIN_END_S ))"; }
+
+resume_file() {   # model: the export a run continues from (RESUME_DIR/<model>.pt, or the registered release)
+    if [ "${RESUME_DIR:-}" = release ]; then
+        $PY -c "from training.infer.release import released_checkpoint as r; print(r('$1')[1])" 2>/dev/null
+    elif [ -n "${RESUME_DIR:-}" ] && [ -f "$RESUME_DIR/$1.pt" ]; then
+        echo "$RESUME_DIR/$1.pt"
+    fi
+}
+
+train_model() {   # model: the trainer until TRAIN_END_S (--minutes); a run that fails is retried once, eager
+    local m=$1 from args
+    args=(--config "release/$m" --runs-dir "$RUNS" --workers "$WORKERS" --no-progress ${TRAIN_ARGS:-})
+    from=$(resume_file "$m"); [ -n "$from" ] && args+=(--resume "$from")
+    $PY -m _train.eg3dc.train "${args[@]}" --minutes "$(minutes_left)" && return
+    log "$m: the trainer failed (exit $?); once more without torch.compile, from its latest snapshot"
+    from=$(latest_snapshot "$m"); [ -n "$from" ] && args+=(--resume "$from")
+    $PY -m _train.eg3dc.train "${args[@]}" --no-compile --minutes "$(minutes_left)"
 }
 
 data_for() {   # framing: render, clean, split
@@ -79,8 +99,8 @@ status() {
 import json, sys
 r = json.loads(sys.stdin.read())
 print('$m', {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()
-             if k in ('kimg', 'sec_per_kimg', 'gpu_mem_gb', 'ray/psnr', 'ray/l1', 'ray/depth', 'ray/alpha', 'nan_skips')})"
-        grep -iE "error|traceback" "$STATE/$m.log" | tail -2
+             if k in ('kimg', 'sec_per_kimg', 'gpu_mem_gb', 'ray/psnr', 'ray/depth', 'nan_skips', 'val/psnr_front', 'val/psnr_back', 'val/psnr_side', 'val/psnr_rgb')})"
+        grep -iE "error|traceback|first step|failed" "$STATE/$m.log" | tail -3
     done
 }
 
@@ -92,6 +112,9 @@ pack() {
 }
 
 case $PHASE in
+train)      # one model (started by data_train)
+    train_model "${MODEL:?}"
+    ;;
 data_train)
     echo "$T0" > "$STATE/t0"
     P=$(nproc); per=$(( (N + P - 1) / P ))
@@ -107,23 +130,25 @@ data_train)
         for m in $MODELS; do [ "$(framing_of "$m")" = "$F" ] && start_training "$m"; done
     done
     # the evaluation sets, on the cores the data loaders leave (setsid: it may outlive this invocation)
-    CKPTS=$DEST STEPS=data EVAL_N=$EVAL_N N_TOTAL=$N HEAD_SIZE=$HEAD_SIZE BODY_SIZE=$BODY_SIZE REAL=$REAL WORKERS=4 \
+    [ "$EVAL_N" -gt 0 ] && CKPTS=$DEST STEPS=data EVAL_N=$EVAL_N N_TOTAL=$N HEAD_SIZE=$HEAD_SIZE BODY_SIZE=$BODY_SIZE REAL=$REAL WORKERS=4 \
         PY=$PY EVAL_ROOT=$EVAL RESULTS=$RESULTS setsid nohup bash -c 'bash _scripts/eval/results_eval.sh; echo "exit $?"' \
         > "$STATE/eval_data.log" 2>&1 < /dev/null &
     log "data: $(du -sh "$ROOT/renders" | cut -f1) of renders" | tee "$DEST/data_timing.txt"
     while [ $(( $(date +%s) - T0 )) -lt "$CALL_S" ]; do sleep 45; status; done
-    tail -3 "$STATE/eval_data.log"
+    tail -3 "$STATE/eval_data.log" 2>/dev/null
     export_all _mid     # the machine may not be the same at the next invocation: keep what was trained so far
     ;;
 monitor)
     t1=$(date +%s)
     while [ $(( $(date +%s) - t1 )) -lt $(( CALL_S - 40 )) ]; do sleep 60; status; done
-    grep -E "test ids|exit" "$STATE/eval_data.log"
+    grep -E "test ids|exit" "$STATE/eval_data.log" 2>/dev/null
     export_all _mid
     ;;
 collect)
     [ -f "$STATE/t0" ] || { log "no run state under $STATE: PHASE=data_train has not run on this machine"; exit 2; }
-    for m in $MODELS; do [ -f "$STATE/$m.pid" ] && kill -TERM "$(cat "$STATE/$m.pid")" 2>/dev/null; done
+    # the trainings end at TRAIN_END_S by themselves; STOP=now ends them at once (a snapshot each)
+    [ "${STOP:-}" = now ] && for m in $MODELS; do
+        [ -f "$STATE/$m.pid" ] && kill -TERM -- "-$(cat "$STATE/$m.pid")" 2>/dev/null; done
     for m in $MODELS; do
         while [ -f "$STATE/$m.pid" ] && kill -0 "$(cat "$STATE/$m.pid")" 2>/dev/null; do sleep 3; done
         log "$m finished: $(grep -v '^\s*$' "$STATE/$m.log" | tail -1 | cut -c1-300)"
@@ -135,6 +160,7 @@ collect)
         [ -f "$DEST/$m.pt" ] || [ ! -f "${RESUME_DIR:-/nonexistent}/$m.pt" ] || cp "$RESUME_DIR/$m.pt" "$DEST/$m.pt"
     done
     pack      # logs and metrics first: the evaluation below may run out of time
+    [ "$EVAL_N" -gt 0 ] || { log "EVAL_N=0: no evaluation here"; exit 0; }
     while [ -f "$STATE/eval_data.log" ] && ! grep -q "^exit " "$STATE/eval_data.log"; do sleep 5; done   # sets complete
     grep -q "^exit 0" "$STATE/eval_data.log" || { log "evaluation sets failed:"; tail -5 "$STATE/eval_data.log"; }
     timeout -s TERM "$EVAL_S" env CKPTS=$DEST STEPS=models MODELS="$EVAL_MODELS" EVAL_N=$EVAL_N REAL=$REAL DEVICE=$DEVICE JOBS=6 PY=$PY EVAL_ROOT=$EVAL \

@@ -20,6 +20,7 @@ _RANGES = {
     "neural_rendering_resolution": (0, True, None, False), "mirror_prob": (0, True, 1, True),
     "glr": (0, False, None, False), "dlr": (0, False, None, False), "beta1": (0, True, 1, False),
     "beta2": (0, True, 1, False), "eps": (0, False, None, False), "ema_rampup": (0, True, None, False),
+    "minutes": (0, True, None, False), "bn_recalibrate": (0, True, None, False),
 }
 _LOSS_RANGES = {
     "r1_interval": (0, True, None, False), "tv_interval": (0, True, None, False),
