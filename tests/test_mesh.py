@@ -252,3 +252,18 @@ def test_texture_bakes_on_a_worker_thread_after_gl_use_on_the_main_one():
     assert "error" not in got, got.get("error")
     img = np.asarray(got["mesh"].visual.material.baseColorTexture)
     assert np.abs(img.reshape(-1, 3).mean(0) - [230, 102, 51]).max() < 8     # the ball's colour (0.9, 0.4, 0.2)
+
+
+@pytest.mark.parametrize("framing, want", [("head", 64), ("body", 128)])
+def test_hull_pixels_are_at_most_the_carve_pixel(framing, want, monkeypatch):
+    """The hull is rendered with pixels of at most CARVE_PIXEL metres: 64 px for the 0.7 m head box, 128 px
+    for the 2.1 m body box (64 px there is 3.3 cm a pixel, about an arm's width, and carving cut arms)."""
+    box = cameras.get_framing(framing).box
+    assert meshing.carve_resolution_for(box) == want and box / want <= meshing.CARVE_PIXEL
+    G = build_preset("tiny", framing=framing, variant="TriPlaneGenerator").eval()
+    planes = {"planes": torch.zeros(1, 3, 8, 16, 16)}
+    seen = []
+    real = meshing.render_raw
+    monkeypatch.setattr(meshing, "render_raw", lambda G_, p, views, res: seen.append(res) or real(G_, p, views, 8))
+    meshing.extract_mesh(G, planes, resolution=16, colors=None)
+    assert seen and set(seen) == {want}
