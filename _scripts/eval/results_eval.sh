@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Evaluate the GPU-trained checkpoints (docs/results.md) on any machine, CPU included:
 #   CKPTS=<folder with panic_head.pt panic_body.pt nova_v1.pt nova_v0.pt> _scripts/eval/results_eval.sh
+#   CKPTS=release _scripts/eval/results_eval.sh          # the released models (_configs/release.toml)
 # 1. rebuilds the first EVAL_N characters of the GPU dataset's held-out test split (same seed, same id hash
 #    split: the synthetic characters are byte-deterministic) and renders them in head and body framing;
 # 2. renders the real characters of ../shared/data/real_models in both framings;
@@ -88,9 +89,16 @@ fi
 [ "$STEPS" = data ] && exit 0
 
 # 4. generate + measure, JOBS pairs at a time
+ckpt_of() {   # model: its checkpoint file ("" when there is none)
+    if [ "$CKPTS" = release ]; then
+        $PY -c "from training.infer.release import released_checkpoint as r; print(r('$1')[1])" 2>/dev/null
+    elif [ -f "$CKPTS/$1.pt" ]; then
+        echo "$CKPTS/$1.pt"
+    fi
+}
 evaluate() {   # model, set
     local m=$1 set=$2 name="res_$1_$2"
-    $PY -m _scripts.eval.generate --ckpt "$CKPTS/$m.pt" --name "$name" --dataset "$set" --split test \
+    $PY -m _scripts.eval.generate --ckpt "$(ckpt_of "$m")" --name "$name" --dataset "$set" --split test \
         --batch 4 --samples 48 48 --mesh-resolution "$MESH_RES" --device "$DEVICE" --no-progress "${DR[@]}" \
         ${NRR:+--neural-rendering-resolution "$NRR"} \
         > "$RESULTS/generate_${m}_$set.txt" 2>&1 || { echo "== $m on $set: generate failed"; tail -3 "$RESULTS/generate_${m}_$set.txt"; return; }
@@ -100,7 +108,7 @@ evaluate() {   # model, set
     echo "== $m on $set"; head -20 "$RESULTS/measure_${m}_$set.txt"
 }
 for m in $MODELS; do
-    [ -f "$CKPTS/$m.pt" ] || { echo "missing $CKPTS/$m.pt: skipped"; continue; }
+    [ -n "$(ckpt_of "$m")" ] || { echo "no checkpoint of $m in $CKPTS: skipped"; continue; }
     F=body; [ "$m" = panic_head ] && F=head
     for set in "synth_$F" "real_$F"; do
         while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 2; done
