@@ -253,3 +253,15 @@ def test_render_resolution_is_smaller_on_a_cpu():
     assert R.render_resolution(G, "cuda") == 256 and R.render_resolution(G, "cpu", 48) == 48
     with pytest.raises(UserError, match="too small"):
         R.render_resolution(G, "cpu", 4)
+
+
+def test_lpips_follows_the_generator_to_its_device():
+    """load_lpips builds the network on the CPU; the loss moves it to G's device (else a GPU run with
+    --lpips-weight > 0 fails on its first step)."""
+    pytest.importorskip("lpips")
+    G = build_preset("tiny", "TriPlaneGenerator_v1", framing="body", superresolution="none",
+                     cond_resolution=128, enc_resolution=4, inject_image_resolutions=[8, 16]).to("meta")
+    loss = ReconGANLoss(G, None, LossConfig(gan_weight=0, lpips_weight=1.0, lpips_net="alex", lpips_random_init=True),
+                        box=2.1)
+    assert {p.device.type for p in loss.lpips.parameters()} == {"meta"}
+    assert {b.device.type for b in loss.lpips.buffers()} == {"meta"}

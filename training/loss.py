@@ -291,6 +291,8 @@ class ReconGANLoss:
         self.lpips = lpips_module
         if self.lpips is None and cfg.lpips_weight > 0:
             self.lpips = load_lpips(cfg.lpips_net, cfg.lpips_random_init)
+        if self.lpips is not None and G is not None:   # load_lpips builds it on the CPU; images are on G's
+            self.lpips.to(next(G.parameters()).device)
         self._fake = None  # fakes of the last Gmain, reused (detached) by Dmain
 
     # -- generator side
