@@ -54,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--views", help="extra perspective views 'elev,azim;elev,azim' in degrees")
     ap.add_argument("--mesh-resolution", type=int, default=256, help="marching-cubes grid (nodes per side)")
     ap.add_argument("--density-threshold", type=float, default=0.5, help="marching-cubes level on 1-exp(-density)")
+    ap.add_argument("--mesh-step", type=float, default=None,
+                    help="the level applies to 1-exp(-density*step), the opacity of a slab STEP metres thick "
+                         "(default: the framing's, training.infer.meshing.MESH_STEP; 1: the published 1-exp(-density))")
     ap.add_argument("--opacity-threshold", type=float, default=0.5,
                     help="rendered alpha above which the carve views count a pixel as opaque")
     ap.add_argument("--no-carve", dest="carve", action="store_false",
@@ -75,6 +78,8 @@ def main(argv=None):
     a = parser().parse_args(argv)
     if a.turntable < 0 or a.mesh_resolution < 2:
         raise UserError("--turntable must be >= 0 and --mesh-resolution >= 2")
+    if a.mesh_step is not None and a.mesh_step <= 0:
+        raise UserError(f"--mesh-step {a.mesh_step:g}: must be > 0 (metres)")
     if a.texture_size < 16 or a.texture_faces < 100:
         raise UserError("--texture-size must be >= 16 and --texture-faces >= 100")
     views = R.parse_views(a.views)
@@ -82,7 +87,7 @@ def main(argv=None):
     model = R.load_model(a.ckpt, a.model, a.device, a.registry)
     s = R.reconstruct(a.front, a.out, a.back, model=model, remove_lines=a.remove_lines, turntable=a.turntable,
                       views=views, mesh_resolution=a.mesh_resolution,
-                      density_threshold=a.density_threshold, opacity_threshold=a.opacity_threshold,
+                      density_threshold=a.density_threshold, mesh_step=a.mesh_step, opacity_threshold=a.opacity_threshold,
                       carve=a.carve, texture=a.texture, texture_size=a.texture_size,
                       texture_faces=a.texture_faces, fill=a.fill, keep_framing=a.keep_framing,
                       save_triplane=a.save_triplane, render_res=a.render_resolution,

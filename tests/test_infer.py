@@ -47,7 +47,7 @@ def setup(tmp_path_factory):
         cond[k], cond[f"{k}_mask"] = img[None], mask[None]
     with torch.no_grad():
         planes = G.synthesize(cond)
-        occ = meshing.occupancy(meshing.density_grid(G, planes, MESH_RES))
+        occ = meshing.occupancy(meshing.density_grid(G, planes, MESH_RES), meshing.mesh_step_for("body"))
         alphas = meshing.render_raw(G, planes, meshing.mesh_views("body"), 32)
     level = float(np.median(occ))
     # ... and count pixels as opaque well below the random field's typical rendered alpha, so that it is carved

@@ -267,3 +267,31 @@ def test_hull_pixels_are_at_most_the_carve_pixel(framing, want, monkeypatch):
     monkeypatch.setattr(meshing, "render_raw", lambda G_, p, views, res: seen.append(res) or real(G_, p, views, 8))
     meshing.extract_mesh(G, planes, resolution=16, colors=None)
     assert seen and set(seen) == {want}
+
+
+def test_mesh_step_sets_where_the_surface_lies():
+    """A soft ball, density 200 exp(-(r / 0.1)^2): level 0.5 on 1 - exp(-density * step) lies at the radius
+    where density = ln 2 / step: 0.238 m for the published step 1 (outside what renders opaque, so the carve
+    stops it near the silhouette, 0.2 m) and 0.163 m for the head framing's step."""
+    G = FieldG(lambda x: 200.0 * torch.exp(-(x.norm(dim=-1) / 0.1) ** 2))
+    radius = lambda m: np.linalg.norm(m.vertices, axis=1).mean()
+    step = meshing.mesh_step_for("head")
+    tight = meshing.extract_mesh(G, PLANES, resolution=64, step=step, colors=None)
+    loose = meshing.extract_mesh(G, PLANES, resolution=64, step=1.0, colors=None)
+    expect = 0.1 * np.sqrt(np.log(200.0 * step / np.log(2.0)))
+    assert radius(tight) == pytest.approx(expect, abs=0.012)
+    assert radius(loose) > radius(tight) + 0.025
+    assert meshing.mesh_step_for("body") > step and meshing.mesh_step_for(None) == 1.0
+
+
+def test_a_faint_field_falls_back_to_the_published_step():
+    """Density 5 in a ball: opaque enough to render (a 0.3 m chord gathers alpha 0.78) but below the head
+    framing's level (1 - exp(-5 * 0.05) = 0.22): with the framing's step (None) the mesh falls back to step 1
+    and says so; asked for the framing's step explicitly, it is empty."""
+    G = FieldG(ball((0.0, 0.0, 0.0), 0.15, sigma=5.0))
+    rep = meshing.MeshReport(32, 0.5, True, 0.5)
+    mesh = meshing.extract_mesh(G, PLANES, resolution=32, step=None, colors=None, report=rep)
+    assert len(mesh.faces) > 0 and rep.step == 1.0
+    assert any("published step 1" in w for w in rep.warnings), rep.warnings
+    strict = meshing.extract_mesh(G, PLANES, resolution=32, step=meshing.mesh_step_for("head"), colors=None)
+    assert len(strict.faces) == 0

@@ -37,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=8, help="characters per batch")
     p.add_argument("--mesh-resolution", type=int, default=256, help="density grid side for marching cubes")
     p.add_argument("--mesh-level", type=float, default=0.5, help="marching-cubes level on 1 - exp(-density)")
+    p.add_argument("--mesh-step", type=float, default=None,
+                   help="the level applies to 1 - exp(-density * step), a slab STEP metres thick (default: the "
+                        "framing's, training.infer.meshing.MESH_STEP; 1: the published 1 - exp(-density))")
     p.add_argument("--no-mesh", action="store_true", help="images only")
     p.add_argument("--samples", type=int, nargs=2, default=[96, 96], metavar=("STRATIFIED", "IMPORTANCE"),
                    help="samples per ray at evaluation (REFERENCE: 96 + 96)")
@@ -58,6 +61,8 @@ def run(argv=None) -> JobReport:
         raise UserError(f"--batch: expected at least 1, got {a.batch}")
     if a.mesh_resolution < 8:
         raise UserError(f"--mesh-resolution: expected at least 8, got {a.mesh_resolution}")
+    if a.mesh_step is not None and a.mesh_step <= 0:
+        raise UserError(f"--mesh-step: expected metres > 0, got {a.mesh_step}")
     ckpt = gen.resolve_inferquery(a.inferquery, a.runs_dir) if a.inferquery else a.ckpt
     if not Path(ckpt).is_file():
         raise fail(ckpt, "checkpoint not found")
@@ -68,7 +73,8 @@ def run(argv=None) -> JobReport:
     G = gen.load_eval_generator(Path(ckpt), a.generator_module, device)
     out_dir = paths.eval_dir(name, renderset, root)
     counts = gen.generate(root, renderset, a.dataset, a.split, G, Path(ckpt), out_dir, batch=a.batch,
-                          mesh_resolution=a.mesh_resolution, mesh_level=a.mesh_level, mesh=not a.no_mesh,
+                          mesh_resolution=a.mesh_resolution, mesh_level=a.mesh_level, mesh_step=a.mesh_step,
+                          mesh=not a.no_mesh,
                           render_kw={"depth_resolution": a.samples[0], "depth_resolution_importance": a.samples[1]},
                           neural_rendering_resolution=a.neural_rendering_resolution, device=device,
                           limit=a.limit, overwrite=a.overwrite, progress=not a.no_progress,

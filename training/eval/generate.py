@@ -126,7 +126,7 @@ def _check_run_info(out_dir: Path, info: dict, overwrite: bool) -> None:
     if p.exists() and not overwrite:
         old = json.loads(p.read_text())
         keys = ("checkpoint_sha", "generator", "render_kw", "neural_rendering_resolution", "mesh_resolution",
-                "mesh_level", "front_paste")
+                "mesh_level", "mesh_step", "front_paste")
         diff = [k for k in keys if old.get(k) != info.get(k)]
         if diff:
             raise fail(p, f"this tree was generated with other settings ({', '.join(diff)}); "
@@ -135,7 +135,8 @@ def _check_run_info(out_dir: Path, info: dict, overwrite: bool) -> None:
 
 
 def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path: Path, out_dir: Path, *,
-             batch: int = 8, mesh_resolution: int = 256, mesh_level: float = 0.5, render_kw: dict | None = None,
+             batch: int = 8, mesh_resolution: int = 256, mesh_level: float = 0.5, mesh_step: float | None = None,
+             render_kw: dict | None = None,
              neural_rendering_resolution: int | None = None, device=None, limit: int | None = None,
              overwrite: bool = False, progress: bool = True, mesh: bool = True,
              front_paste: bool = False) -> dict:
@@ -153,6 +154,8 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
         ids = ids[:limit]
     rs_meta = catalog.load_renderset_meta(root, renderset)
     framing = getattr(G, "framing", None) or catalog.framing_of({}, rs_meta) or "head"
+    from training.infer.meshing import mesh_step_for
+    mesh_step = mesh_step if mesh_step is not None else mesh_step_for(framing)
     data_framing = catalog.framing_of(catalog.load_char_meta(root, renderset, ids[0]), rs_meta) if ids else None
     if data_framing and data_framing != framing:
         raise fail(paths.renders_dir(root, renderset), f"rendered with {data_framing} framing but the checkpoint "
@@ -161,7 +164,8 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
             "generator": f"{type(G).__module__}.{type(G).__name__}", "config": getattr(G, "config", {}),
             "renderset": renderset, "dataset": dataset, "split": split, "framing": framing,
             "render_kw": render_kw, "neural_rendering_resolution": neural_rendering_resolution,
-            "mesh_resolution": mesh_resolution, "mesh_level": mesh_level, "front_paste": front_paste}
+            "mesh_resolution": mesh_resolution, "mesh_level": mesh_level, "mesh_step": mesh_step,
+            "front_paste": front_paste}
     _check_run_info(out_dir, info, overwrite)
 
     todo = [c for c in ids if overwrite or not meta_path(out_dir, c).exists()]
@@ -229,13 +233,13 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
                 meta["views"][dtype][v.name] = v.to_json()
             if mesh:
                 t1 = time.time()
-                m = _extract(G, _slice(planes, j), mesh_resolution, mesh_level)
+                m = _extract(G, _slice(planes, j), mesh_resolution, mesh_level, mesh_step)
                 mdir = char_dir(out_dir, "mesh", cid)
                 for ext in ("ply", "glb"):
                     with atomic_path(mdir / f"mesh.{ext}") as tmp:
                         m.export(tmp, file_type=ext)
                 meta["mesh"] = {"vertices": int(len(m.vertices)), "faces": int(len(m.faces)),
-                                "resolution": mesh_resolution, "level": mesh_level,
+                                "resolution": mesh_resolution, "level": mesh_level, "step": mesh_step,
                                 "seconds": round(time.time() - t1, 3)}
             save_json_atomic(meta_path(out_dir, cid), meta)
             counts["done"] += 1
@@ -244,7 +248,7 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
     return counts
 
 
-def _extract(G, planes, resolution: int, level: float):
+def _extract(G, planes, resolution: int, level: float, step: float):
     from training.infer import meshing
     with torch.no_grad():
-        return meshing.extract_mesh(G, planes, resolution=resolution, level=level)
+        return meshing.extract_mesh(G, planes, resolution=resolution, level=level, step=step)

@@ -264,8 +264,8 @@ class _Progress:
 
 def reconstruct(front, out, back=None, *, model: Model | None = None, ckpt=None, model_name: str | None = None,
                 remove_lines=None, turntable: int = 24, views=(), mesh_resolution: int = 256,
-                density_threshold: float = 0.5, opacity_threshold: float = 0.5, carve: bool = True,
-                texture: bool = False, texture_size: int = 1024, texture_faces: int = 20000,
+                density_threshold: float = 0.5, mesh_step: float | None = None, opacity_threshold: float = 0.5,
+                carve: bool = True, texture: bool = False, texture_size: int = 1024, texture_faces: int = 20000,
                 device="auto", fill: float = 0.75, keep_framing: bool = False, save_triplane: bool = True,
                 progress=None, registry=None, render_res: int | None = None) -> dict:
     """Everything ``python -m _scripts.infer`` writes into ``out``; returns the summary (also summary.json,
@@ -376,7 +376,7 @@ def reconstruct(front, out, back=None, *, model: Model | None = None, ckpt=None,
     t = time.perf_counter()
     prog("mesh", f"extracting the mesh ({mesh_resolution}^3 grid)")
     rep = meshing.MeshReport(mesh_resolution, density_threshold, carve, opacity_threshold)
-    mesh = meshing.extract_mesh(G, planes, resolution=mesh_resolution, level=density_threshold,
+    mesh = meshing.extract_mesh(G, planes, resolution=mesh_resolution, level=density_threshold, step=mesh_step,
                                   carve=carve, opacity_threshold=opacity_threshold, renders=renders, report=rep)
     warnings += rep.warnings         # extract_mesh logged them
     seconds["mesh"] = time.perf_counter() - t
