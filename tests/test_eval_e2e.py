@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from training.errors import UserError
+from training.infer import meshing
 
 torch.set_num_threads(1)
 
@@ -79,7 +80,8 @@ def test_generate_then_measure(toy, capsys):
         assert (ev / "rgb60" / d / "0042.png").exists()          # spin12 = grid indices 42..47, 36..41
         assert (ev / "input" / d / "back.png").exists()
         assert (ev / "mesh" / d / "mesh.ply").exists() and (ev / "mesh" / d / "mesh.glb").exists()
-        assert (ev / "meta" / cid[-1] / f"{cid}.json").exists()
+        step = json.loads((ev / "meta" / cid[-1] / f"{cid}.json").read_text())["mesh"]["step"]
+        assert step in (meshing.mesh_step_for("body"), 1.0)       # the framing's, or the published fallback
     assert generate.run(args)["skipped"] == 2                   # resumable: nothing left to do
     with pytest.raises(UserError, match="other settings"):      # one tree never mixes two settings
         generate.run([x if x != "24" else "20" for x in args])   # another mesh resolution

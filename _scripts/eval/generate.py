@@ -39,7 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--mesh-level", type=float, default=0.5, help="marching-cubes level on 1 - exp(-density)")
     p.add_argument("--mesh-step", type=float, default=None,
                    help="the level applies to 1 - exp(-density * step), a slab STEP metres thick (default: the "
-                        "framing's, training.infer.meshing.MESH_STEP; 1: the published 1 - exp(-density))")
+                        "framing's, training.infer.meshing.MESH_STEP, or 1 where that finds no surface, as "
+                        "_scripts.infer; 1: the published 1 - exp(-density))")
     p.add_argument("--no-mesh", action="store_true", help="images only")
     p.add_argument("--samples", type=int, nargs=2, default=[96, 96], metavar=("STRATIFIED", "IMPORTANCE"),
                    help="samples per ray at evaluation (REFERENCE: 96 + 96)")

@@ -154,8 +154,6 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
         ids = ids[:limit]
     rs_meta = catalog.load_renderset_meta(root, renderset)
     framing = getattr(G, "framing", None) or catalog.framing_of({}, rs_meta) or "head"
-    from training.infer.meshing import mesh_step_for
-    mesh_step = mesh_step if mesh_step is not None else mesh_step_for(framing)
     data_framing = catalog.framing_of(catalog.load_char_meta(root, renderset, ids[0]), rs_meta) if ids else None
     if data_framing and data_framing != framing:
         raise fail(paths.renders_dir(root, renderset), f"rendered with {data_framing} framing but the checkpoint "
@@ -233,13 +231,13 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
                 meta["views"][dtype][v.name] = v.to_json()
             if mesh:
                 t1 = time.time()
-                m = _extract(G, _slice(planes, j), mesh_resolution, mesh_level, mesh_step)
+                m, step = _extract(G, _slice(planes, j), mesh_resolution, mesh_level, mesh_step)
                 mdir = char_dir(out_dir, "mesh", cid)
                 for ext in ("ply", "glb"):
                     with atomic_path(mdir / f"mesh.{ext}") as tmp:
                         m.export(tmp, file_type=ext)
                 meta["mesh"] = {"vertices": int(len(m.vertices)), "faces": int(len(m.faces)),
-                                "resolution": mesh_resolution, "level": mesh_level, "step": mesh_step,
+                                "resolution": mesh_resolution, "level": mesh_level, "step": step,
                                 "seconds": round(time.time() - t1, 3)}
             save_json_atomic(meta_path(out_dir, cid), meta)
             counts["done"] += 1
@@ -248,7 +246,10 @@ def generate(root, renderset: str, dataset: str | None, split: str, G, ckpt_path
     return counts
 
 
-def _extract(G, planes, resolution: int, level: float, step: float):
+def _extract(G, planes, resolution: int, level: float, step: float | None):
+    """(mesh, the step it was extracted at): None is the framing's step, as _scripts.infer extracts it."""
     from training.infer import meshing
+    rep = meshing.MeshReport(resolution, level, True, 0.5)
     with torch.no_grad():
-        return meshing.extract_mesh(G, planes, resolution=resolution, level=level, step=step)
+        m = meshing.extract_mesh(G, planes, resolution=resolution, level=level, step=step, report=rep)
+    return m, rep.step
