@@ -87,8 +87,8 @@ def main(argv=None):
     model = R.load_model(a.ckpt, a.model, a.device, a.registry)
     s = R.reconstruct(a.front, a.out, a.back, model=model, remove_lines=a.remove_lines, turntable=a.turntable,
                       views=views, mesh_resolution=a.mesh_resolution,
-                      density_threshold=a.density_threshold, mesh_step=a.mesh_step, opacity_threshold=a.opacity_threshold,
-                      carve=a.carve, texture=a.texture, texture_size=a.texture_size,
+                      density_threshold=a.density_threshold, mesh_step=a.mesh_step,
+                      opacity_threshold=a.opacity_threshold, carve=a.carve, texture=a.texture, texture_size=a.texture_size,
                       texture_faces=a.texture_faces, fill=a.fill, keep_framing=a.keep_framing,
                       save_triplane=a.save_triplane, render_res=a.render_resolution,
                       progress=None if a.quiet else R.StageLog())

@@ -86,6 +86,7 @@ def nearest_axis_view_dirs(normals: torch.Tensor) -> torch.Tensor:
 MESH_VIEWS = {"front": (0.0, 0.0), "back": (0.0, 180.0), "left": (0.0, 90.0), "right": (0.0, -90.0),
               "top": (90.0, 0.0), "front_left": (0.0, 45.0), "front_right": (0.0, -45.0)}
 CARVE_VIEWS = ("front", "left", "top", "front_left", "front_right")
+COLOR_VIEWS = tuple(AXIS_CAMERAS)        # front, back, left, right, top
 # the hull's pixel: at most this many metres (64 px in head framing, 128 in body framing).  A coarser hull
 # cuts thin parts: at 64 px a body-framing pixel is 3.3 cm, about an arm's width, and the released two-view
 # model's meshes (128^3) lost their arms' ends (chamfer distance 2.44 cm, F1@10 19 % on 3 held-out
@@ -111,9 +112,6 @@ MESH_STEP = {"head": 0.05, "body": 0.07}
 def mesh_step_for(framing: str | None) -> float:
     """The slab thickness (metres) of a framing's mesh level (MESH_STEP; 1.0, the published, for others)."""
     return MESH_STEP.get(framing, 1.0)
-
-
-COLOR_VIEWS = tuple(AXIS_CAMERAS)        # front, back, left, right, top
 
 
 @dataclasses.dataclass
@@ -375,15 +373,16 @@ def extract_mesh(G, planes, resolution: int = 256, level: float = 0.5, step: flo
     rep.seconds["renders"] = time.perf_counter() - t0
     grid = mesh_grid(G, planes, resolution, level, step, chunk, roi, box, carve, opacity_threshold, renders,
                      carve_resolution, min_component, rep)
-    if auto and step != 1.0 and not (grid > level).any():
+    solid = grid > level
+    if auto and step != 1.0 and not solid.any():
         # a faint field (an early or small model) can stay below the framing's level everywhere
         rep.warnings.append(f"no surface at the framing's mesh step {step:g} m (a faint density field): "
                             "meshed at the published step 1")
         step = rep.step = 1.0
         grid = mesh_grid(G, planes, resolution, level, step, chunk, roi, box, carve, opacity_threshold, renders,
                          carve_resolution, min_component, rep)
+        solid = grid > level
     t0 = time.perf_counter()
-    solid = grid > level
     if not solid.any() or solid.all():
         rep.warnings.append(_empty_warning(rep, solid.any()))
         for w in rep.warnings:
@@ -432,7 +431,8 @@ def _empty_warning(rep: MeshReport, any_solid: bool) -> str:
     if rep.carved and rep.hull_fraction == 0:
         return (f"the field renders nothing opaque (rendered alpha below {rep.opacity_threshold:g} in every "
                 "view): the mesh is empty (an untrained model?)")
-    return f"the density field has no surface at level {rep.level:g}: mesh is empty (lower --density-threshold or raise --mesh-step)"
+    return (f"the density field has no surface at level {rep.level:g}: mesh is empty (lower --density-threshold "
+            "or raise --mesh-step)")
 
 
 @torch.no_grad()
