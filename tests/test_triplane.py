@@ -517,6 +517,44 @@ def test_fusions_direction_sensitivity_at_init():
     assert torch.equal(cat(ff, fb, xyz, d1)[1], cat(ff, fb, xyz, d2)[1])
 
 
+def test_folded_attention_equals_the_direct_form_with_its_gradients():
+    """forward() folds the key, value and output layers into small matrices; the function and every
+    parameter's gradient are those of the direct per-candidate keys and values."""
+    torch.manual_seed(0)
+    att = DirectionAwareFusion(16, 32)
+    ff, fb = torch.randn(2, 64, 16, requires_grad=True), torch.randn(2, 64, 16, requires_grad=True)
+    xyz = torch.rand(2, 64, 3) * 2 - 1
+    dirs = torch.nn.functional.normalize(torch.randn(2, 64, 3), dim=-1)
+    w = torch.randn(2, 64, 16)
+    results = []
+    for fn in (lambda: att(ff, fb, xyz, dirs, return_attention=True), lambda: att.attention_reference(ff, fb, xyz, dirs)):
+        att.zero_grad(); ff.grad = fb.grad = None
+        (geo, app), attn = fn()
+        (geo.sin() * w + app * w.cos() + attn[..., :1] * app).sum().backward()
+        grads = {n: p.grad.clone() for n, p in att.named_parameters()}
+        results.append((app.detach(), attn.detach(), ff.grad.clone(), fb.grad.clone(), grads))
+    (a1, t1, gf1, gb1, g1), (a2, t2, gf2, gb2, g2) = results
+    assert (t1 - 0.5).abs().max() > 0.05                                   # the attention really chooses
+    assert torch.allclose(a1, a2, atol=1e-5) and torch.allclose(t1, t2, atol=1e-6)
+    assert torch.allclose(gf1, gf2, atol=1e-5) and torch.allclose(gb1, gb2, atol=1e-5)
+    for n in g2:
+        assert g2[n].abs().max() > 0 and torch.allclose(g1[n], g2[n], atol=1e-5, rtol=1e-4), n
+
+
+def test_decoder_split_rows_equal_the_whole_mlp():
+    """With an appearance feature the decoder runs its density row on the geometry feature and its feature
+    rows on the appearance: the same numbers as the whole MLP on each."""
+    torch.manual_seed(0)
+    d = vr.OSGDecoder(16, 32, 32)
+    geo, app = torch.randn(2, 50, 16), torch.randn(2, 50, 16)
+    sigma, rgb = d(geo, appearance=app)
+    sigma_g, _ = d(geo)
+    _, rgb_a = d(app)
+    assert torch.allclose(sigma, sigma_g, atol=1e-6) and torch.allclose(rgb, rgb_a, atol=1e-6)
+    assert torch.allclose(d.density(geo), sigma_g, atol=1e-6)
+    assert not torch.allclose(rgb, d(geo)[1])
+
+
 # ---------------------------------------------------------------- inference helpers
 
 def test_density_grid_chunking_is_exact():

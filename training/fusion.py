@@ -68,6 +68,34 @@ class DirectionAwareFusion(nn.Module):
         return self.geo(torch.cat([f_front, f_back], -1))
 
     def forward(self, f_front, f_back, xyz, dirs, return_attention: bool = False):
+        """The attention of the class doc, computed without forming the per-candidate keys and values.
+        It runs at every sample point (half a million per image in training), so its products with the
+        [dim, dim] and [dim, C] weights are folded into small matrices once per call (the same parameters,
+        function and gradients; attention_reference() is the direct form):
+          logit_i = (W_k f_i + b_k + s_i) . q / sqrt(dim) = f_i . (W_k^T q) + (b_k + s_i) . q,
+              with q = W_q h + b_q: one [C + 2, dim] layer on the query's hidden h gives W_k^T q and both biases;
+          sum_i a_i (W_v f_i + b_v) = W_v m + b_v with m = sum_i a_i f_i (the weights sum to 1), and the output
+              layer folded in: app = geo + (W_o W_v) m + W_o b_v + b_o.
+        Point-wise matmul FLOPs of the release body model's fusion: 11.6 k -> 6.0 k per point."""
+        geo = self.geometry(f_front, f_back)
+        h = self.query[1](self.query[0](torch.cat([fourier(dirs, self.dir_freqs), fourier(xyz, self.pos_freqs)], -1)))
+        c = f_front.shape[-1]
+        wq, bq = self.query[2].weight, self.query[2].bias
+        kb = self.key.bias + self.source                                   # [2, dim]
+        w_qk = torch.cat([self.key.weight.t() @ wq, kb @ wq])              # [C + 2, dim]
+        b_qk = torch.cat([self.key.weight.t() @ bq, kb @ bq])
+        qk = F.linear(h, w_qk.to(h.dtype), b_qk.to(h.dtype))               # [B,N,C+2]
+        qf = qk[..., :c]
+        logits = torch.stack([(f_front * qf).sum(-1), (f_back * qf).sum(-1)], -1) + qk[..., c:]
+        attn = F.softmax(logits.float() / math.sqrt(self.dim), -1).to(f_front.dtype)   # [B,N,2]
+        mixed = f_back + attn[..., :1] * (f_front - f_back)
+        w_out = self.out.weight @ self.value.weight                       # [C, C]
+        b_out = self.out.weight @ self.value.bias + self.out.bias
+        app = geo + F.linear(mixed, w_out.to(mixed.dtype), b_out.to(mixed.dtype))
+        return ((geo, app), attn) if return_attention else (geo, app)
+
+    def attention_reference(self, f_front, f_back, xyz, dirs):
+        """The direct form of forward(): per-candidate keys and values ((geo, app), attn); for tests."""
         geo = self.geometry(f_front, f_back)
         q = self.query(torch.cat([fourier(dirs, self.dir_freqs), fourier(xyz, self.pos_freqs)], -1))
         f = torch.stack([f_front, f_back], -2)                       # [B,N,2,C]
@@ -75,7 +103,7 @@ class DirectionAwareFusion(nn.Module):
         logits = (k @ q[..., None]).squeeze(-1) / math.sqrt(self.dim)  # [B,N,2]
         attn = F.softmax(logits.float(), -1).to(f.dtype)
         app = geo + self.out((attn[..., None] * self.value(f)).sum(-2))
-        return ((geo, app), attn) if return_attention else (geo, app)
+        return (geo, app), attn
 
 
 FUSIONS = {"concat": ConcatFusion, "attention": DirectionAwareFusion}

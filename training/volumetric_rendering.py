@@ -156,14 +156,17 @@ class OSGDecoder(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden)
         self.fc2 = nn.Linear(hidden, 1 + out_features)
 
-    def _mlp(self, feat: torch.Tensor) -> torch.Tensor:
-        # fc2's 1+F outputs are padded with zero rows to a multiple of 8: rows of 33 bf16 values are not
-        # 16-byte aligned, and the GPU's GEMMs for its gradients fell back to slow unaligned kernels
-        w, b = self.fc2.weight, self.fc2.bias
-        pad = -w.shape[0] % 8
+    @staticmethod
+    def _out(hidden: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        # the output rows are padded with zero rows to a multiple of 8: rows of 33 bf16 values are not
+        # 16-byte aligned, and the GPU's GEMMs for their gradients fell back to slow unaligned kernels
+        n, pad = w.shape[0], -w.shape[0] % 8
         if pad:
             w, b = F.pad(w, (0, 0, 0, pad)), F.pad(b, (0, pad))
-        return F.linear(F.softplus(self.fc1(feat)), w, b)[..., :self.fc2.out_features]
+        return F.linear(hidden, w, b)[..., :n]
+
+    def _mlp(self, feat: torch.Tensor) -> torch.Tensor:
+        return self._out(F.softplus(self.fc1(feat)), self.fc2.weight, self.fc2.bias)
 
     @staticmethod
     def _sigma(raw: torch.Tensor, density_noise: float = 0.0) -> torch.Tensor:
@@ -172,20 +175,21 @@ class OSGDecoder(nn.Module):
         return F.softplus(raw.float() - 1.0)                         # REFERENCE density activation
 
     def density(self, feat: torch.Tensor) -> torch.Tensor:
-        return self._sigma(self._mlp(feat)[..., :1])
+        return self._sigma(self._out(F.softplus(self.fc1(feat)), self.fc2.weight[:1], self.fc2.bias[:1]))
 
     def forward(self, feat: torch.Tensor, density_noise: float = 0.0,
                 appearance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Density from ``feat``; colour/features from ``appearance`` when given (a view-dependent feature:
-        the two go through the same MLP in one call), else from ``feat``."""
+        the same MLP: its density row on ``feat``, its feature rows on ``appearance``), else from ``feat``."""
         if appearance is None or appearance is feat:
-            x_geo = x_app = self._mlp(feat)
-        else:
-            n = feat.shape[-2]
-            x = self._mlp(torch.cat([feat, appearance.to(feat.dtype)], -2))
-            x_geo, x_app = x[..., :n, :], x[..., n:, :]
-        sigma = self._sigma(x_geo[..., :1], density_noise)
-        rgb = torch.sigmoid(x_app[..., 1:]) * (1 + 2 * 0.001) - 0.001   # EG3D: lets features reach 0 and 1
+            x = self._mlp(feat)
+            raw_sigma, raw_rgb = x[..., :1], x[..., 1:]
+        else:   # the density row on the geometry feature, the feature rows on the appearance: each its part
+            w, b = self.fc2.weight, self.fc2.bias
+            raw_sigma = self._out(F.softplus(self.fc1(feat)), w[:1], b[:1])
+            raw_rgb = self._out(F.softplus(self.fc1(appearance.to(feat.dtype))), w[1:], b[1:])
+        sigma = self._sigma(raw_sigma, density_noise)
+        rgb = torch.sigmoid(raw_rgb) * (1 + 2 * 0.001) - 0.001   # EG3D: lets features reach 0 and 1
         return sigma, rgb
 
 
