@@ -76,7 +76,7 @@ class DirectionAwareFusion(nn.Module):
               with q = W_q h + b_q: one [C + 2, dim] layer on the query's hidden h gives W_k^T q and both biases;
           sum_i a_i (W_v f_i + b_v) = W_v m + b_v with m = sum_i a_i f_i (the weights sum to 1), and the output
               layer folded in: app = geo + (W_o W_v) m + W_o b_v + b_o.
-        Point-wise matmul FLOPs of the release body model's fusion: 11.6 k -> 6.0 k per point."""
+        Matmul FLOPs per point at the release body model's sizes (C 16, dim 32): 11.8 k -> 6.1 k."""
         geo = self.geometry(f_front, f_back)
         h = self.query[1](self.query[0](torch.cat([fourier(dirs, self.dir_freqs), fourier(xyz, self.pos_freqs)], -1)))
         c = f_front.shape[-1]
