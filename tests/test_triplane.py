@@ -527,7 +527,8 @@ def test_folded_attention_equals_the_direct_form_with_its_gradients():
     dirs = torch.nn.functional.normalize(torch.randn(2, 64, 3), dim=-1)
     w = torch.randn(2, 64, 16)
     results = []
-    for fn in (lambda: att(ff, fb, xyz, dirs, return_attention=True), lambda: att.attention_reference(ff, fb, xyz, dirs)):
+    for fn in (lambda: att(ff, fb, xyz, dirs, return_attention=True),
+               lambda: att.attention_reference(ff, fb, xyz, dirs)):
         att.zero_grad(); ff.grad = fb.grad = None
         (geo, app), attn = fn()
         (geo.sin() * w + app * w.cos() + attn[..., :1] * app).sum().backward()
