@@ -148,6 +148,9 @@ def triplane_features(planes: torch.Tensor, xyz: torch.Tensor, box_warp: float, 
     return sample_planes(planes, plane_coords(xyz, box_warp), layers).mean(1)
 
 
+DENSITY_ROW, FEATURE_ROWS = slice(0, 1), slice(1, None)     # OSGDecoder's outputs
+
+
 class OSGDecoder(nn.Module):
     """Triplane feature -> (density, features). FC C->hidden, softplus, FC hidden->1+F."""
 
@@ -156,17 +159,15 @@ class OSGDecoder(nn.Module):
         self.fc1 = nn.Linear(in_features, hidden)
         self.fc2 = nn.Linear(hidden, 1 + out_features)
 
-    @staticmethod
-    def _out(hidden: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def _mlp(self, feat: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """The MLP's output ``rows`` (all: density then features) at ``feat``."""
         # the output rows are padded with zero rows to a multiple of 8: rows of 33 bf16 values are not
         # 16-byte aligned, and the GPU's GEMMs for their gradients fell back to slow unaligned kernels
+        w, b = self.fc2.weight[rows], self.fc2.bias[rows]
         n, pad = w.shape[0], -w.shape[0] % 8
         if pad:
             w, b = F.pad(w, (0, 0, 0, pad)), F.pad(b, (0, pad))
-        return F.linear(hidden, w, b)[..., :n]
-
-    def _mlp(self, feat: torch.Tensor) -> torch.Tensor:
-        return self._out(F.softplus(self.fc1(feat)), self.fc2.weight, self.fc2.bias)
+        return F.linear(F.softplus(self.fc1(feat)), w, b)[..., :n]
 
     @staticmethod
     def _sigma(raw: torch.Tensor, density_noise: float = 0.0) -> torch.Tensor:
@@ -175,7 +176,7 @@ class OSGDecoder(nn.Module):
         return F.softplus(raw.float() - 1.0)                         # REFERENCE density activation
 
     def density(self, feat: torch.Tensor) -> torch.Tensor:
-        return self._sigma(self._out(F.softplus(self.fc1(feat)), self.fc2.weight[:1], self.fc2.bias[:1]))
+        return self._sigma(self._mlp(feat, DENSITY_ROW))
 
     def forward(self, feat: torch.Tensor, density_noise: float = 0.0,
                 appearance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,11 +184,10 @@ class OSGDecoder(nn.Module):
         the same MLP: its density row on ``feat``, its feature rows on ``appearance``), else from ``feat``."""
         if appearance is None or appearance is feat:
             x = self._mlp(feat)
-            raw_sigma, raw_rgb = x[..., :1], x[..., 1:]
+            raw_sigma, raw_rgb = x[..., DENSITY_ROW], x[..., FEATURE_ROWS]
         else:   # the density row on the geometry feature, the feature rows on the appearance: each its part
-            w, b = self.fc2.weight, self.fc2.bias
-            raw_sigma = self._out(F.softplus(self.fc1(feat)), w[:1], b[:1])
-            raw_rgb = self._out(F.softplus(self.fc1(appearance.to(feat.dtype))), w[1:], b[1:])
+            raw_sigma = self._mlp(feat, DENSITY_ROW)
+            raw_rgb = self._mlp(appearance.to(feat.dtype), FEATURE_ROWS)
         sigma = self._sigma(raw_sigma, density_noise)
         rgb = torch.sigmoid(raw_rgb) * (1 + 2 * 0.001) - 0.001   # EG3D: lets features reach 0 and 1
         return sigma, rgb
