@@ -272,3 +272,19 @@ def test_texture_flag_writes_a_textured_glb(setup, tmp_path):
     assert len(m.faces) == s["texture"]["faces"] <= 500
     ply = trimesh.load(out / "mesh.ply", process=False)     # the vertex-coloured mesh, full resolution
     assert len(ply.vertices) == s["mesh"]["vertices"] and np.asarray(ply.visual.vertex_colors).shape[1] == 4
+
+
+def test_bench_times_a_trained_checkpoint_at_the_users_thresholds(setup, tmp_path):
+    """bench.infer calibrates the carve to a random field only; a --ckpt is timed at _scripts.infer's defaults."""
+    from _scripts.bench import infer as bench_infer
+    d, _, front, back, _ = setup
+    common = ["--front", str(front), "--back", str(back), "--device", "cpu", "--mesh-resolution", str(MESH_RES),
+              "--repeat", "1"]
+    bench_infer.main(["--ckpt", str(d / "G.pt"), "--json", str(tmp_path / "ckpt.json")] + common)
+    mesh = json.loads((tmp_path / "ckpt.json").read_text())["runs"][0]["mesh"]
+    user = infer.parser()
+    assert (mesh["opacity_threshold"], mesh["level"]) == (user.get_default("opacity_threshold"),
+                                                          user.get_default("density_threshold"))
+    bench_infer.main(["--preset", "tiny", "--json", str(tmp_path / "random.json")] + common)
+    mesh = json.loads((tmp_path / "random.json").read_text())["runs"][0]["mesh"]
+    assert mesh["opacity_threshold"] != user.get_default("opacity_threshold")   # calibrated to the random field

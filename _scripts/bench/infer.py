@@ -12,7 +12,8 @@ The process's CPU time is printed too: on a shared machine the wall time is infl
 A random-init generator renders no character, so its field is calibrated (untimed) to look like one to the
 mesh stages: the opacity threshold is set so that --hull-fraction of the grid lies inside the carve hull
 (a character in the body box: a few per cent), and the marching-cubes level at the median occupancy
-inside it, so that the grid, marching cubes and colours do a character's amount of work.
+inside it, so that the grid, marching cubes and colours do a character's amount of work.  A trained
+--ckpt is timed at the thresholds `python -m _scripts.infer` uses (the user's path).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _scripts import infer as infer_cli
 from training.infer import artwork, meshing
 from training.infer import reconstruct as R
 from training.errors import UserError, cli_main
@@ -87,8 +89,10 @@ def main(argv=None):
     ap.add_argument("--no-carve", dest="carve", action="store_false", help="density at every grid node")
     ap.add_argument("--hull-fraction", type=float, default=0.06,
                     help="random-init calibration: share of the grid inside the carve hull (default: 0.06)")
-    ap.add_argument("--opacity-threshold", type=float, help="instead of the calibration")
-    ap.add_argument("--density-threshold", type=float, help="instead of the calibration")
+    ap.add_argument("--opacity-threshold", type=float,
+                    help="instead of the calibration (random init) or of _scripts.infer's default (--ckpt)")
+    ap.add_argument("--density-threshold", type=float,
+                    help="instead of the calibration (random init) or of _scripts.infer's default (--ckpt)")
     ap.add_argument("--repeat", type=int, default=2, help="runs; the first is a warm-up when > 1 (default: 2)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     ap.add_argument("--json", type=Path, help="write the per-run stage times here")
@@ -112,13 +116,19 @@ def main(argv=None):
         model = R.load_model(a.ckpt, device=dev)
         load_s = time.perf_counter() - t
         thr, level = a.opacity_threshold, a.density_threshold
-        if thr is None or level is None:
+        random_init = a.ckpt.parent == tmp
+        if random_init and (thr is None or level is None):
             c_thr, c_level = calibrate(model, front, back, a.hull_fraction)
             thr = c_thr if thr is None else thr
             level = c_level if level is None else level
-        print(f"bench.infer: {type(model.G).__name__} ({a.preset if a.ckpt.parent == tmp else a.ckpt}), "
+        # a trained model: the thresholds `python -m _scripts.infer` uses unless told otherwise
+        user = infer_cli.parser()
+        thr = user.get_default("opacity_threshold") if thr is None else thr
+        level = user.get_default("density_threshold") if level is None else level
+        print(f"bench.infer: {type(model.G).__name__} ({a.preset if random_init else a.ckpt}), "
               f"device {dev}, {torch.get_num_threads()} CPU threads, mesh {a.mesh_resolution}^3, "
-              f"carve {a.carve}, opacity threshold {thr:.4g}, level {level:.4g}")
+              f"carve {a.carve}, opacity threshold {thr:.4g}, level {level:.4g}"
+              f"{' (calibrated to the random field)' if random_init else ''}")
         runs = []
         for i in range(max(1, a.repeat)):
             if dev.type == "cuda":
