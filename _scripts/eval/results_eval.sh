@@ -12,6 +12,8 @@
 # STEPS=data|models|all (default all): data = steps 1-3 (test renders, floor, GT meshes), models = steps 4-6
 # (generate + measure, table.md, the comparison figures results_<set>.png).
 # JOBS=N runs N generate+measure pairs at a time (a GPU machine: 8); WORKERS renders with that many processes.
+# SPLIT=train evaluates the first EVAL_N training characters instead (give it its own EVAL_ROOT and RESULTS:
+# the sets keep the names synth_<framing>_test).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CKPTS=${CKPTS:?CKPTS=<folder with the transport checkpoints>}
@@ -20,7 +22,7 @@ HEAD_SIZE=${HEAD_SIZE:-${SIZE:-256}}; BODY_SIZE=${BODY_SIZE:-${SIZE:-256}}   # r
 export MODELS=${MODELS:-panic_head panic_body nova_v1 nova_v0}
 REAL=${REAL:-../shared/data/real_models}; DEVICE=${DEVICE:-auto}
 NRR=${NRR:-}        # neural rendering resolution of the evaluation renders (default: each checkpoint's own)
-STEPS=${STEPS:-all}; JOBS=${JOBS:-1}; WORKERS=${WORKERS:-2}
+STEPS=${STEPS:-all}; JOBS=${JOBS:-1}; WORKERS=${WORKERS:-2}; SPLIT=${SPLIT:-test}
 ROOT=${EVAL_ROOT:-$PWD/_data/results_eval}; RESULTS=${RESULTS:-$PWD/temp/results_eval}
 PY=${PY:-.venv/bin/python}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -28,19 +30,20 @@ mkdir -p "$ROOT" "$RESULTS"
 DR=(--data-root "$ROOT")
 
 if [ "$STEPS" != models ]; then
-# 1. the held-out synthetic characters: ids with a test hash among the N_TOTAL of the GPU run
-$PY - "$ROOT" "$N_TOTAL" "$EVAL_N" <<'PY'
+# 1. the held-out synthetic characters: ids with a test hash among the N_TOTAL of the GPU run (SPLIT=train:
+#    training characters instead, to compare what a model fits with what it generalises to)
+$PY - "$ROOT" "$N_TOTAL" "$EVAL_N" "$SPLIT" <<'PY'
 import sys
 from training.data import clean
 from training.data import catalog
 from training.data import synth
-root, n, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+root, n, k, split = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 ids = [synth.char_id(0, i) for i in range(n)]
-test = clean.split_ids(ids, (0.8, 0.1, 0.1), ensure=False)["test"]
-idx = sorted(int(c.rsplit("_", 1)[1]) for c in test)[:k]
+chosen = clean.split_ids(ids, (0.8, 0.1, 0.1), ensure=False)[split]
+idx = sorted(int(c.rsplit("_", 1)[1]) for c in chosen)[:k]
 for i in idx:
     synth.write_dataset(root, 1, 0, start=i, progress=False)
-print(f"{len(test)} test ids of {n}; wrote the first {len(idx)}")
+print(f"{len(chosen)} {split} ids of {n}; wrote the first {len(idx)}")
 PY
 size_of() { [ "$1" = head ] && echo "$HEAD_SIZE" || echo "$BODY_SIZE"; }
 for F in head body; do
