@@ -377,6 +377,22 @@ def test_resume_from_transport_export(toy_data, tmp_path):
     assert snapshot(run3)["step"] == 3
 
 
+def test_lr_warmup_wherever_adam_starts_without_its_moments(toy_data, tmp_path):
+    """--lr-warmup-kimg ramps the learning rates linearly from a new run's first step and again from a resume
+    off an export of the weights alone (Adam's moments start from zero); a resume with the optimizers' state
+    continues the ramp where it stopped."""
+    base = metrics(train(tiny_config(toy_data, tmp_path, "flat", kimg=0.004)))[0]["glr"]
+    ramp = lambda run: [round(m["glr"] / base, 6) for m in metrics(run)]     # noqa: E731
+    run = train(tiny_config(toy_data, tmp_path, "w", kimg=0.004, **{"lr-warmup-kimg": 0.008}))   # 4 steps of 2
+    assert ramp(run) == [0.25, 0.5]
+    run = train(tiny_config(toy_data, tmp_path, "w", kimg=0.012, **{"lr-warmup-kimg": 0.008}))   # moments kept
+    assert run.name == "00000" and ramp(run) == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    snap = sorted(run.glob("network-snapshot-*.pt"))[-1]
+    g_only = checkpoint.export_bf16(snap, tmp_path / "release.pt", keep=["G_ema"])
+    run2 = train(tiny_config(toy_data, tmp_path, "w2", kimg=0.016, resume=str(g_only), **{"lr-warmup-kimg": 0.008}))
+    assert ramp(run2) == [0.25, 0.5]
+
+
 def test_guarded_compile_gives_frozen_and_training_module_their_own_graphs():
     """training_loop.guard_requires_grad: a module compiled while frozen (D in Gmain) gets its weight
     gradients once it trains (Dmain), and loses them again when frozen; gradients as eager."""

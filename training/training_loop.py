@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import signal
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from training.run import batchnorm, config_check, memory, snapshots
 from training.run.compiler import compile_kwargs, compile_seconds, inductor_cache_dir, resolve_compile, use_inductor_cache
 from training.run.distributed import Dist, StopFlag, broadcast_object, setup_distributed
 from training.run.snapshots import load_snapshot, prepare_run_dir, save_snapshot, set_rng_state
-from training.run.train_step import TrainStep, build_models, ema_beta, synchronize
+from training.run.train_step import TrainStep, build_models, ema_beta, scale_lr, synchronize
 from training.errors import UserError, fail, save_json_atomic, save_png_atomic
 from training.images import to_uint8
 from training.loss import LossConfig, ReconGANLoss, resize
@@ -40,7 +41,7 @@ from training.loss import LossConfig, ReconGANLoss, resize
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "minutes", "tick_kimg", "snap_ticks", "preview_ticks",
                 "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile",
                 "compile_mode", "snap_keep", "memory_check", "val_count", "val_ticks", "val_resolution",
-                "bn_recalibrate"}
+                "bn_recalibrate", "lr_warmup_kimg"}
 RUNTIME_LOSS_KEYS = {"batch_views", "d_pair"}   # how, not what: the same numbers either way
 
 
@@ -89,6 +90,10 @@ class TrainConfig:
     beta1: float = 0.0  # Adam beta1 (StyleGAN's 0)
     beta2: float = 0.99  # Adam beta2
     eps: float = 1e-8  # Adam epsilon
+    lr_warmup_kimg: float = 0.0         # learning rates ramp up linearly over this many kimg wherever Adam starts
+                                        # without its moments (a new run, or one resumed from an export of the
+                                        # weights alone): its first steps move every weight by about the full
+                                        # learning rate, whatever its gradient (0: off)
     ema_kimg: float = -1.0              # EMA half-life; < 0: batch * 10 / 32
     ema_rampup: float = 0.0             # 0: off; else half-life <= cur_nimg * rampup
     bf16: str = "auto"                  # auto (on for CUDA) | on | off; R1 only with --r1-bf16
@@ -316,10 +321,13 @@ def train(cfg: TrainConfig) -> Path:
     # networks: same seed everywhere, then rank 0's weights broadcast
     nets, opts = build_models(cfg, d.device)
     G, G_ema = nets["G"], nets["G_ema"]
+    base_lr = {k: [g["lr"] for g in o.param_groups] for k, o in opts.items()}   # configured (a snapshot's may be
+                                                                                # mid-warm-up)
     config_check.check_framing(G, ds)
 
     # resume: identical counters, config checked
     step, cur_nimg, tick, nan_skips, train_s = 0, 0, 0, 0, 0.0     # train_s: seconds of training, resumes included
+    warmup_from = 0.0           # where Adam's moments started from zero (--lr-warmup-kimg counts from here)
     if resume_from is not None:
         data = load_snapshot(resume_from, nets, opts, d.device)
         saved = data.get("training_config") or {}
@@ -334,6 +342,8 @@ def train(cfg: TrainConfig) -> Path:
         step, cur_nimg = int(extra.get("step", data.get("step", 0))), int(extra.get("nimg", data["kimg"] * 1000))
         tick, nan_skips = int(extra.get("tick", 0)), int(extra.get("nan_skips", 0))
         train_s = float(extra.get("train_s", 0.0))
+        has_moments = any(k.startswith("opt_") for k in data["modules"])
+        warmup_from = float(extra.get("lr_warmup_from", -math.inf)) if has_moments else float(cur_nimg)
         if "rng" in extra:
             set_rng_state(extra["rng"], d.device)
         if d.main and resume_from.parent == run_dir:    # temporary files of a kill, ticks after the snapshot
@@ -402,6 +412,8 @@ def train(cfg: TrainConfig) -> Path:
     try:
         while not done:
             batch = to_device(next(batches), d.device)
+            if cfg.lr_warmup_kimg > 0 and cur_nimg - warmup_from < cfg.lr_warmup_kimg * 1000 + cfg.batch:
+                scale_lr(opts, base_lr, min(1.0, (cur_nimg - warmup_from + cfg.batch) / (cfg.lr_warmup_kimg * 1000)))
             if cur_nimg == start_nimg:      # the one host sync outside tick ends: the compile cost, stated
                 t0, c0 = time.time(), compile_seconds()
                 trainer(batch, step, cur_nimg)
@@ -437,7 +449,8 @@ def train(cfg: TrainConfig) -> Path:
             rec = {"tick": tick, "step": step, "kimg": cur_nimg / 1000,
                    "sec_per_tick": now - tick_start_time,
                    "sec_per_kimg": (now - tick_start_time) / max(tick_kimg, 1e-9),
-                   "nan_skips": nan_skips, "ema_beta": ema_beta(cfg, cur_nimg)}
+                   "nan_skips": nan_skips, "ema_beta": ema_beta(cfg, cur_nimg),
+                   "glr": opts["opt_G"].param_groups[0]["lr"]}
             if first_step:          # the first tick of this process
                 rec.update(first_step, compiled=trainer.compiled)
                 first_step = {}
@@ -471,7 +484,8 @@ def train(cfg: TrainConfig) -> Path:
             if snap_due:
                 if d.main:
                     save_snapshot(run_dir / snapshots.snapshot_name(cur_nimg), nets, opts, step, cur_nimg, cfg,
-                                  {"tick": tick + 1, "nan_skips": nan_skips, "train_s": train_s}, d.device)
+                                  {"tick": tick + 1, "nan_skips": nan_skips, "train_s": train_s,
+                                   "lr_warmup_from": warmup_from}, d.device)
                     snapshots.prune(run_dir, cfg.snap_keep)
             if preview_due:
                 G_ema.eval()

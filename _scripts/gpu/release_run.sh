@@ -124,7 +124,8 @@ data_train)
     log "synth: $(find "$ROOT/raw/synth" -name '*.glb' | wc -l) characters"
     # the framings of the models being trained first, so that their trainings start as early as possible
     FRAMINGS=$(for m in $MODELS; do framing_of "$m"; done | awk '!seen[$0]++' | tr '\n' ' ')
-    for F in head body; do [[ " $FRAMINGS " == *" $F "* ]] || FRAMINGS+="$F "; done
+    # the other framing's data only for the evaluation sets
+    [ "$EVAL_N" -gt 0 ] && for F in head body; do [[ " $FRAMINGS " == *" $F "* ]] || FRAMINGS+="$F "; done
     for F in $FRAMINGS; do
         data_for "$F" || exit 1
         for m in $MODELS; do [ "$(framing_of "$m")" = "$F" ] && start_training "$m"; done

@@ -100,6 +100,12 @@ def make_optimizer(params, lr, cfg: TrainConfig, reg_interval: int):
 
 
 
+def scale_lr(opts: dict, base_lr: dict, scale: float) -> None:
+    """Set each optimizer's learning rates to ``scale`` times ``base_lr`` ({name: [lr per param group]})."""
+    for name, o in opts.items():
+        for g, lr in zip(o.param_groups, base_lr[name]):
+            g["lr"] = lr * scale
+
 
 def build_models(cfg: TrainConfig, device) -> tuple[dict, dict]:
     """({'G', 'G_ema', 'D'}, {'opt_G', 'opt_D'}) on ``device``: the networks in train mode (BatchNorm frozen
