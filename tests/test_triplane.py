@@ -652,6 +652,42 @@ def test_compiled_ray_march_is_one_graph_like_eager(tiny_generators, variant, pe
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="the Triton lookup runs on a GPU"))])
+def test_compiled_training_march_passes_gradients_to_encoders_and_backbone(tiny_generators, device):
+    """The ray march as a compiled training step runs it (compile_renderer under set_compiled_arithmetic:
+    the gather lookup on a CPU, the fused Triton lookup on a GPU; planes from synthesize, not a leaf)
+    gives every network the eager march's gradients.  The gather lookup had returned fp32 rows through a
+    no-op .float(), and compiled, the planes' gradient came back as zeros: the encoders and the backbone
+    learned nothing while the decoder alone chased the loss, and a resumed body model lost its density."""
+    import copy
+    from training.triplane import set_compiled_arithmetic
+    G = copy.deepcopy(tiny_generators["TriPlaneGenerator_v1"]).to(device).train()
+    cond = {k: v.to(device) for k, v in _cond(2).items()}
+    cam = cameras.as_tensor(cameras.view_set("rgb", "head", char_id="g")[:2]).to(device)
+    o, d = cameras.rays(cam, 0, uv=torch.rand(2, 96, 2, generator=torch.Generator().manual_seed(0)).to(device))
+    grads = {}
+    for name in ("eager", "compiled"):
+        restore = set_compiled_arithmetic(True) if name == "compiled" else (lambda: None)
+        try:
+            if name == "compiled":
+                G.compile_renderer(backend="aot_eager" if device == "cpu" else "inductor", fullgraph=True)
+            G.requires_grad_(True)
+            G.zero_grad(set_to_none=True)
+            torch.manual_seed(1)        # the backbone's noise inputs
+            out = G.render_rays(G.synthesize(cond), o, d, perturb=False)
+            (out["rgb"].float().square().mean() + out["alpha"].float().mean()).backward()
+            grads[name] = {n: p.grad for n, p in G.named_parameters() if p.grad is not None}
+        finally:
+            restore()
+    assert set(grads["compiled"]) == set(grads["eager"])
+    for part in ("encoder.", "backbone.", "field."):
+        names = [n for n in grads["eager"] if n.startswith(part)]
+        assert names and sum(float(grads["eager"][n].norm()) for n in names) > 0, part
+        for n in names:
+            torch.testing.assert_close(grads["compiled"][n], grads["eager"][n], rtol=1e-3, atol=1e-6, msg=n)
+
+
 def test_bf16_autocast_stays_close_to_fp32(tiny_generators):
     G = tiny_generators["TriPlaneGenerator_v1"]
     c = cameras.as_tensor(cameras.view_set("rgb", "head", char_id="bf")[:2])

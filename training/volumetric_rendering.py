@@ -88,7 +88,11 @@ class _GatherRows(torch.autograd.Function):
     def forward(ctx, table, *idxs):
         ctx.save_for_backward(*idxs)
         ctx.table_shape, ctx.table_dtype = table.shape, table.dtype
-        return tuple(table.index_select(0, i).float() for i in idxs)
+        rows = (table.index_select(0, i) for i in idxs)
+        # no .float() on fp32 rows: under torch.compile that no-op makes each output an alias of an
+        # intermediate, and the table's gradient came back as zeros (the planes, encoders and backbone of a
+        # compiled training step learned nothing)
+        return tuple(r if r.dtype == torch.float32 else r.float() for r in rows)
 
     @staticmethod
     def backward(ctx, *grads):
