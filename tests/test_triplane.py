@@ -657,35 +657,48 @@ def test_compiled_ray_march_is_one_graph_like_eager(tiny_generators, variant, pe
 def test_compiled_training_march_passes_gradients_to_encoders_and_backbone(tiny_generators, device):
     """The ray march as a compiled training step runs it (compile_renderer under set_compiled_arithmetic:
     the gather lookup on a CPU, the fused Triton lookup on a GPU; planes from synthesize, not a leaf)
-    gives every network the eager march's gradients.  The gather lookup had returned fp32 rows through a
-    no-op .float(), and compiled, the planes' gradient came back as zeros: the encoders and the backbone
-    learned nothing while the decoder alone chased the loss, and a resumed body model lost its density."""
+    gives the eager march's rays and every network the eager march's gradients.  The gather lookup had
+    returned fp32 rows through a no-op .float(), and compiled, the planes' gradient came back as zeros:
+    the encoders and the backbone learned nothing while the decoder alone followed the loss."""
     import copy
     from training.triplane import set_compiled_arithmetic
     G = copy.deepcopy(tiny_generators["TriPlaneGenerator_v1"]).to(device).train()
     cond = {k: v.to(device) for k, v in _cond(2).items()}
     cam = cameras.as_tensor(cameras.view_set("rgb", "head", char_id="g")[:2]).to(device)
     o, d = cameras.rays(cam, 0, uv=torch.rand(2, 96, 2, generator=torch.Generator().manual_seed(0)).to(device))
-    grads = {}
-    for name in ("eager", "compiled"):
-        restore = set_compiled_arithmetic(True) if name == "compiled" else (lambda: None)
-        try:
-            if name == "compiled":
-                G.compile_renderer(backend="aot_eager" if device == "cpu" else "inductor", fullgraph=True)
-            G.requires_grad_(True)
-            G.zero_grad(set_to_none=True)
-            torch.manual_seed(1)        # the backbone's noise inputs
-            out = G.render_rays(G.synthesize(cond), o, d, perturb=False)
-            (out["rgb"].float().square().mean() + out["alpha"].float().mean()).backward()
-            grads[name] = {n: p.grad for n, p in G.named_parameters() if p.grad is not None}
-        finally:
-            restore()
-    assert set(grads["compiled"]) == set(grads["eager"])
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False   # fp32 on both sides
+    runs = {}
+    try:
+        for name in ("eager", "compiled"):
+            restore = set_compiled_arithmetic(True) if name == "compiled" else (lambda: None)
+            try:
+                if name == "compiled":
+                    G.compile_renderer(backend="aot_eager" if device == "cpu" else "inductor", fullgraph=True)
+                G.requires_grad_(True)
+                G.zero_grad(set_to_none=True)
+                torch.manual_seed(1)        # the backbone's noise inputs
+                out = G.render_rays(G.synthesize(cond), o, d, perturb=False)
+                (out["rgb"].float().square().mean() + out["alpha"].float().mean()).backward()
+                runs[name] = out, {n: p.grad for n, p in G.named_parameters() if p.grad is not None}
+            finally:
+                restore()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    (out_e, grads_e), (out_c, grads_c) = runs["eager"], runs["compiled"]
+    for k in ("rgb", "alpha", "depth"):
+        torch.testing.assert_close(out_c[k].float(), out_e[k].float(), rtol=1e-4, atol=1e-5)
+    assert set(grads_c) == set(grads_e)
     for part in ("encoder.", "backbone.", "field."):
-        names = [n for n in grads["eager"] if n.startswith(part)]
-        assert names and sum(float(grads["eager"][n].norm()) for n in names) > 0, part
-        for n in names:
-            torch.testing.assert_close(grads["compiled"][n], grads["eager"][n], rtol=1e-3, atol=1e-6, msg=n)
+        names = [n for n in grads_e if n.startswith(part)]
+        total = sum(float(grads_e[n].norm()) for n in names)
+        assert names and total > 0, part
+        # relative to each gradient, or to a ten-thousandth of the part's where a gradient is nearly zero
+        # (the key bias adds the same logit to both views: its gradient is rounding noise)
+        rel = {n: float((grads_c[n] - grads_e[n]).norm()) / max(float(grads_e[n].norm()), 1e-4 * total)
+               for n in names}
+        worst = max(names, key=rel.get)
+        assert rel[worst] < 1e-3, f"{worst}: |compiled - eager| / |eager| = {rel[worst]:.3g}"
 
 
 def test_bf16_autocast_stays_close_to_fp32(tiny_generators):
