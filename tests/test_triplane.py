@@ -655,9 +655,9 @@ def test_compiled_ray_march_is_one_graph_like_eager(tiny_generators, variant, pe
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="the Triton lookup runs on a GPU"))])
 def test_compiled_training_march_passes_gradients_to_encoders_and_backbone(tiny_generators, device):
-    """The ray march as a compiled training step runs it (compile_renderer under set_compiled_arithmetic:
-    the gather lookup on a CPU, the fused Triton lookup on a GPU; planes from synthesize, not a leaf)
-    gives the eager march's rays and every network the eager march's gradients.  The gather lookup had
+    """G compiled as the trainer compiles it (compile_parts under set_compiled_arithmetic: encoders,
+    backbone in NHWC and the ray march; the gather lookup on a CPU, the fused Triton lookup on a GPU)
+    gives the eager rays and every network the eager gradients.  The gather lookup had
     returned fp32 rows through a no-op .float(), and compiled, the planes' gradient came back as zeros:
     the encoders and the backbone learned nothing while the decoder alone followed the loss."""
     import copy
@@ -674,7 +674,7 @@ def test_compiled_training_march_passes_gradients_to_encoders_and_backbone(tiny_
             restore = set_compiled_arithmetic(True) if name == "compiled" else (lambda: None)
             try:
                 if name == "compiled":
-                    G.compile_renderer(backend="aot_eager" if device == "cpu" else "inductor", fullgraph=True)
+                    G.compile_parts(backend="aot_eager" if device == "cpu" else "inductor")
                 G.requires_grad_(True)
                 G.zero_grad(set_to_none=True)
                 torch.manual_seed(1)        # the backbone's noise inputs
