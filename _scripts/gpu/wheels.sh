@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Download the wheels an offline GPU machine needs beyond its own PyTorch image (the data, training and
-# evaluation jobs' packages, versions from requirements.txt, and pytest for the GPU-only tests) into DIR, for that machine's Python:
+# evaluation jobs' packages, versions from requirements.txt, and pytest for the GPU-only tests) into DIR,
+# for that machine's Python:
 #   _scripts/gpu/wheels.sh [DIR] [PYTHON_VERSION]          # default .whl 3.12
 # On the GPU machine: pip install --no-index --no-deps --target /tmp/site DIR/*.whl; PYTHONPATH=/tmp/site
 set -euo pipefail
