@@ -18,7 +18,7 @@ import torch
 from tests.test_dataprep import GOOD, fake_render
 from training import checkpoint, loss as L
 from training.errors import UserError
-from training.training_loop import learning_config, train
+from training.training_loop import TrainConfig, learning_config, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -326,6 +326,8 @@ def test_resume_refuses_other_settings(toy_data, tmp_path):
     run2 = train(tiny_config(toy_data, tmp_path, "r", kimg=0.006, glr=0.01, resume=str(snap)))
     assert run2.name == "00001" and snapshot(run2)["step"] == 3
     assert json.loads((run2 / "config.json").read_text())["glr"] == 0.01
+    # ... and the optimizer steps at it (Adam's saved state carries the old rate)
+    assert metrics(run2)[-1]["glr"] / 0.01 == pytest.approx(metrics(run)[-1]["glr"] / TrainConfig().glr)
     with pytest.raises(UserError, match="not found"):
         train(tiny_config(toy_data, tmp_path, "r", resume=str(tmp_path / "missing.pt")))
 

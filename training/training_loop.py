@@ -344,6 +344,7 @@ def train(cfg: TrainConfig) -> Path:
         train_s = float(extra.get("train_s", 0.0))
         has_moments = any(k.startswith("opt_") for k in data["modules"])
         warmup_from = float(extra.get("lr_warmup_from", -math.inf)) if has_moments else float(cur_nimg)
+        scale_lr(opts, base_lr, 1.0)    # the configured rates, not the snapshot's (a new --glr applies)
         if "rng" in extra:
             set_rng_state(extra["rng"], d.device)
         if d.main and resume_from.parent == run_dir:    # temporary files of a kill, ticks after the snapshot
