@@ -321,8 +321,8 @@ def train(cfg: TrainConfig) -> Path:
     # networks: same seed everywhere, then rank 0's weights broadcast
     nets, opts = build_models(cfg, d.device)
     G, G_ema = nets["G"], nets["G_ema"]
-    base_lr = {k: [g["lr"] for g in o.param_groups] for k, o in opts.items()}   # configured (a snapshot's may be
-                                                                                # mid-warm-up)
+    base_lr = {k: [g["lr"] for g in o.param_groups] for k, o in opts.items()}   # configured: read before a
+                                                                                # snapshot's are loaded
     config_check.check_framing(G, ds)
 
     # resume: identical counters, config checked
@@ -413,7 +413,7 @@ def train(cfg: TrainConfig) -> Path:
     try:
         while not done:
             batch = to_device(next(batches), d.device)
-            if cfg.lr_warmup_kimg > 0 and cur_nimg - warmup_from < cfg.lr_warmup_kimg * 1000 + cfg.batch:
+            if cfg.lr_warmup_kimg > 0 and cur_nimg - warmup_from < cfg.lr_warmup_kimg * 1000:   # its last step: 1
                 scale_lr(opts, base_lr, min(1.0, (cur_nimg - warmup_from + cfg.batch) / (cfg.lr_warmup_kimg * 1000)))
             if cur_nimg == start_nimg:      # the one host sync outside tick ends: the compile cost, stated
                 t0, c0 = time.time(), compile_seconds()
