@@ -413,7 +413,7 @@ def train(cfg: TrainConfig) -> Path:
     try:
         while not done:
             batch = to_device(next(batches), d.device)
-            if cfg.lr_warmup_kimg > 0 and cur_nimg - warmup_from < cfg.lr_warmup_kimg * 1000:   # its last step: 1
+            if cfg.lr_warmup_kimg > 0 and cur_nimg - warmup_from < cfg.lr_warmup_kimg * 1000:   # its last step sets 1
                 scale_lr(opts, base_lr, min(1.0, (cur_nimg - warmup_from + cfg.batch) / (cfg.lr_warmup_kimg * 1000)))
             if cur_nimg == start_nimg:      # the one host sync outside tick ends: the compile cost, stated
                 t0, c0 = time.time(), compile_seconds()
