@@ -167,72 +167,105 @@ def test_gather_lookup_reads_bf16_planes_with_fp32_arithmetic(monkeypatch):
 
 
 TRITON_CHECK = r"""
+import sys
 import torch
 from training import volumetric_rendering as vr, triplane_triton
 from training.triplane import build_preset
 assert triplane_triton.available(torch.zeros(1)), "the interpreter should make the kernels available on the CPU"
-g = torch.Generator().manual_seed(0)
+part, L = sys.argv[1], int(sys.argv[2])     # "kernel" or "field"; sheets
+g = torch.Generator().manual_seed(L)
 B, C, R, N, BOX = 2, 5, 8, 600, 0.7
 
 
 def lookup(kind, planes, xyz, grad):
     vr.LOOKUP = kind
     p = planes.detach().clone().requires_grad_(True)
-    f = vr.triplane_features(p, xyz, BOX)
+    assert vr.fused_lookup(p, xyz) == (kind == "triton"), "the fused kernel, not a fallback"
+    f = vr.triplane_features(p, xyz, BOX, L)
     (f * grad).sum().backward()
     return f, p.grad
 
 
-xyz = (torch.rand(B, N, 3, generator=g) - 0.5) * BOX * 1.1     # some points in the border texels and outside
-xyz[:, :6] = torch.tensor([[0.35, 0.35, -0.35], [-0.35, 0.0, 0.35], [0.0, -0.35, 0.0],
-                           [0.36, 0.0, 0.0], [0.0, 0.0, 0.0], [0.1, -0.2, 0.3]])
-grad = torch.randn(B, N, C, generator=g)
-big = torch.randn(B, 6 * C, R, R, generator=g)
-cases = {"fp32": torch.randn(B, 3, C, R, R, generator=g),
-         "bf16": torch.randn(B, 3, C, R, R, generator=g).bfloat16(),
-         # the backbone's NHWC output as [B, 6, C, R, R], its back triplane: strided, read in place
-         "channels-last back half": big.contiguous(memory_format=torch.channels_last).view(B, 6, C, R, R)[:, 3:]}
-for name, planes in cases.items():
-    f_ref, g_ref = lookup("gather", planes, xyz, grad)
-    f, gr = lookup("triton", planes, xyz, grad)
-    assert f.dtype == torch.float32 and gr.dtype == planes.dtype and gr.shape == planes.shape, name
-    assert torch.allclose(f, f_ref, atol=1e-6, rtol=0), (name, (f - f_ref).abs().max())
-    tol = 1e-5 if planes.dtype == torch.float32 else 2 ** -7 * g_ref.float().abs().max().item()
-    assert torch.allclose(gr.float(), g_ref.float(), atol=tol, rtol=0), (name, (gr.float() - g_ref.float()).abs().max())
-    assert f_ref.abs().sum() > 0 and gr.float().abs().sum() > 0
-
-# the generators' field: the fused kernel once per triplane (two-view: front and back) = the gather lookup
-torch.manual_seed(0)
-for variant in ("TriPlaneGenerator", "TriPlaneGenerator_v1"):
-    G = build_preset("tiny", variant)
-    P = 6 if variant.endswith("v1") else 3
-    planes = torch.randn(B, P, G.config["plane_channels"], 16, 16, generator=g)
-    pts = (torch.rand(B, 50, 3, generator=g) - 0.5) * 0.7
-    dirs = torch.nn.functional.normalize(torch.randn(B, 50, 3, generator=g), dim=-1)
-    out = {}
-    for kind in ("gather", "triton"):
-        vr.LOOKUP = kind
-        out[kind] = torch.cat(G.field.features(planes, pts, dirs), -1)
-    assert torch.allclose(out["gather"], out["triton"], atol=1e-5), variant
+if part == "kernel":
+    xyz = (torch.rand(B, N, 3, generator=g) - 0.5) * BOX * 1.2     # some points in the border texels and outside
+    xyz[:, :6] = torch.tensor([[0.35, 0.35, -0.35], [-0.35, 0.0, 0.35], [0.0, -0.35, 0.0],
+                               [0.36, 0.0, 0.0], [0.0, 0.0, 0.0], [0.1, -0.2, 0.3]])
+    # along each axis (each plane's perpendicular one): the outer sheets' centres, just inside and beyond them
+    # (clamped), the inner sheets' centres and midway between, the box's faces and beyond
+    t = torch.tensor([1 - 1 / L, 1 - 1 / L - 1e-3, 1 - 1 / L + 1e-3, 1 - 2 / L, 1 - 2.5 / L, 1.0, 1.1])
+    t = torch.cat([t, -t]) * BOX / 2
+    on_axes = (torch.rand(3, len(t), 3, generator=g) - 0.5) * BOX * 0.8
+    for a in range(3):
+        on_axes[a, :, a] = t
+    xyz[:, 6:6 + 3 * len(t)] = on_axes.reshape(-1, 3)
+    grad = torch.randn(B, N, C, generator=g)
+    big = torch.randn(B, 6 * L * C, R, R, generator=g)
+    cases = {"fp32": torch.randn(B, 3, L * C, R, R, generator=g),
+             "bf16": torch.randn(B, 3, L * C, R, R, generator=g).bfloat16(),
+             # the backbone's NHWC output as [B, 6, L*C, R, R], its back triplane: strided, read in place
+             "channels-last back half":
+                 big.contiguous(memory_format=torch.channels_last).view(B, 6, L * C, R, R)[:, 3:]}
+    for name, planes in cases.items():
+        f_ref, g_ref = lookup("gather", planes, xyz, grad)
+        f_gs, g_gs = lookup("grid_sample", planes, xyz, grad)
+        f, gr = lookup("triton", planes, xyz, grad)
+        assert f.dtype == torch.float32 and gr.dtype == planes.dtype and gr.shape == planes.shape, name
+        assert torch.allclose(f, f_ref, atol=1e-6, rtol=0), (name, (f - f_ref).abs().max())
+        tol = 1e-5 if planes.dtype == torch.float32 else 2 ** -7 * g_ref.float().abs().max().item()
+        assert torch.allclose(gr.float(), g_ref.float(), atol=tol, rtol=0), (name, (gr.float() - g_ref.float()).abs().max())
+        # and grid_sample's (which reads an fp32 copy: its bf16 gradient rounds per texel too)
+        assert torch.allclose(f, f_gs, atol=1e-5), (name, (f - f_gs).abs().max())
+        assert torch.allclose(gr.float(), g_gs.float(), atol=tol), (name, (gr.float() - g_gs.float()).abs().max())
+        assert f_ref.abs().sum() > 0 and gr.float().abs().sum() > 0
+else:
+    # the generators' field: the fused kernel once per triplane (two-view: front and back) = the gather lookup
+    torch.manual_seed(0)
+    for variant in ("TriPlaneGenerator", "TriPlaneGenerator_v1"):
+        G = build_preset("tiny", variant, plane_layers=L)
+        P = 6 if variant.endswith("v1") else 3
+        planes = torch.randn(B, P, L * G.config["plane_channels"], 16, 16, generator=g)
+        pts = (torch.rand(B, 50, 3, generator=g) - 0.5) * 0.7
+        dirs = torch.nn.functional.normalize(torch.randn(B, 50, 3, generator=g), dim=-1)
+        out = {}
+        for kind in ("gather", "triton"):
+            vr.LOOKUP = kind
+            assert vr.fused_lookup(planes, pts) == (kind == "triton")
+            out[kind] = torch.cat(G.field.features(planes, pts, dirs), -1)
+        assert torch.allclose(out["gather"], out["triton"], atol=1e-5), variant
 print("OK")
 """
 
 
-def test_triton_lookup_equals_gather():
-    """The fused Triton lookup (volumetric_rendering LOOKUP='triton', training/triplane_triton.py), run on
-    the CPU by Triton's interpreter, gives the gather lookup's mean features and plane gradients: fp32 and
-    bf16 planes, a strided channels-last view read in place, points on the border texels and outside the
-    box; and the same field features for one- and two-view generators."""
-    pytest.importorskip("triton")
+def _run_triton_check(*args):
     import os
     import subprocess
     import sys
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    r = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-c", TRITON_CHECK, *map(str, args)], env=env, capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout[-2000:] + r.stderr[-4000:]
 
 
-def test_triton_kernels_write_only_their_outputs_for_torch_compile():
+@pytest.mark.parametrize("layers", [1, 3])
+def test_triton_lookup_equals_gather(layers):
+    """The fused Triton lookup (volumetric_rendering LOOKUP='triton', training/triplane_triton.py), run on
+    the CPU by Triton's interpreter, gives the gather (and grid_sample) lookup's mean features and plane
+    gradients: one and three sheets, fp32 and bf16 planes, a strided channels-last view read in place,
+    points on the border texels, outside the box, and on, between and beyond the outer sheets."""
+    pytest.importorskip("triton")
+    _run_triton_check("kernel", layers)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_triton_lookup_gives_the_generators_field_features(layers):
+    """The one- and two-view generators' field features with the fused lookup (once per triplane) equal the
+    gather lookup's, with one and three sheets (nova_v1's)."""
+    pytest.importorskip("triton")
+    _run_triton_check("field", layers)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_triton_kernels_write_only_their_outputs_for_torch_compile(layers):
     """torch's mutation analysis of the lookup kernels (identify_mutated_tensors, on their Triton IR for an
     H100 target: no GPU needed) finds only the output written.  A kernel that seemed to write its points (a
     helper call taking their pointer did) made inductor copy them, and CUDA graphs skipped the
@@ -248,9 +281,9 @@ def test_triton_kernels_write_only_their_outputs_for_torch_compile():
             return GPUTarget("cuda", 90, 32)
 
     B, N, C, R = 2, 128, 32, 16
-    planes = torch.randn(B, 3, R, R, C).permute(0, 1, 4, 2, 3)
-    xyz, out, gplanes = torch.rand(B, N, 3) - 0.5, torch.empty(B, N, C), torch.zeros(B, 3, R, R, C)
-    sizes = dict(C=C, BLOCK_N=64, BLOCK_C=32)
+    planes = torch.randn(B, 3, R, R, layers * C).permute(0, 1, 4, 2, 3)
+    xyz, out, gplanes = torch.rand(B, N, 3) - 0.5, torch.empty(B, N, C), torch.zeros(B, 3, R, R, layers * C)
+    sizes = dict(C=C, L=layers, BLOCK_N=64, BLOCK_C=32)
     fwd = dict(planes_ptr=planes, xyz_ptr=xyz, out_ptr=out, N=N, R=R, scale=1.0,
                **dict(zip(["s_b", "s_p", "s_c", "s_y", "s_x"], planes.stride())), **sizes)
     bwd = dict(grad_ptr=out, xyz_ptr=xyz, gplanes_ptr=gplanes, N=N, R=R, scale=1.0, **sizes)
@@ -260,8 +293,8 @@ def test_triton_kernels_write_only_their_outputs_for_torch_compile():
 
 
 def test_triton_lookup_falls_back_to_gather_where_it_cannot_run(monkeypatch):
-    """LOOKUP='triton' (the compiled default) on a device without Triton's kernels, with multi-sheet planes
-    or with points that need a gradient: the gather lookup, same numbers."""
+    """LOOKUP='triton' (the compiled default) on a device without Triton's kernels or with points that need a
+    gradient: the gather lookup, same numbers."""
     g = torch.Generator().manual_seed(1)
     planes = torch.randn(1, 3, 6, 5, 5, generator=g)
     xyz = (torch.rand(1, 40, 3, generator=g) - 0.5) * BOX
@@ -272,9 +305,10 @@ def test_triton_lookup_falls_back_to_gather_where_it_cannot_run(monkeypatch):
     assert not vr.fused_lookup(planes, xyz)
     assert torch.equal(vr.triplane_features(planes, xyz, BOX), ref)
     monkeypatch.setattr(vr.triplane_triton, "available", lambda t: True)
-    assert not vr.fused_lookup(planes, xyz, layers=3)
     assert not vr.fused_lookup(planes, xyz.clone().requires_grad_(True))
     assert vr.fused_lookup(planes, xyz)
+    monkeypatch.setattr(vr, "LOOKUP", "gather")
+    assert not vr.fused_lookup(planes, xyz)
 
 
 def test_ray_box_intersection():
@@ -660,8 +694,8 @@ _GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU's looku
 def test_compiled_training_march_passes_gradients_to_encoders_and_backbone(device, sheets):
     """G compiled as the trainer compiles it (compile_parts under set_compiled_arithmetic: encoders,
     backbone in NHWC and the ray march) gives the eager rays and every network the eager gradients.  The
-    march's lookup is the gather lookup on a CPU and for multi-sheet planes (nova_v1's 3 sheets) on a GPU
-    too, the fused Triton lookup for one-sheet planes on a GPU.  The gather lookup had returned fp32 rows
+    march's lookup is the gather lookup on a CPU, the fused Triton lookup on a GPU (one sheet, and nova_v1's
+    3 sheets).  The gather lookup had returned fp32 rows
     through a no-op .float(), and compiled, the planes' gradient came back as zeros: the encoders and the
     backbone learned nothing while the decoder alone followed the loss (nova_v1 trained compiled on a GPU
     lost its density within 2 kimg)."""

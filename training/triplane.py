@@ -69,9 +69,9 @@ class TriplaneField(nn.Module):
     def _pair(self, planes: torch.Tensor, xyz: torch.Tensor):
         """Front and back triplane features [B,N,C] of a front+back pair ([B,6,...])."""
         xyz_back = xyz * BACK_ROTATION.to(xyz)
-        if vr.fused_lookup(planes, xyz, self.plane_layers):     # one fused kernel per triplane
-            return (vr.triplane_features(planes[:, :3], xyz, self.box_warp),
-                    vr.triplane_features(planes[:, 3:], xyz_back, self.box_warp))
+        if vr.fused_lookup(planes, xyz):     # one fused kernel per triplane
+            return (vr.triplane_features(planes[:, :3], xyz, self.box_warp, self.plane_layers),
+                    vr.triplane_features(planes[:, 3:], xyz_back, self.box_warp, self.plane_layers))
         # one lookup of the 6 planes
         coords = torch.cat([vr.plane_coords(xyz, self.box_warp), vr.plane_coords(xyz_back, self.box_warp)], 1)
         feats = vr.sample_planes(planes, coords, self.plane_layers)

@@ -42,9 +42,9 @@ def plane_coords(xyz: torch.Tensor, box_warp: float) -> torch.Tensor:
 # How sample_planes reads the planes: "grid_sample" (F.grid_sample on the [C,R,R] planes) or "gather"
 # (the planes as a channels-last table, the 4 (8 with sheets) corner rows of C contiguous values gathered
 # and weighted: coalesced reads, and a backward that scatter-adds whole rows instead of single values
-# strided by R*R; plain indexing that torch.compile fuses), or "triton": triplane_features of one-sheet
-# planes by fused Triton kernels, forward and backward (training/triplane_triton.py; CUDA only: elsewhere, and
-# for multi-sheet planes or points that need a gradient, "gather").  Same numbers (tested); speed only.
+# strided by R*R; plain indexing that torch.compile fuses), or "triton": triplane_features (any number of
+# sheets) by fused Triton kernels, forward and backward (training/triplane_triton.py; CUDA only: elsewhere,
+# and for points that need a gradient, "gather").  Same numbers (tested); speed only.
 LOOKUPS = ("grid_sample", "gather", "triton")
 LOOKUP = LOOKUPS[0]
 
@@ -139,16 +139,16 @@ def _sample_planes_gather(planes: torch.Tensor, coords: torch.Tensor, layers: in
     return out
 
 
-def fused_lookup(planes: torch.Tensor, xyz: torch.Tensor, layers: int = 1) -> bool:
-    """Whether triplane_features runs the fused Triton kernel here (LOOKUP "triton", one-sheet planes on a
-    device it runs on, points without gradient)."""
-    return LOOKUP == "triton" and layers == 1 and not xyz.requires_grad and triplane_triton.available(planes)
+def fused_lookup(planes: torch.Tensor, xyz: torch.Tensor) -> bool:
+    """Whether triplane_features runs the fused Triton kernel here (LOOKUP "triton", planes of any number of
+    sheets on a device it runs on, points without gradient)."""
+    return LOOKUP == "triton" and not xyz.requires_grad and triplane_triton.available(planes)
 
 
 def triplane_features(planes: torch.Tensor, xyz: torch.Tensor, box_warp: float, layers: int = 1) -> torch.Tensor:
     """Mean of the three plane features at framed points: planes [B,3,L*C,R,R], xyz [B,N,3] -> [B,N,C]."""
-    if fused_lookup(planes, xyz, layers):
-        return triplane_triton.triplane_mean(planes, xyz, box_warp)
+    if fused_lookup(planes, xyz):
+        return triplane_triton.triplane_mean(planes, xyz, box_warp, layers)
     return sample_planes(planes, plane_coords(xyz, box_warp), layers).mean(1)
 
 
