@@ -153,13 +153,17 @@ def test_ray_loss_terms_and_gradients(tree):
         assert sum(p.grad.abs().sum() for p in part.parameters() if p.grad is not None) > 0, part
 
 
-def test_trainer_runs_the_ray_recipe_and_fits_the_patches(tmp_path):
+def test_trainer_runs_the_ray_recipe_and_fits_the_patches(tmp_path, monkeypatch):
     """The trainer with ray views on (and everything else off): ray/* stats per tick, the patch PSNR rises
     over a short fit of two characters, and the held-out character's PSNRs (val/*) are logged with the
-    training time."""
+    training time; the snapshots kept are the newest and the best on the held-out side views."""
     from training.data import clean
+    from training.run import snapshots
     from training.training_loop import train
     from _train.eg3dc.train import config_from_args
+    pruned = []
+    prune = snapshots.prune
+    monkeypatch.setattr(snapshots, "prune", lambda run, keep, best="": pruned.append(best) or prune(run, keep, best))
     root = tmp_path / "data"
     for i, cid in enumerate(("a0001", "b0002", "c0003")):
         fake_render(root, "toy", cid, GOOD, res=32)
@@ -169,7 +173,8 @@ def test_trainer_runs_the_ray_recipe_and_fits_the_patches(tmp_path):
         "dataset": "toy", "val-count": 1, "val-ticks": 2, "val-resolution": 16,
         "ray-views": 4, "ray-patches": 2, "ray-patch-size": 8, "ray-scales": "1,2", "view-weights": "",
         "gan-weight": 0, "no-random-z": True, "ortho-views": "front,back", "discriminator": "DualDiscriminator",
-        "kimg": 0.24, "tick-kimg": 0.04, "snap-ticks": 100, "glr": 0.005, "beta1": 0.9,
+        "kimg": 0.24, "tick-kimg": 0.04, "snap-ticks": 2, "snap-keep": 1, "snap-keep-best": "val/psnr_side",
+        "glr": 0.005, "beta1": 0.9,
         "ray-depth-weight": 1.0, "freeze-bn": False})
     argv += ["--g-kwargs", json.dumps({**TINY_G, "superresolution": "none"})]
     run = train(config_from_args(argv))
@@ -183,6 +188,11 @@ def test_trainer_runs_the_ray_recipe_and_fits_the_patches(tmp_path):
     assert {"val/psnr_back", "val/psnr_side", "val/psnr_rgb"} <= set(val[-1])
     assert val[-1]["val/psnr_front"] > val[0]["val/psnr_front"]
     assert all(b["train_s"] > a["train_s"] for a, b in zip(rec, rec[1:]))
+    assert pruned and set(pruned) == {"val/psnr_side"}
+    best = max(val, key=lambda r: (r["val/psnr_side"], r["kimg"]))
+    kept = sorted(p.name for p in run.glob("network-snapshot-*.pt"))
+    assert kept == sorted({snapshots.snapshot_name(round(best["kimg"] * 1000)),
+                           snapshots.snapshot_name(round(rec[-1]["kimg"] * 1000))})
 
 
 def test_every_recipe_and_preset_loads():

@@ -47,6 +47,41 @@ def test_snapshots_before_one_kimg_get_their_own_names_and_the_newest_are_kept(t
     assert resolve_inferquery("all-00000-000000", tmp_path) == run2 / "network-snapshot-000000.pt"
 
 
+def test_the_best_snapshot_on_a_held_out_metric_is_kept_and_released(tmp_path):
+    """--snap-keep-best: the snapshot whose tick scored highest on the metric survives the pruning of the
+    older ones until a better one comes, and is the one a release exports (release_choice); ticks without
+    the metric, other metrics and a cut line are passed over."""
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def tick(kimg, side):
+        rec = {"step": int(kimg * 100), "kimg": kimg, "val/psnr_front": 30.0}
+        if side is not None:
+            rec["val/psnr_side"] = side
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        (run / snapshots.snapshot_name(round(kimg * 1000))).write_bytes(b"")
+
+    for kimg, side in ((2.0, 20.0), (4.0, 23.0), (6.0, 22.0), (8.0, 21.5), (10.0, None)):
+        tick(kimg, side)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 1100, "kimg": 11.0, "val/psnr_si\n')          # a line cut by a kill
+    name = snapshots.snapshot_name
+    assert snapshots.best_snapshot(run, "val/psnr_side").name == name(4000)
+    assert snapshots.best_snapshot(run, "val/psnr_back") is None
+    assert snapshots.release_choice(run).name == name(10000)           # no config: the newest
+    (run / "config.json").write_text(json.dumps({"snap_keep_best": "val/psnr_side"}))
+    assert snapshots.release_choice(run).name == name(4000)
+    snapshots.prune(run, 2, "val/psnr_side")
+    assert names(run) == [name(4000), name(8000), name(10000)]
+    tick(12.0, 24.0)                                                      # a better one: the old best goes
+    snapshots.prune(run, 2, "val/psnr_side")
+    assert names(run) == [name(10000), name(12000)]
+    assert snapshots.release_choice(run).name == name(12000)
+    snapshots.prune(run, 1)
+    assert names(run) == [name(12000)]
+
+
 def test_untrained_discriminator_is_a_marker_and_resumes_exactly(toy_data, tmp_path):  # noqa: F811
     """GAN off: D never steps, so the snapshot stores no D weights and no D moments; a resumed run rebuilds D
     from the seed and ends exactly where the uninterrupted one does."""

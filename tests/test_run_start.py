@@ -31,6 +31,8 @@ def _cli(args, env=None):
     ("glr", "nan", "--glr nan: not a finite number"),
     ("workers", -2, "--workers -2: expected at least 0"),
     ("snap-keep", -1, "--snap-keep -1: expected at least 0"),
+    ("snap-keep-best", "val/psnr_side", "--snap-keep-best val/psnr_side: needs a held-out metric"),
+    ("snap-keep-best", "ray/psnr", "--snap-keep-best ray/psnr: needs a held-out metric"),
     ("l1-weight", -4, "--l1-weight -4.0: expected at least 0"),
     ("tv-points", 0, "--tv-points 0: expected at least 1"),
     ("view-weights", "front=1,top=1", "top not among --ortho-views"),

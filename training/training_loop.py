@@ -40,8 +40,8 @@ from training.loss import LossConfig, ReconGANLoss, resize
 # Keys that may change when a run resumes (where/how long it runs, not what it learns).
 RUNTIME_KEYS = {"resume", "device", "workers", "kimg", "minutes", "tick_kimg", "snap_ticks", "preview_ticks",
                 "data_root", "runs_dir", "progress", "tensorboard", "preview_count", "compile",
-                "compile_mode", "snap_keep", "memory_check", "val_count", "val_ticks", "val_resolution",
-                "bn_recalibrate", "lr_warmup_kimg"}
+                "compile_mode", "snap_keep", "snap_keep_best", "memory_check", "val_count", "val_ticks",
+                "val_resolution", "bn_recalibrate", "lr_warmup_kimg"}
 RUNTIME_LOSS_KEYS = {"batch_views", "d_pair"}   # how, not what: the same numbers either way
 
 
@@ -108,6 +108,8 @@ class TrainConfig:
     tick_kimg: float = 4.0  # a tick (log line, metrics.jsonl record) every this many kimg
     snap_ticks: int = 50  # snapshot every this many ticks (and at the end or on a stop signal)
     snap_keep: int = 3                  # snapshots kept in the run folder, the newest (0: all)
+    snap_keep_best: str = ""            # also keep the snapshot whose tick scored highest on this metrics.jsonl
+                                        # key (e.g. val/psnr_side; needs --val-count); "": the newest only
     preview_ticks: int = 10  # preview image every this many ticks
     preview_count: int = 4  # characters in the preview image
     val_count: int = 0                  # held-out characters (the dataset's val split) rendered for the val/*
@@ -487,7 +489,7 @@ def train(cfg: TrainConfig) -> Path:
                     save_snapshot(run_dir / snapshots.snapshot_name(cur_nimg), nets, opts, step, cur_nimg, cfg,
                                   {"tick": tick + 1, "nan_skips": nan_skips, "train_s": train_s,
                                    "lr_warmup_from": warmup_from}, d.device)
-                    snapshots.prune(run_dir, cfg.snap_keep)
+                    snapshots.prune(run_dir, cfg.snap_keep, cfg.snap_keep_best)
             if preview_due:
                 G_ema.eval()
                 grid = preview_grid(G_ema, preview_batch, preview_views, 128, nrr)

@@ -6,12 +6,13 @@
 #                                                   # start the trainings (setsid: they outlive this invocation)
 #                                                   # as soon as their framing's data is ready; build the
 #                                                   # evaluation sets (results_eval.sh STEPS=data) meanwhile
-#   PHASE=monitor     _scripts/gpu/release_run.sh   # progress; bf16 G_ema exports of the latest snapshots
+#   PHASE=monitor     _scripts/gpu/release_run.sh   # progress; bf16 G_ema exports of the snapshots so far
 #   PHASE=collect     _scripts/gpu/release_run.sh   # wait for the trainings to end (STOP=now: stop them), export,
 #                                                   # generate + measure on the held-out and real characters,
 #                                                   # figures, logs
 #
-# Recipes: _configs/recipes/release/<model>.toml.  Parameters (environment variables):
+# Recipes: _configs/recipes/release/<model>.toml.  An export is made of the run's best snapshot on the recipe's
+# snap_keep_best metric (held-out side views), else of the newest.  Parameters (environment variables):
 #   MODELS        models to train (default: panic_head panic_body nova_v1)
 #   N             synthetic characters per framing (default 2000); HEAD_SIZE / BODY_SIZE render sizes (256 / 256)
 #   TRAIN_END_S   the trainings stop this many seconds after data_train started (--minutes: snapshot, exit);
@@ -84,9 +85,14 @@ data_for() {   # framing: render, clean, split
 
 latest_snapshot() { ls -1 "$RUNS/$1"/0*/network-snapshot-*.pt 2>/dev/null | sort | tail -1; }
 
+release_snapshot() {   # model: the snapshot its export is made of: the best on the recipe's --snap-keep-best
+    local d; d=$(ls -1d "$RUNS/$1"/0* 2>/dev/null | tail -1)        # metric, else the newest
+    [ -n "$d" ] && $PY -c "import sys; from training.run.snapshots import release_choice as c; print(c(sys.argv[1]) or '')" "$d"
+}
+
 export_all() {   # suffix: bf16 G_ema exports (what the release ships and a next run resumes from)
     for m in $MODELS; do
-        s=$(latest_snapshot "$m"); [ -n "$s" ] || { log "$m: no snapshot yet"; continue; }
+        s=$(release_snapshot "$m"); [ -n "$s" ] || { log "$m: no snapshot yet"; continue; }
         $PY -m training.checkpoint export-bf16 "$s" "$DEST/$m$1.pt" --keep G_ema | sed "s|^|$m: $(basename "$s") -> |"
     done
 }

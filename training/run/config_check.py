@@ -76,6 +76,9 @@ def validate(cfg) -> None:
     if unknown:
         raise UserError(f"--view-weights {lc.view_weights}: {', '.join(unknown)} not among --ortho-views "
                         f"{cfg.ortho_views}")
+    if cfg.snap_keep_best and not (cfg.snap_keep_best.startswith("val/") and cfg.val_count > 0):
+        raise UserError(f"--snap-keep-best {cfg.snap_keep_best}: needs a held-out metric (val/psnr_front, "
+                        "val/psnr_back, val/psnr_side, val/psnr_rgb) and --val-count > 0")
 
 
 def data_framing(ds) -> str | None:

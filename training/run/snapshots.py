@@ -8,7 +8,8 @@ holds, how many are kept, and the clean-up when a run resumes (docs/training.md 
 - Content: G, G_ema, D and both Adam states, except a discriminator that has never taken an optimiser
   step (a run without the GAN term, or still in its reconstruction-only warm-up): it equals its seeded
   initialisation, so it is stored as a marker (``checkpoint.UNTRAINED``) and rebuilt on resume.
-- Retention: the newest ``snap_keep`` snapshots of the folder are kept (0 keeps all).
+- Retention: the newest ``snap_keep`` snapshots of the folder are kept (0 keeps all), and with
+  ``snap_keep_best`` the one whose tick scored highest on that held-out metric (``best_snapshot``).
 - Resume: orphaned temporary files of a run killed while writing (``.<name>.<random>.tmp*``) are
   removed, and ``metrics.jsonl`` loses the ticks after the resumed snapshot's step, so steps never go
   backwards.  Readers never see temporary files: they match ``network-snapshot-*.pt`` only.
@@ -50,11 +51,39 @@ def run_snapshots(run_dir: Path) -> list[Path]:
     return sorted(snaps, key=lambda p: (snapshot_key(p.name), p.stat().st_mtime))
 
 
-def prune(run_dir: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` snapshots (``keep <= 0``: keep all); returns the deleted ones."""
+def best_snapshot(run_dir: Path, metric: str) -> Path | None:
+    """The snapshot whose tick scored highest on ``metric`` in metrics.jsonl (the record of the same kimg;
+    the newer one of equal scores), None where no snapshot's tick has it."""
+    p = Path(run_dir) / "metrics.jsonl"
+    scores = {}
+    for line in (p.read_text(errors="replace").splitlines() if p.is_file() else ()):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue                    # a torn last line
+        if isinstance(rec, dict) and isinstance(rec.get(metric), (int, float)) and "kimg" in rec:
+            scores[round(float(rec["kimg"]), 3)] = float(rec[metric])
+    scored = [(scores[k], k, s) for s in run_snapshots(run_dir) if (k := round(snapshot_key(s.name), 3)) in scores]
+    return max(scored)[2] if scored else None
+
+
+def release_choice(run_dir: Path) -> Path | None:
+    """The snapshot a run's release export is made of: its best on the run's ``snap_keep_best`` metric
+    (config.json), else (no such metric, or no snapshot scored) the newest."""
+    cfg = Path(run_dir) / "config.json"
+    metric = json.loads(cfg.read_text()).get("snap_keep_best") if cfg.is_file() else None
+    best = best_snapshot(run_dir, metric) if metric else None
+    snaps = run_snapshots(run_dir)
+    return best or (snaps[-1] if snaps else None)
+
+
+def prune(run_dir: Path, keep: int, best_metric: str = "") -> list[Path]:
+    """Delete all but the newest ``keep`` snapshots (``keep <= 0``: keep all) and, with ``best_metric``, the
+    best one on it (``best_snapshot``); returns the deleted ones."""
     if keep <= 0:
         return []
-    old = run_snapshots(run_dir)[:-keep]
+    best = best_snapshot(run_dir, best_metric) if best_metric else None
+    old = [p for p in run_snapshots(run_dir)[:-keep] if p != best]
     for p in old:
         p.unlink(missing_ok=True)
     return old
