@@ -8,7 +8,8 @@
 # 3. _scripts.eval.generate + _scripts.eval.measure for each model on its framing's sets.
 # Tables land in $RESULTS (default temp/results_eval/): measure_<model>_<set>.{txt,json}, the all-white floor
 # blank_<set>.json and table.md (the table of docs/results.md).  EVAL_N_BODY (default EVAL_N) keeps only the
-# first N body characters (fewer body characters save CPU time).
+# first N body characters (fewer body characters save CPU time).  FRAMINGS (default "head body") builds and
+# measures only those framings' sets (FRAMINGS=body for the body models alone).
 # STEPS=data|models|all (default all): data = steps 1-3 (test renders, floor, GT meshes), models = steps 4-6
 # (generate + measure, table.md, the comparison figures results_<set>.png).
 # JOBS=N runs N generate+measure pairs at a time (a GPU machine: 8); WORKERS renders with that many processes.
@@ -22,6 +23,8 @@ HEAD_SIZE=${HEAD_SIZE:-${SIZE:-256}}; BODY_SIZE=${BODY_SIZE:-${SIZE:-256}}   # r
 export MODELS=${MODELS:-panic_head panic_body nova_v1 nova_v0}
 REAL=${REAL:-../shared/data/real_models}; DEVICE=${DEVICE:-auto}
 NRR=${NRR:-}        # neural rendering resolution of the evaluation renders (default: each checkpoint's own)
+FRAMINGS=${FRAMINGS:-head body}   # the framings whose test sets are built and measured (body: the body models only)
+SETS=""; for F in $FRAMINGS; do SETS="$SETS synth_$F real_$F"; done
 STEPS=${STEPS:-all}; JOBS=${JOBS:-1}; WORKERS=${WORKERS:-2}; SPLIT=${SPLIT:-test}
 ROOT=${EVAL_ROOT:-$PWD/_data/results_eval}; RESULTS=${RESULTS:-$PWD/temp/results_eval}
 PY=${PY:-.venv/bin/python}
@@ -46,17 +49,17 @@ for i in idx:
 print(f"{len(chosen)} {split} ids of {n}; wrote the first {len(idx)}")
 PY
 size_of() { [ "$1" = head ] && echo "$HEAD_SIZE" || echo "$BODY_SIZE"; }
-for F in head body; do
+for F in $FRAMINGS; do
     $PY -m _scripts.data.render --source synth --renderset "synth_$F" --framing "$F" --size "$(size_of $F)" --grid60 \
         --workers "$WORKERS" "${DR[@]}"
     # every rendered character is a test character here (the same drop rules as the training data)
     $PY -m _scripts.train.data_clean --dataset "synth_$F" --ratios 0,0,1 --quiet "${DR[@]}" | tail -2
 done
 T=$ROOT/subsets/synth_body_test.csv
-head -n "$EVAL_N_BODY" "$T" > "$T.tmp" && mv "$T.tmp" "$T"
+[ -f "$T" ] && head -n "$EVAL_N_BODY" "$T" > "$T.tmp" && mv "$T.tmp" "$T"
 
 # 2. the real characters, both framings
-for F in head body; do
+for F in $FRAMINGS; do
     $PY -m _scripts.data.render --src "$REAL/godette/godette.vrm" --renderset "real_$F" --framing "$F" \
         --size "$(size_of $F)" --grid60 "${DR[@]}"
     $PY -m _scripts.data.render --src "$REAL/rai_girl/model.obj" --texture "$REAL/rai_girl/diffuse_map.png" \
@@ -68,12 +71,12 @@ for F in head body; do
 done
 
 # 3. the floor: an all-white prediction
-for set in synth_head real_head synth_body real_body; do
+for set in $SETS; do
     $PY -m _scripts.eval.blank_baseline --dataset "$set" --json "$RESULTS/blank_$set.json" "${DR[@]}"
 done
 
 # 3b. the ground-truth meshes (cached under $ROOT/temp/eval/_gt: every model's measure then reuses them)
-for set in synth_head real_head synth_body real_body; do
+for set in $SETS; do
     $PY - "$ROOT" "$set" <<'PY' &
 import sys
 from training import paths
@@ -113,6 +116,7 @@ evaluate() {   # model, set
 for m in $MODELS; do
     [ -n "$(ckpt_of "$m")" ] || { echo "no checkpoint of $m in $CKPTS: skipped"; continue; }
     F=body; [ "$m" = panic_head ] && F=head
+    [[ " $FRAMINGS " == *" $F "* ]] || { echo "$m: $F framing not in FRAMINGS: skipped"; continue; }
     for set in "synth_$F" "real_$F"; do
         while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 2; done
         evaluate "$m" "$set" &
@@ -134,6 +138,8 @@ print("| model | test set | characters | front PSNR / SSIM | back PSNR / SSIM | 
       "| CD (cm) | F1@5 / F1@10 (%) | devcorr front / back / side |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for s in ("synth_head", "real_head", "synth_body", "real_body"):
+    if not os.path.exists(f"{R}/blank_{s}.json"):   # a framing left out (FRAMINGS)
+        continue
     b = json.load(open(f"{R}/blank_{s}.json"))
     print(f"| all-white image (floor) | {s} | {b['characters']} | {b['front']['psnr']:.2f} / {b['front']['ssim']:.1f} "
           f"| {b['back']['psnr']:.2f} / {b['back']['ssim']:.1f} | | | | | |")
@@ -152,7 +158,7 @@ PY
 cat "$RESULTS/table.md"
 
 # 6. comparison figures (3 characters per set): results_<set>.png
-for set in synth_head real_head synth_body real_body; do
+for set in $SETS; do
     case $set in
         *head) q=(res_panic_head_$set); l=(PAniC-3D) ;;
         *) q=(); l=()
