@@ -24,7 +24,8 @@ export MODELS=${MODELS:-panic_head panic_body nova_v1 nova_v0}
 REAL=${REAL:-../shared/data/real_models}; DEVICE=${DEVICE:-auto}
 NRR=${NRR:-}        # neural rendering resolution of the evaluation renders (default: each checkpoint's own)
 FRAMINGS=${FRAMINGS:-head body}   # the framings whose test sets are built and measured (body: the body models only)
-SETS=""; for F in $FRAMINGS; do SETS="$SETS synth_$F real_$F"; done
+has_framing() { [[ " $FRAMINGS " == *" $1 "* ]]; }
+export SETS=""; for F in $FRAMINGS; do SETS="$SETS synth_$F real_$F"; done
 STEPS=${STEPS:-all}; JOBS=${JOBS:-1}; WORKERS=${WORKERS:-2}; SPLIT=${SPLIT:-test}
 ROOT=${EVAL_ROOT:-$PWD/_data/results_eval}; RESULTS=${RESULTS:-$PWD/temp/results_eval}
 PY=${PY:-.venv/bin/python}
@@ -56,7 +57,7 @@ for F in $FRAMINGS; do
     $PY -m _scripts.train.data_clean --dataset "synth_$F" --ratios 0,0,1 --quiet "${DR[@]}" | tail -2
 done
 T=$ROOT/subsets/synth_body_test.csv
-[ -f "$T" ] && head -n "$EVAL_N_BODY" "$T" > "$T.tmp" && mv "$T.tmp" "$T"
+if has_framing body; then head -n "$EVAL_N_BODY" "$T" > "$T.tmp" && mv "$T.tmp" "$T"; fi
 
 # 2. the real characters, both framings
 for F in $FRAMINGS; do
@@ -116,7 +117,7 @@ evaluate() {   # model, set
 for m in $MODELS; do
     [ -n "$(ckpt_of "$m")" ] || { echo "no checkpoint of $m in $CKPTS: skipped"; continue; }
     F=body; [ "$m" = panic_head ] && F=head
-    [[ " $FRAMINGS " == *" $F "* ]] || { echo "$m: $F framing not in FRAMINGS: skipped"; continue; }
+    has_framing "$F" || { echo "$m: $F framing not in FRAMINGS: skipped"; continue; }
     for set in "synth_$F" "real_$F"; do
         while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 2; done
         evaluate "$m" "$set" &
@@ -137,9 +138,7 @@ def f(x, nd=2):
 print("| model | test set | characters | front PSNR / SSIM | back PSNR / SSIM | left/right PSNR / SSIM | 360 PSNR / SSIM "
       "| CD (cm) | F1@5 / F1@10 (%) | devcorr front / back / side |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for s in ("synth_head", "real_head", "synth_body", "real_body"):
-    if not os.path.exists(f"{R}/blank_{s}.json"):   # a framing left out (FRAMINGS)
-        continue
+for s in os.environ["SETS"].split():
     b = json.load(open(f"{R}/blank_{s}.json"))
     print(f"| all-white image (floor) | {s} | {b['characters']} | {b['front']['psnr']:.2f} / {b['front']['ssim']:.1f} "
           f"| {b['back']['psnr']:.2f} / {b['back']['ssim']:.1f} | | | | | |")
