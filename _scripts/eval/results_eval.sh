@@ -11,7 +11,7 @@
 # first N body characters (fewer body characters save CPU time).  FRAMINGS (default "head body") builds and
 # measures only those framings' sets (FRAMINGS=body for the body models alone).
 # STEPS=data|models|all (default all): data = steps 1-3 (test renders, floor, GT meshes), models = steps 4-6
-# (generate + measure, table.md, the comparison figures results_<set>.png).
+# (generate + measure, table.md, compare_<model>_panic_body_<set>.txt, the figures results_<set>.png).
 # JOBS=N runs N generate+measure pairs at a time (a GPU machine: 8); WORKERS renders with that many processes.
 # SPLIT=train evaluates the first EVAL_N training characters instead (give it its own EVAL_ROOT and RESULTS:
 # the sets keep the names synth_<framing>_test).
@@ -155,6 +155,16 @@ for s in os.environ["SETS"].split():
               f"| {f(t.get(('front', 'devcorr')))} / {f(t.get(('back', 'devcorr')))} / {f(t.get(('side', 'devcorr')))} |")
 PY
 cat "$RESULTS/table.md"
+
+# 5b. NOVA-3D's comparison, paired per character: the two-view models' lead over the one-view body model
+for set in $SETS; do
+    for m in nova_v1 nova_v0; do
+        A=$RESULTS/measure_${m}_$set.json B=$RESULTS/measure_panic_body_$set.json
+        [ -f "$A" ] && [ -f "$B" ] || continue
+        $PY -m _scripts.eval.compare "$A" "$B" > "$RESULTS/compare_${m}_panic_body_$set.txt" \
+            && { echo "== $m against panic_body on $set"; sed -n 3,7p "$RESULTS/compare_${m}_panic_body_$set.txt"; }
+    done
+done
 
 # 6. comparison figures (3 characters per set): results_<set>.png
 for set in $SETS; do
