@@ -20,7 +20,7 @@ from training import paths
 from training.errors import atomic_write, cli_main, fail, save_json_atomic, save_png_atomic
 
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "clip": True, "f1@5": True, "f1@10": True,
-                    "lpips": False, "cd": False, "fid": False}
+                    "lpips": False, "cd": False, "cd_acc": False, "cd_comp": False, "fid": False}
 
 
 def load_table(name: str, renderset: str, root=None) -> dict:

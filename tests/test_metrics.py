@@ -126,6 +126,20 @@ def test_sphere_offset_cd_and_f1_flip():
     assert out["below"] == pytest.approx(0.0) and out["above"] == pytest.approx(100.0)
 
 
+def test_cd_halves_tell_missing_from_extra_surface():
+    # the prediction has one of the truth's two spheres: nothing extra (accuracy ~0), the other one missing
+    # (completeness: half the truth's samples lie on the missing sphere, whose points are on average
+    # D + r^2 / 3D - r = 0.5 + 0.01 / 1.5 - 0.1 m from the kept sphere's surface)
+    a = _sphere(0.1, 4)
+    b = _sphere(0.1, 4).apply_translation([0.5, 0, 0])
+    out = geo.mesh_distances(a, trimesh.util.concatenate([a, b]), n=4000)
+    assert out["cd_acc"] == pytest.approx(0.0, abs=1e-6)
+    assert out["cd_comp"] == pytest.approx(0.5 * 100 * (0.5 + 0.01 / 1.5 - 0.1), rel=0.03)
+    assert out["cd"] == pytest.approx((out["cd_acc"] + out["cd_comp"]) / 2)
+    swapped = geo.mesh_distances(trimesh.util.concatenate([a, b]), a, n=4000)    # extra surface instead
+    assert swapped["cd_comp"] == pytest.approx(0.0, abs=1e-6) and swapped["cd_acc"] > 10
+
+
 def test_point_to_mesh_not_point_to_point():
     # a coarse plane: point-to-sample distances would be large, point-to-surface must be ~0
     plane = trimesh.Trimesh([[-1, 0, -1], [1, 0, -1], [1, 0, 1], [-1, 0, 1]], [[0, 1, 2], [0, 2, 3]])
@@ -164,7 +178,7 @@ def test_crop_cuts_at_box_and_hidden_removal():
 def test_empty_prediction_scores_worst():
     empty = trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), int))
     out = geo.mesh_distances(empty, _sphere(0.3, 2), n=100)
-    assert out["cd"] == float("inf") and out["f1@5"] == 0.0
+    assert out["cd"] == out["cd_acc"] == out["cd_comp"] == float("inf") and out["f1@5"] == 0.0
 
 
 def test_roi_file_validation(tmp_path):

@@ -24,7 +24,7 @@ from training.eval.measure import SPIN_DTYPE
 # (subset, metric, higher is better)
 METRICS = (("front", "psnr", True), ("back", "psnr", True), ("side", "psnr", True), ("360", "psnr", True),
            ("front", "ssim", True), ("back", "ssim", True), ("side", "ssim", True), ("360", "ssim", True),
-           ("geom", "cd", False), ("geom", "f1@10", True))
+           ("geom", "cd", False), ("geom", "cd_acc", False), ("geom", "cd_comp", False), ("geom", "f1@10", True))
 
 
 def load_measure(path) -> dict:

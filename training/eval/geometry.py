@@ -10,7 +10,9 @@ Definition used here (and by PAniC-3D, with its defects fixed):
 - 10,000 area-uniform samples on each mesh (seeded);
 - distances from the samples of one mesh to the *surface* of the other
   (closest point on a triangle, not the nearest sample);
-- CD = (mean pred->gt + mean gt->pred) / 2 x 100   (metres x 100: 1.33 = 1.33 cm);
+- CD = (mean pred->gt + mean gt->pred) / 2 x 100   (metres x 100: 1.33 = 1.33 cm); its two halves are
+  reported too: ``cd_acc`` = mean pred->gt x 100 (accuracy: surface where there is none) and ``cd_comp`` =
+  mean gt->pred x 100 (completeness: true surface the prediction misses), so CD = (cd_acc + cd_comp) / 2;
 - F1@t = 2PR / (P + R) x 100 with precision P = share of prediction samples
   within t of the ground truth, recall R = share of ground-truth samples within
   t of the prediction; t = 0.005 m (F1@5) and 0.01 m (F1@10);
@@ -23,7 +25,8 @@ import trimesh
 
 N_SAMPLES = 10_000
 F1_THRESHOLDS = {"f1@5": 0.005, "f1@10": 0.01}
-GEOM_METRICS = ("cd", *F1_THRESHOLDS)
+DISTANCE_METRICS = ("cd", "cd_acc", "cd_comp")    # centimetres, lower is better; inf for an empty prediction
+GEOM_METRICS = (*DISTANCE_METRICS, *F1_THRESHOLDS)
 
 
 def as_mesh(vertices, faces) -> trimesh.Trimesh:
@@ -96,12 +99,14 @@ def mesh_distances(pred: trimesh.Trimesh, gt: trimesh.Trimesh, n: int = N_SAMPLE
     if len(gt.faces) == 0:
         raise ValueError("ground-truth mesh is empty inside the region")
     if len(pred.faces) == 0 or pred.area <= 0:
-        return {"cd": float("inf"), **{k: 0.0 for k in thresholds}, "empty_prediction": True}
+        return {**dict.fromkeys(DISTANCE_METRICS, float("inf")), **{k: 0.0 for k in thresholds},
+                "empty_prediction": True}
     p = sample_surface(pred, n, seed)
     g = sample_surface(gt, n, seed + 1)
     d_pg = point_to_mesh(p, gt)       # accuracy side
     d_gp = point_to_mesh(g, pred)     # completeness side
-    out = {"cd": 100.0 * (d_pg.mean() + d_gp.mean()) / 2.0}
+    acc, comp = 100.0 * d_pg.mean(), 100.0 * d_gp.mean()
+    out = {"cd": (acc + comp) / 2.0, "cd_acc": acc, "cd_comp": comp}
     for name, t in thresholds.items():
         prec, rec = float((d_pg < t).mean()), float((d_gp < t).mean())
         out[name] = 100.0 * (2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0)

@@ -259,7 +259,7 @@ class Measurer:
                 if errs:
                     notes.append(f"{len(errs)} character(s) without geometry, first: {errs[0]}")
                 finite = [v for v in vals if math.isfinite(v)]
-                if m == "cd" and len(finite) < len(vals):
+                if m in geo.DISTANCE_METRICS and len(finite) < len(vals):
                     # an empty predicted mesh has no CD; leaving it out is reported, and its F1 counts as 0
                     notes.append(f"{len(vals) - len(finite)} empty prediction(s) left out of CD (F1 counts them as 0)")
                     vals = finite if finite else vals
