@@ -72,7 +72,9 @@ def paired(a: dict, b: dict) -> dict:
             x, y = _value(pa[c], subset, metric), _value(pb[c], subset, metric)
             if x is None or y is None:
                 continue
-            va.append(x), vb.append(y), d.append(x - y if higher else y - x)
+            va.append(x)
+            vb.append(y)
+            d.append(x - y if higher else y - x)
         if d:
             rows.append({"subset": subset, "metric": metric, **_stats(d, va, vb)})
     ring = []
@@ -93,10 +95,10 @@ def format_comparison(c: dict) -> str:
     se = lambda r: f"{r['se']:.2f}" if r["se"] is not None else "-"   # noqa: E731
     out = [f"A = {c['a']}, B = {c['b']}: {c['n']} characters of {c['renderset']} measured by both"
            + (f" ({c['only_a']} only by A, {c['only_b']} only by B, left out)" if c["only_a"] or c["only_b"] else ""),
-           "lead: A - B (B - A for cd), positive = A better; se = standard error of the mean lead",
-           f"{'subset':<6} {'metric':<6} {'A':>8} {'B':>8} {'lead':>7} {'se':>5} {'min':>7} {'max':>7} {'A wins':>6}"]
+           "lead: A - B (B - A for the cd rows), positive = A better; se = standard error of the mean lead",
+           f"{'subset':<6} {'metric':<7} {'A':>8} {'B':>8} {'lead':>7} {'se':>5} {'min':>7} {'max':>7} {'A wins':>6}"]
     for r in c["metrics"]:
-        out.append(f"{r['subset']:<6} {r['metric']:<6} {r['a']:8.3f} {r['b']:8.3f} {r['lead']:+7.2f} {se(r):>5} "
+        out.append(f"{r['subset']:<6} {r['metric']:<7} {r['a']:8.3f} {r['b']:8.3f} {r['lead']:+7.2f} {se(r):>5} "
                    f"{r['min']:+7.2f} {r['max']:+7.2f} {r['wins']:6.0%}")
     if c["ring"]:
         out.append("360 ring, PSNR by azimuth (0 = front, +-180 = back)")
