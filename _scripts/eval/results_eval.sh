@@ -13,8 +13,8 @@
 # STEPS=data|models|all (default all): data = steps 1-3 (test renders, floor, GT meshes), models = steps 4-6
 # (generate + measure, table.md, compare_<model>_panic_body_<set>.txt, the figures results_<set>.png).
 # JOBS=N runs N generate+measure pairs at a time (a GPU machine: 8); WORKERS renders with that many processes.
-# SPLIT=train evaluates the first EVAL_N training characters instead (give it its own EVAL_ROOT and RESULTS:
-# the sets keep the names synth_<framing>_test).
+# SPLIT=train (or val) evaluates the first EVAL_N training (validation) characters instead (give it its own
+# EVAL_ROOT and RESULTS: the sets keep the names synth_<framing>_test); choose settings on val, report on test.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CKPTS=${CKPTS:?CKPTS=<folder with the transport checkpoints>}
@@ -35,7 +35,8 @@ DR=(--data-root "$ROOT")
 
 if [ "$STEPS" != models ]; then
 # 1. the held-out synthetic characters: ids with a test hash among the N_TOTAL of the GPU run (SPLIT=train:
-#    training characters instead, to compare what a model fits with what it generalises to)
+#    training characters instead, to compare what a model fits with what it generalises to; SPLIT=val: the
+#    validation characters, to choose evaluation settings such as the mesh level)
 $PY - "$ROOT" "$N_TOTAL" "$EVAL_N" "$SPLIT" <<'PY'
 import sys
 from training.data import clean

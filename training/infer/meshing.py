@@ -102,11 +102,15 @@ def carve_resolution_for(box: float) -> int:
 # The marching-cubes level applies to 1 - exp(-density * step), the opacity of a slab ``step`` metres thick.
 # step = 1 is the published 1 - exp(-density), whose unit was the reference's box; in metres it puts the
 # surface where density is about 0.7 /m, outside what the renders show (the released models' meshes held
-# 65-93 % of the true surface inside them).  On 16 held-out characters per framing (128^3, CD cm / F1@10 %):
-# body, nova_v1: step 1 2.61 / 25, 0.1 2.08 / 37, 0.07 1.94 / 41, 0.05 2.00 / 42, 0.04 2.33 / 36 (thin
-# parts go); head, panic_head: step 1 1.70 / 37, 0.1 1.57 / 42, 0.05 1.38 / 49, 0.03 1.33 / 56, 0.02 3.45 /
-# 44 (the surface breaks up on some characters).  Each framing's value keeps a margin from that edge.
-MESH_STEP = {"head": 0.05, "body": 0.07}
+# 65-93 % of the true surface inside them).  Body: chosen on 16 validation characters (not the test split),
+# 128^3, CD cm (accuracy / completeness halves) / F1@10 %: nova_v1 82.8 kimg: 0.07 1.62 (1.29 / 1.95) / 44.5,
+# 0.05 1.56 (1.17 / 1.94) / 48.0, 0.04 1.57 (1.15 / 2.00) / 48.2 (thin parts start to go); panic_body
+# 175.6 kimg: 0.07 1.72 (1.46 / 1.99) / 42.5, 0.05 1.64 (1.36 / 1.93) / 44.7.  A tighter level removes
+# surface where there is none and misses no more of the true one, until thin parts break up.  (An earlier,
+# softer nova_v1, 24.6 kimg, was best at 0.07.)  Head, panic_head, on 16 test characters: step 1 1.70 / 37,
+# 0.1 1.57 / 42, 0.05 1.38 / 49, 0.03 1.33 / 56, 0.02 3.45 / 44 (the surface breaks up on some characters).
+# Each framing's value keeps a margin from that edge.
+MESH_STEP = {"head": 0.05, "body": 0.05}
 
 
 def mesh_step_for(framing: str | None) -> float:
