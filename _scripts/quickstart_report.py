@@ -18,9 +18,8 @@ from PIL import Image
 
 from training import paths
 from training.errors import atomic_write, cli_main, fail, save_json_atomic, save_png_atomic
+from training.eval.measure import HIGHER_IS_BETTER
 
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "clip": True, "f1@5": True, "f1@10": True,
-                    "lpips": False, "cd": False, "cd_acc": False, "cd_comp": False, "fid": False}
 
 
 def load_table(name: str, renderset: str, root=None) -> dict:

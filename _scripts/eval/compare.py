@@ -1,7 +1,7 @@
 """Compare two models measured on the same characters: A's lead over B per metric, paired per character.
 
-    python -m _scripts.eval.compare docs/results/eval_256_same_budget_15/measure_nova_v1_synth_body.json \\
-        docs/results/eval_256_same_budget_15/measure_panic_body_synth_body.json
+    python -m _scripts.eval.compare docs/results/eval_256_same_budget_19/measure_nova_v1_synth_body.json \\
+        docs/results/eval_256_same_budget_19/measure_panic_body_synth_body.json
 
 Each file is the measure.json that ``_scripts.eval.measure`` writes (under <data root>/temp/eval/<name>/<set>/).
 Prints, per subset (front, back, side, 360, geometry), both means, the mean lead with its standard error and

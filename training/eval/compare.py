@@ -19,12 +19,12 @@ import numpy as np
 
 from training import cameras
 from training.errors import fail
-from training.eval.measure import SPIN_DTYPE
+from training.eval import geometry as geo
+from training.eval.measure import HIGHER_IS_BETTER, SPIN_DTYPE, SUBSETS
 
-# (subset, metric, higher is better)
-METRICS = (("front", "psnr", True), ("back", "psnr", True), ("side", "psnr", True), ("360", "psnr", True),
-           ("front", "ssim", True), ("back", "ssim", True), ("side", "ssim", True), ("360", "ssim", True),
-           ("geom", "cd", False), ("geom", "cd_acc", False), ("geom", "cd_comp", False), ("geom", "f1@10", True))
+# (subset, metric): PSNR and SSIM of each view subset, then CD, its halves and F1@10
+METRICS = [(s, m) for m in ("psnr", "ssim") for s in SUBSETS] + \
+    [("geom", m) for m in (*geo.DISTANCE_METRICS, "f1@10")]
 
 
 def load_measure(path) -> dict:
@@ -66,7 +66,8 @@ def paired(a: dict, b: dict) -> dict:
         raise fail(b["path"], f"no character in common with {a['path']}")
     pa, pb = a["per_character"], b["per_character"]
     rows = []
-    for subset, metric, higher in METRICS:
+    for subset, metric in METRICS:
+        higher = HIGHER_IS_BETTER[metric]
         va, vb, d = [], [], []
         for c in ids:
             x, y = _value(pa[c], subset, metric), _value(pb[c], subset, metric)

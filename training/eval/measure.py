@@ -33,6 +33,9 @@ ORTHO_EVAL_VIEWS = ("front", "left", "right", "back")
 SPIN_DTYPE = "rgb60"          # the spin views are the elevation-0 row of the 60-view grid
 TABLE_ORDER = [(s, m) for s in SUBSETS for m in PAIR_METRICS] + [("all", "fid")] + \
     [("geom", m) for m in geo.GEOM_METRICS]
+# which way each metric improves (_scripts.eval.compare, _scripts.quickstart_report)
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "clip": True, "lpips": False, "fid": False,
+                    **dict.fromkeys(geo.DISTANCE_METRICS, False), **dict.fromkeys(geo.F1_THRESHOLDS, True)}
 
 
 def spin_names() -> list[str]:
