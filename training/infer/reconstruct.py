@@ -114,7 +114,7 @@ def load_reconstructor(path, device):
     level = enc_log.level
     enc_log.setLevel(logging.WARNING)
     try:
-        return load_generator(path, device=device)
+        return load_generator(path, device=device, ckpt=ckpt)
     finally:
         enc_log.setLevel(level)
 
