@@ -295,3 +295,14 @@ def test_a_faint_field_falls_back_to_the_published_step():
     assert any("published step 1" in w for w in rep.warnings), rep.warnings
     strict = meshing.extract_mesh(G, PLANES, resolution=32, step=meshing.mesh_step_for("head"), colors=None)
     assert len(strict.faces) == 0
+
+
+def test_grid_dilation_on_the_device_is_scipys():
+    """mesh_grid dilates its masks with torch (on the generator's device): the same nodes as
+    scipy.ndimage.binary_dilation's default 6-neighbour cross, edges of the grid included."""
+    from scipy import ndimage
+    g = torch.Generator().manual_seed(3)
+    for shape, p in (((9, 7, 5), 0.1), ((16, 16, 16), 0.02), ((4, 4, 4), 0.5)):
+        mask = torch.rand(shape, generator=g) < p
+        mask[0, 0, 0] = mask[-1, -1, -1] = True
+        assert np.array_equal(meshing._dilate(mask).numpy(), ndimage.binary_dilation(mask.numpy()))

@@ -229,10 +229,29 @@ def sample_image(img: torch.Tensor, view, xyz: torch.Tensor, padding: str = "zer
 
 def hull_alpha(alphas: dict, views: dict, xyz: torch.Tensor) -> torch.Tensor:
     """min over the views of the rendered alpha at each point's projection [N,3] -> [N] (0 outside an image)."""
-    h = torch.ones(xyz.shape[0])
+    h = torch.ones(xyz.shape[0], device=xyz.device)
     for name, a in alphas.items():
         h = torch.minimum(h, sample_image(a, views[name], xyz)[0])
     return h
+
+
+def _dilate(mask: torch.Tensor) -> torch.Tensor:
+    """One binary dilation of a 3-D mask by the 6-neighbour cross (scipy.ndimage.binary_dilation's default
+    structure), on the mask's device."""
+    m = F.pad(mask[None, None].float(), (1, 1, 1, 1, 1, 1))[0, 0] > 0
+    return (mask | m[:-2, 1:-1, 1:-1] | m[2:, 1:-1, 1:-1] | m[1:-1, :-2, 1:-1] | m[1:-1, 2:, 1:-1]
+            | m[1:-1, 1:-1, :-2] | m[1:-1, 1:-1, 2:])
+
+
+def _bounding_slices(mask: np.ndarray):
+    """The slices of the smallest block holding every True of a 3-D mask (None when there is none)."""
+    if not mask.any():
+        return None
+    out = []
+    for i in range(3):
+        nz = np.flatnonzero(mask.any(tuple(j for j in range(3) if j != i)))
+        out.append(slice(int(nz[0]), int(nz[-1]) + 1))
+    return tuple(out)
 
 
 def _node_xyz(idx: torch.Tensor, axis: torch.Tensor, R: int) -> torch.Tensor:
@@ -265,71 +284,76 @@ def mesh_grid(G, planes, resolution: int = 256, level: float = 0.5, step: float 
         return occ
     views = mesh_views(G.framing)
     renders = complete_renders(G, planes, renders, CARVE_VIEWS, carve_resolution or carve_resolution_for(box))
-    have = {k: renders[k]["alpha"] for k in CARVE_VIEWS}
+    # the grid's nodes, hull and density stay on the generator's device (one transfer of the finished grid):
+    # on a GPU the hull sampling of a few million nodes is cheaper there than on the host's cores
+    dev = p.device
+    real = torch.float32 if dev.type == "mps" else torch.float64     # (MPS has no float64)
+    have = {k: renders[k]["alpha"].to(dev) for k in CARVE_VIEWS}
     # half a pixel of slack around each silhouette (where a pixel-centre sampling puts the true edge at
     # worst): the hull removes what the renders leave empty, the surface itself comes from the density
     slack = {k: F.max_pool2d(F.interpolate(a[None, None], scale_factor=2, mode="nearest"), 3, 1, 1)[0, 0]
              for k, a in have.items()}
-    axis = grid_axis(R, box)
+    axis = grid_axis(R, box).to(dev)
     # coarse pass: which blocks of B^3 nodes can hold opaque nodes (hull at block corners, dilated by a block)
     B = 4 if R >= 32 else 1
     Rc = (R - 1) // B + 1
-    cidx = torch.arange(Rc ** 3)
-    cax = axis[torch.clamp(torch.arange(Rc) * B, max=R - 1)]
+    cidx = torch.arange(Rc ** 3, device=dev)
+    cax = axis[torch.clamp(torch.arange(Rc, device=dev) * B, max=R - 1)]
     ch = hull_alpha(slack, views, _node_xyz(cidx, cax, Rc)).reshape(Rc, Rc, Rc)
     # block corners inside the hull, dilated by one block (a block is one carve pixel at 256^3 and 64 px)
-    cand = ndimage.binary_dilation((ch > opacity_threshold).numpy(), iterations=1)
-    fine = np.repeat(np.repeat(np.repeat(cand, B, 0), B, 1), B, 2)[:R, :R, :R]
-    idx_all = torch.from_numpy(np.flatnonzero(fine))
-    values = np.zeros(R ** 3, np.float32)
-    hull = np.zeros(R ** 3, np.float32)
-    dev = p.device
+    cand = _dilate(ch > opacity_threshold)
+    fine = cand.repeat_interleave(B, 0).repeat_interleave(B, 1).repeat_interleave(B, 2)[:R, :R, :R]
+    idx_all = torch.nonzero(fine.reshape(-1))[:, 0]
+    values = torch.zeros(R ** 3, device=dev)
+    hull = torch.zeros(R ** 3, device=dev)
 
     def occ_at(xyz):
-        q = xyz.to(dev)[None]
-        sigma = G.sample_density(planes, q)
+        sigma = G.sample_density(planes, xyz[None])
         if roi is not None:
-            sigma = crop_density(sigma, q, roi)
-        return 1.0 - torch.exp(-sigma[0, :, 0].double().cpu() * step)
+            sigma = crop_density(sigma, xyz[None], roi)
+        return 1.0 - torch.exp(-sigma[0, :, 0].to(real) * step)
 
     scale = level / max(opacity_threshold, 1e-6)    # the hull's opacity threshold lands on the level
     for s in range(0, idx_all.numel(), chunk):
         idx = idx_all[s:s + chunk]
         xyz = _node_xyz(idx, axis, R)
         h = hull_alpha(slack, views, xyz)
-        hull[idx.numpy()] = h.numpy()
+        hull[idx] = h
         inside = h > opacity_threshold           # density only where every view renders the node opaque
-        v = torch.zeros(idx.numel(), dtype=torch.float64)
+        v = torch.zeros(idx.numel(), dtype=real, device=dev)
         if inside.any():
-            v[inside] = torch.minimum(occ_at(xyz[inside]), (h[inside].double() * scale).clamp(max=1.0))
-        values[idx.numpy()] = v.float().numpy()
+            v[inside] = torch.minimum(occ_at(xyz[inside]), (h[inside].to(real) * scale).clamp(max=1.0))
+        values[idx] = v.float()
     # nodes just outside the hull next to solid ones: their value places the surface on the edges between
     # (the hull there is below the level, the density decides how far below)
-    grid3 = values.reshape(R, R, R)
-    near = ndimage.binary_dilation(grid3 > level) & (hull.reshape(R, R, R) <= opacity_threshold) \
-        & (hull.reshape(R, R, R) > 0)
-    band = torch.from_numpy(np.flatnonzero(near))
+    near = _dilate(values.reshape(R, R, R) > level).reshape(-1) & (hull <= opacity_threshold) & (hull > 0)
+    band = torch.nonzero(near)[:, 0]
     for s in range(0, band.numel(), chunk):
         idx = band[s:s + chunk]
-        hv = torch.from_numpy(hull[idx.numpy()]).double() * scale
-        values[idx.numpy()] = torch.minimum(occ_at(_node_xyz(idx, axis, R)), hv).float().numpy()
+        values[idx] = torch.minimum(occ_at(_node_xyz(idx, axis, R)), hull[idx].to(real) * scale).float()
     n_hull = int((hull > opacity_threshold).sum())
-    values = values.reshape(R, R, R)
+    values = values.reshape(R, R, R).cpu().numpy()
     rep.evaluated_fraction = (n_hull + band.numel()) / R ** 3
     rep.seconds["grid"] = time.perf_counter() - t0
     solid = values > level
     rep.hull_fraction = n_hull / R ** 3
-    # floating fragments: connected solid parts much smaller than the largest
-    lab, n = ndimage.label(solid)
-    if n > 1:
-        sizes = np.bincount(lab.ravel())[1:]
-        drop = np.flatnonzero(sizes < min_component * sizes.max()) + 1
-        if len(drop):
-            gone = np.isin(lab, drop)
-            values[gone] = 0.0
-            solid &= ~gone
-            rep.components_dropped = int(len(drop))
+    # floating fragments: connected solid parts much smaller than the largest (labelled inside the solid's
+    # bounding block: a character fills a few per cent of the box)
+    box_of_solid = _bounding_slices(solid)
+    if box_of_solid is not None:
+        sub = solid[box_of_solid]
+        lab, n = ndimage.label(sub)
+        if n > 1:
+            sizes = np.bincount(lab.ravel())[1:]
+            drop = np.flatnonzero(sizes < min_component * sizes.max()) + 1
+            if len(drop):
+                gone = np.zeros_like(solid)
+                gone[box_of_solid] = np.isin(lab, drop)
+                values[gone] = 0.0
+                solid &= ~gone
+                rep.components_dropped = int(len(drop))
     # does the solid show what the renders show?  its projection along each axis view vs the rendered alpha
+    axis = axis.cpu()
     for name, ax in (("front", 2), ("left", 0), ("top", 1)):
         proj = solid.any(ax)
         other = [i for i in range(3) if i != ax]
@@ -337,12 +361,12 @@ def mesh_grid(G, planes, resolution: int = 256, level: float = 0.5, step: float 
         pts = torch.zeros(R * R, 3)
         pts[:, other[0]], pts[:, other[1]] = gi.reshape(-1), gj.reshape(-1)
         # the node row nearest the camera, so the projection lands inside the image
-        ref = hull_alpha({name: have[name]}, views, pts).reshape(R, R).numpy() > opacity_threshold
+        ref = hull_alpha({name: renders[name]["alpha"]}, views, pts).reshape(R, R).numpy() > opacity_threshold
         union = (proj | ref).sum()
         rep.silhouette_iou[name] = float((proj & ref).sum() / union) if union else 1.0
-    if solid.any():
-        ext = [np.flatnonzero(solid.any(tuple(j for j in range(3) if j != i))) for i in range(3)]
-        rep.fills_box = all((e.max() - e.min() + 1) >= 0.9 * R for e in ext)
+    box_of_solid = _bounding_slices(solid)
+    if box_of_solid is not None:
+        rep.fills_box = all((sl.stop - sl.start) >= 0.9 * R for sl in box_of_solid)
     rep.seconds["components"] = time.perf_counter() - t0 - rep.seconds["grid"]
     return values
 
