@@ -352,6 +352,7 @@ def mesh_grid(G, planes, resolution: int = 256, level: float = 0.5, step: float 
                 values[gone] = 0.0
                 solid &= ~gone
                 rep.components_dropped = int(len(drop))
+                box_of_solid = _bounding_slices(solid)
     # does the solid show what the renders show?  its projection along each axis view vs the rendered alpha
     axis = axis.cpu()
     for name, ax in (("front", 2), ("left", 0), ("top", 1)):
@@ -364,7 +365,6 @@ def mesh_grid(G, planes, resolution: int = 256, level: float = 0.5, step: float 
         ref = hull_alpha({name: renders[name]["alpha"]}, views, pts).reshape(R, R).numpy() > opacity_threshold
         union = (proj | ref).sum()
         rep.silhouette_iou[name] = float((proj & ref).sum() / union) if union else 1.0
-    box_of_solid = _bounding_slices(solid)
     if box_of_solid is not None:
         rep.fills_box = all((sl.stop - sl.start) >= 0.9 * R for sl in box_of_solid)
     rep.seconds["components"] = time.perf_counter() - t0 - rep.seconds["grid"]
@@ -417,9 +417,9 @@ def extract_mesh(G, planes, resolution: int = 256, level: float = 0.5, step: flo
             log.warning("%s", w)
         return trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=np.int64))
     # marching cubes on the bounding block of the solid only (plus one node of margin)
-    lo = [max(int(np.flatnonzero(solid.any(tuple(j for j in range(3) if j != i))).min()) - 1, 0) for i in range(3)]
-    hi = [min(int(np.flatnonzero(solid.any(tuple(j for j in range(3) if j != i))).max()) + 2, resolution)
-          for i in range(3)]
+    block = _bounding_slices(solid)
+    lo = [max(sl.start - 1, 0) for sl in block]
+    hi = [min(sl.stop + 1, resolution) for sl in block]
     sub = grid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     if min(sub.shape) < 2 or not (sub.min() < level < sub.max()):
         sub = np.pad(sub, 1)
